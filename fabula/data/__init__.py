@@ -1,0 +1,22 @@
+"""Corpora and batching."""
+
+from fabula.data.bow import BagOfWords, BowBatch
+from fabula.data.errors import DataFormatError
+from fabula.data.registry import DATASETS, load_dataset, locate
+from fabula.data.synthetic import random_nvdm, synthetic_nvdm_corpus
+from fabula.data.vectors import VectorBatch, Vectors
+from fabula.data.vocab import Vocab
+
+__all__ = [
+    "BagOfWords",
+    "BowBatch",
+    "DataFormatError",
+    "DATASETS",
+    "VectorBatch",
+    "Vectors",
+    "Vocab",
+    "load_dataset",
+    "locate",
+    "random_nvdm",
+    "synthetic_nvdm_corpus",
+]

@@ -1,0 +1,135 @@
+"""A registry of public corpora: where to fetch them, their sha256, and how to read them.
+
+Local copies are read with ``data_dir`` (the folder holding ``<name>/`` or the files
+themselves); otherwise files are fetched once into a cache directory (``$FABULA_CACHE`` or
+``~/.cache/fabula``) and verified against their sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from fabula.data.bow import BagOfWords
+from fabula.data.errors import DataFormatError
+from fabula.data.vocab import Vocab
+
+
+@dataclass(frozen=True)
+class RemoteFile:
+    name: str
+    url: str
+    sha256: str
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """A public corpus: its files and a reader from a folder to ``{split: corpus}``."""
+
+    name: str
+    folder: str
+    format: str
+    files: tuple[RemoteFile, ...]
+    reader: Callable[[Path], dict]
+    description: str
+
+
+def _read_nvdm(folder: Path) -> dict:
+    vocab = Vocab.from_nvdm_file(folder / "vocab.new")
+    return {
+        "train": BagOfWords.from_nvdm_file(folder / "train.feat", vocab),
+        "test": BagOfWords.from_nvdm_file(folder / "test.feat", vocab),
+    }
+
+
+_NVDM_RAW = "https://raw.githubusercontent.com/ysmiao/nvdm/19bc3d630bc0bace13555e2515de082771827a76/data/20news/"
+
+DATASETS: dict[str, DatasetSpec] = {
+    "20news": DatasetSpec(
+        name="20news",
+        folder="20news",
+        format="nvdm",
+        files=(
+            RemoteFile(
+                "train.feat",
+                _NVDM_RAW + "train.feat",
+                "55dfc0cc4e8aac22484ed93a4d785bb171959a00e8ffbca6f13c1c80d8cc4ce5",
+            ),
+            RemoteFile(
+                "test.feat",
+                _NVDM_RAW + "test.feat",
+                "344eff7e61116d72abd6ebc3d3c1e286c0474b41bf85ab09c8b898e0a5ff80c1",
+            ),
+            RemoteFile(
+                "vocab.new",
+                _NVDM_RAW + "vocab.new",
+                "afbe73140a0d39578e6ae33914e049e6587768c088a0501392afda20ca3c85a8",
+            ),
+        ),
+        reader=_read_nvdm,
+        description="20 Newsgroups as in Miao et al. (2016): 11,268 train / 7,505 test docs, 2,000 words",
+    ),
+}
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("FABULA_CACHE", Path.home() / ".cache" / "fabula"))
+
+
+def _download(file: RemoteFile, dest: Path) -> None:
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.")
+    try:
+        with os.fdopen(fd, "wb") as out, urllib.request.urlopen(file.url, timeout=60) as resp:
+            while chunk := resp.read(1 << 20):
+                out.write(chunk)
+        os.replace(tmp, dest)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def locate(name: str, data_dir: str | Path | None = None, download: bool = True) -> Path:
+    """The folder holding dataset ``name``'s files, each checked against its sha256.
+
+    With ``data_dir`` the files are looked up in ``data_dir/<folder>/`` then ``data_dir/``
+    and never downloaded; without it they come from (or are fetched into) the cache.
+    """
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+    spec = DATASETS[name]
+    if data_dir is not None:
+        data_dir = Path(data_dir)
+        folder = data_dir / spec.folder if (data_dir / spec.folder).is_dir() else data_dir
+        fetch = False
+    else:
+        folder = default_cache_dir() / spec.folder
+        fetch = download
+    for file in spec.files:
+        path = folder / file.name
+        if not path.is_file():
+            if not fetch:
+                raise DataFormatError(path, f"missing file of dataset {name!r}")
+            _download(file, path)
+        digest = sha256_of(path)
+        if digest != file.sha256:
+            raise DataFormatError(path, f"sha256 {digest} differs from the expected {file.sha256}")
+    return folder
+
+
+def load_dataset(name: str, data_dir: str | Path | None = None, download: bool = True) -> dict:
+    """Load dataset ``name`` as ``{split: corpus}`` (see :data:`DATASETS`)."""
+    return DATASETS[name].reader(locate(name, data_dir, download))

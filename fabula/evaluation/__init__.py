@@ -1,0 +1,17 @@
+"""Bounds on log-likelihood, perplexity and posterior-collapse metrics for any inference object."""
+
+from fabula.evaluation.bounds import elbo_terms, iw_log_likelihood, log_weights, run_traces
+from fabula.evaluation.metrics import active_units, perplexities
+from fabula.evaluation.report import ESTIMATORS, Evaluation, evaluate
+
+__all__ = [
+    "ESTIMATORS",
+    "Evaluation",
+    "active_units",
+    "elbo_terms",
+    "evaluate",
+    "iw_log_likelihood",
+    "log_weights",
+    "perplexities",
+    "run_traces",
+]

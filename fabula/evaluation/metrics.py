@@ -1,0 +1,33 @@
+"""Summaries of per-datum bounds: perplexities and posterior-collapse signals."""
+
+from __future__ import annotations
+
+import torch
+
+
+def perplexities(nll: torch.Tensor, tokens: torch.Tensor) -> dict[str, float]:
+    r"""Per-document and corpus perplexity from per-document NLL (nats) and token counts.
+
+    * ``perplexity`` :math:`= \exp\big(\frac1D \sum_d \mathrm{NLL}_d / N_d\big)`, the NVDM
+      convention (Miao et al. 2016);
+    * ``corpus_perplexity`` :math:`= \exp\big(\sum_d \mathrm{NLL}_d / \sum_d N_d\big)`, the
+      language-model convention (Bowman et al. 2016; Kim et al. 2018).
+    """
+    nll, tokens = nll.double(), tokens.double()
+    return {
+        "perplexity": float(torch.exp((nll / tokens).mean())),
+        "corpus_perplexity": float(torch.exp(nll.sum() / tokens.sum())),
+    }
+
+
+def active_units(posterior_means: torch.Tensor, threshold: float = 0.01) -> int:
+    r"""Latent coordinates whose posterior mean varies across data:
+    :math:`\mathrm{Cov}_x(E_{q(z\mid x)}[z_k]) > \delta` with :math:`\delta = 0.01`.
+
+    :param posterior_means: ``[num_data, latent_dim]``.
+
+    References: Y. Burda, R. Grosse, R. Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
+    """
+    if posterior_means.shape[0] < 2:
+        raise ValueError("active units need the posterior means of at least two data")
+    return int((posterior_means.double().var(0) > threshold).sum())

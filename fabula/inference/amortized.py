@@ -1,0 +1,109 @@
+"""Amortized variational inference: the guide's encoder gives λ = enc(x) for every datum."""
+
+from __future__ import annotations
+
+import pyro.optim
+import torch
+from pyro.infer import ELBO, TraceMeanField_ELBO
+
+from fabula.inference.annealing import Constant, annealed
+from fabula.inference.base import Inference
+from fabula.inference.free_bits import FreeBitsELBO
+
+
+def make_optimizer(optimizer, params, optim_args: dict) -> torch.optim.Optimizer:
+    """A torch optimizer over ``params`` from a ``torch.optim.Optimizer`` class or a Pyro optimizer.
+
+    Pyro optimizers (``pyro.optim.Adam({"lr": ...})``, ``ClippedAdam``, ...) wrap a torch
+    optimizer class and its arguments; fabula uses that class over all parameters at once so
+    that gradient clipping is by global norm and the state is one ``state_dict``.
+    """
+    if isinstance(optimizer, pyro.optim.PyroOptim):
+        if callable(optimizer.pt_optim_args):
+            raise ValueError("per-parameter optimizer arguments (a callable) are not supported")
+        optimizer, optim_args = (
+            optimizer.pt_optim_constructor,
+            {**optimizer.pt_optim_args, **optim_args},
+        )
+    if not (isinstance(optimizer, type) and issubclass(optimizer, torch.optim.Optimizer)):
+        raise TypeError(
+            f"optimizer must be a torch.optim.Optimizer class or a Pyro optimizer, got {optimizer!r}"
+        )
+    return optimizer(params, **optim_args)
+
+
+class Amortized(Inference):
+    r"""Stochastic gradient ascent on the ELBO of story and guide jointly.
+
+    .. math:: \mathcal L(\theta, \phi) = \sum_b E_{q_\phi(z\mid x_b)}[\log p_\theta(x_b\mid z)]
+              - \beta_t\, KL\big(q_\phi(z\mid x_b) \,\|\, p(z)\big)
+
+    The loss is any Pyro ``ELBO``: ``TraceMeanField_ELBO`` (analytic KL, the default),
+    ``Trace_ELBO`` (Monte Carlo KL), ``TraceEnum_ELBO`` for enumerated discrete sites, or the
+    :class:`~fabula.inference.free_bits.FreeBitsELBO` when ``free_bits`` is given. The weight
+    :math:`\beta_t` comes from ``annealing`` (a schedule of the step count) through
+    :class:`~fabula.inference.annealing.ScaleLatents`. Gradients are clipped by global norm.
+
+    The loss reported by :meth:`step` is per datum (the annealed negative ELBO over the batch size).
+
+    References: D. Kingma, M. Welling. Auto-Encoding Variational Bayes. ICLR 2014.
+    """
+
+    def __init__(
+        self,
+        story,
+        guide,
+        *,
+        elbo: ELBO | None = None,
+        optimizer=torch.optim.Adam,
+        optim_args: dict | None = None,
+        clip_norm: float | None = None,
+        annealing=None,
+        free_bits: float | None = None,
+        learn_story: bool = True,
+    ):
+        super().__init__(story, guide)
+        if free_bits is not None and elbo is not None:
+            raise ValueError("give either an elbo or free_bits, not both")
+        self.elbo = (
+            FreeBitsELBO(free_bits) if free_bits is not None else elbo or TraceMeanField_ELBO()
+        )
+        self.annealing = annealing or Constant()
+        self.clip_norm = clip_norm
+        self.learn_story = learn_story
+        self.params = [p for p in self.trainable_parameters() if p.requires_grad]
+        self.optimizer = make_optimizer(optimizer, self.params, optim_args or {"lr": 1e-3})
+
+    def trainable_parameters(self):
+        if self.learn_story:
+            yield from self.story.parameters()
+        yield from self.guide.parameters()
+
+    def _guide(self, batch):
+        return self.guide(batch, self.local_params(batch))
+
+    def step(self, batch) -> dict[str, float]:
+        beta = self.annealing(self.num_steps)
+        loss = self.elbo.differentiable_loss(
+            annealed(self.story.model, beta), annealed(self._guide, beta), batch
+        )
+        loss = loss / batch.size
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"non-finite loss {float(loss)} at step {self.num_steps + 1}; "
+                "lower the learning rate or set clip_norm (the last checkpoint is intact)"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip_norm is not None:
+            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
+        self.optimizer.step()
+        self.num_steps += 1
+        return {"loss": loss.detach().item(), "beta": beta}
+
+    def state_dict(self) -> dict:
+        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        self.optimizer.load_state_dict(state["optimizer"])

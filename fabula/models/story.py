@@ -1,0 +1,62 @@
+"""The story contract: a Pyro model of how text is generated."""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from pyro.nn import PyroModule
+
+# Stories and guides keep their parameters in their own modules, not in Pyro's global
+# parameter store: two stories in one process (a trained model and the corpus generator,
+# say) may then share attribute names without sharing weights.
+pyro.settings.set(module_local_params=True)
+
+DATA_DIM = -1
+"""The batch dimension of the ``"data"`` plate; outer plates (particles, chains) sit left of it."""
+
+
+class Story(PyroModule):
+    """A generative story (Pyro model).
+
+    Subclasses implement :meth:`model`: global parameters are module parameters and buffers;
+    local latents are ``pyro.sample`` sites inside :meth:`data_plate` with their event
+    dimensions declared (``.to_event``); observations are sampled with ``obs=``. The site
+    names in :attr:`latent_sites` are the contract with guides, evaluation and diagnostics.
+    """
+
+    latent_sites: tuple[str, ...] = ()
+
+    def __init__(self):
+        super().__init__(name="story")
+
+    @staticmethod
+    def data_plate(batch) -> pyro.plate:
+        """The plate over independent data, always at :data:`DATA_DIM`."""
+        return pyro.plate("data", batch.size, dim=DATA_DIM)
+
+    def model(self, batch) -> None:
+        raise NotImplementedError
+
+    def forward(self, batch) -> None:
+        return self.model(batch)
+
+    def prior_sample(self, num: int) -> dict[str, torch.Tensor]:
+        """Draw ``num`` joint samples of the local latents from the prior."""
+        raise NotImplementedError
+
+    def num_tokens(self, batch) -> torch.Tensor | None:
+        """Tokens per datum for perplexity, or ``None`` when the data are not text."""
+        return None
+
+    def sequence_log_prob_offset(self, batch) -> torch.Tensor | float:
+        """:math:`\\log p(x) - \\log p(\text{tokens of } x)` when the observation site is a
+        sufficient statistic of the token sequence (word counts); 0 otherwise."""
+        return 0.0
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.buffers()).device
+
+    def config(self) -> dict:
+        """The constructor arguments that rebuild this story (saved in checkpoints)."""
+        raise NotImplementedError

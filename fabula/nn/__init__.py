@@ -1,0 +1,5 @@
+"""Torch building blocks shared by stories and guides."""
+
+from fabula.nn.mlp import MLP
+
+__all__ = ["MLP"]

@@ -86,9 +86,7 @@ class Checkpoint:
         """Load the stored weights into ``modules`` (by the names they were saved under)."""
         for name, module in modules.items():
             if name not in self.weights:
-                raise KeyError(
-                    f"checkpoint has no weights for {name!r} (it has {sorted(self.weights)})"
-                )
+                raise KeyError(f"checkpoint has no weights for {name!r} (it has {sorted(self.weights)})")
             module.load_state_dict(self.weights[name])
 
 

@@ -75,9 +75,7 @@ def cmd_evaluate(args) -> int:
     )
     result = {**report.summary(), "split": args.split, "epoch": run.metadata["epoch"]}
     if run.reference is not None:
-        generator = evaluate(
-            run.reference, data, args.estimator, args.samples, args.batch_size
-        ).summary()
+        generator = evaluate(run.reference, data, args.estimator, args.samples, args.batch_size).summary()
         result["generator"] = generator
     if args.json:
         print(json.dumps(result, indent=2))
@@ -99,7 +97,7 @@ def cmd_topics(args) -> int:
     if not hasattr(story, "topics"):
         raise SystemExit(f"the {run.metadata['story']} story has no topics")
     for j, words in enumerate(story.topics(run.splits["train"].vocab.words, args.k)):
-        print(f"z[{j:2d}]  " + " ".join(words))
+        print(f"z[{j}]\t" + " ".join(words))
     return 0
 
 
@@ -129,9 +127,7 @@ def parser() -> argparse.ArgumentParser:
         help="folder with local copies of the dataset (else it is downloaded and cached)",
     )
     t.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
-    t.add_argument(
-        "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
-    )
+    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--epochs", type=int, default=30, help="total epochs (default: 30)")
     t.add_argument("--batch-size", type=int, default=64, help="documents per step (default: 64)")
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")

@@ -26,7 +26,7 @@ def plot_curves(history: list[dict], path: str | Path) -> None:
         return
     fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2), squeeze=False)
     epochs = [m["epoch"] for m in history]
-    for ax, (key, title) in zip(axes[0], panels):
+    for ax, (key, title) in zip(axes[0], panels, strict=True):
         ax.plot(epochs, [m[key] for m in history], marker="o", markersize=3)
         ax.set_title(title, fontsize=9)
         ax.set_xlabel("epoch")

@@ -61,12 +61,17 @@ def check_vocabulary(splits: dict, metadata: dict) -> None:
         )
 
 
-def fit_reference(generator, train, seed: int, epochs: int = 30) -> Amortized:
-    """An amortized guide for the (frozen) generating story, so that its NLL can be bounded
-    with the same estimators as the trained model's."""
-    pyro.set_rng_seed(seed)
+def reference_inference(generator) -> Amortized:
+    """Amortized VI for the (frozen) generating story of a synthetic corpus, so that its NLL
+    can be bounded with the same estimators as the trained model's."""
     guide = NormalGuide(generator.vocab_size, generator.latent_dim, hidden=[200])
-    reference = Amortized(generator, guide, learn_story=False, optim_args={"lr": 3e-3})
+    return Amortized(generator, guide, learn_story=False, optim_args={"lr": 3e-3})
+
+
+def fit_reference(generator, train, seed: int, epochs: int = 30) -> Amortized:
+    """:func:`reference_inference` with its guide fitted to ``train``."""
+    pyro.set_rng_seed(seed)
+    reference = reference_inference(generator)
     reference.fit(train, epochs=epochs, batch_size=64, seed=seed, progress=False)
     return reference
 
@@ -103,14 +108,14 @@ def _make_inference(config: TrainConfig, story, guide) -> Amortized:
     )
 
 
-def train(
-    config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True
-) -> list[dict]:
+def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> list[dict]:
     """Train ``config`` into run directory ``out`` (continuing it with ``resume``)."""
     out = Path(out)
     ckpt_path = out / CHECKPOINT
     if config.elbo not in ("meanfield", "trace"):
         raise ValueError(f"unknown elbo {config.elbo!r}; choose meanfield or trace")
+    if config.anneal:
+        parse_schedule(config.anneal)
     if ckpt_path.exists() and not resume:
         raise FileExistsError(
             f"{out} already holds a run; pass --resume to continue it or choose another --out"
@@ -122,9 +127,7 @@ def train(
         saved = TrainConfig(**checkpoint.metadata["train"])
         saved.hidden = tuple(saved.hidden)
         if {**vars(saved), "epochs": 0} != {**vars(config), "epochs": 0}:
-            raise ValueError(
-                f"{out}: --resume needs the run's own settings (only --epochs may change)"
-            )
+            raise ValueError(f"{out}: --resume needs the run's own settings (only --epochs may change)")
     data_config = (
         {"name": config.data, "seed": config.seed}
         if config.data == SYNTHETIC
@@ -187,9 +190,7 @@ def train(
     def on_epoch_end(epoch: int, metrics: dict) -> None:
         metrics["train_seconds"] = time.perf_counter() - clock[0]
         report = evaluate(inference, splits["test"], "elbo", 1).summary()
-        metrics.update(
-            {f"test_{k}": v for k, v in report.items() if k not in ("estimator", "samples")}
-        )
+        metrics.update({f"test_{k}": v for k, v in report.items() if k not in ("estimator", "samples")})
         save_checkpoint(
             ckpt_path,
             modules,

@@ -43,9 +43,7 @@ class BowBatch:
         return self.counts.shape[0]
 
     def to(self, device: torch.device | str) -> BowBatch:
-        return BowBatch(
-            *(t.to(device) for t in (self.counts, self.log_coef, self.index, self.labels))
-        )
+        return BowBatch(*(t.to(device) for t in (self.counts, self.log_coef, self.index, self.labels)))
 
 
 class BagOfWords:
@@ -71,15 +69,11 @@ class BagOfWords:
         n = len(self.indptr) - 1
         self.labels = labels.long() if labels is not None else torch.zeros(n, dtype=torch.long)
         if self.ids.numel() and int(self.ids.max()) >= len(vocab):
-            raise DataFormatError(
-                name, f"word id {int(self.ids.max())} >= vocabulary size {len(vocab)}"
-            )
+            raise DataFormatError(name, f"word id {int(self.ids.max())} >= vocabulary size {len(vocab)}")
         rows = torch.repeat_interleave(torch.arange(n), self.indptr.diff())
         counts64 = self.counts.double()
         lengths = torch.zeros(n, dtype=torch.float64).index_add_(0, rows, counts64)
-        lgamma_sum = torch.zeros(n, dtype=torch.float64).index_add_(
-            0, rows, torch.lgamma(counts64 + 1)
-        )
+        lgamma_sum = torch.zeros(n, dtype=torch.float64).index_add_(0, rows, torch.lgamma(counts64 + 1))
         self.lengths = lengths.float()
         self.log_coef = (torch.lgamma(lengths + 1) - lgamma_sum).float()
 
@@ -91,9 +85,7 @@ class BagOfWords:
         return int(self.counts.sum())
 
     @classmethod
-    def from_dense(
-        cls, counts: torch.Tensor, vocab: Vocab, labels=None, name="corpus"
-    ) -> BagOfWords:
+    def from_dense(cls, counts: torch.Tensor, vocab: Vocab, labels=None, name="corpus") -> BagOfWords:
         """Build a corpus from a ``[num_docs, vocab_size]`` count matrix."""
         if counts.shape[-1] != len(vocab):
             raise ValueError(
@@ -121,15 +113,11 @@ class BagOfWords:
             for n, line in enumerate(f, 1):
                 fields = line.split()
                 if not fields:
-                    raise DataFormatError(
-                        path, "empty line (a document needs a label and words)", n
-                    )
+                    raise DataFormatError(path, "empty line (a document needs a label and words)", n)
                 try:
                     labels.append(int(fields[0]))
                 except ValueError:
-                    raise DataFormatError(
-                        path, f"label {fields[0]!r} is not an integer", n
-                    ) from None
+                    raise DataFormatError(path, f"label {fields[0]!r} is not an integer", n) from None
                 if len(fields) == 1:
                     raise DataFormatError(path, "empty document (a label and no words)", n)
                 seen = set()

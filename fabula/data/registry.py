@@ -47,7 +47,9 @@ def _read_nvdm(folder: Path) -> dict:
     }
 
 
-_NVDM_RAW = "https://raw.githubusercontent.com/ysmiao/nvdm/19bc3d630bc0bace13555e2515de082771827a76/data/20news/"
+_NVDM_RAW = (
+    "https://raw.githubusercontent.com/ysmiao/nvdm/19bc3d630bc0bace13555e2515de082771827a76/data/20news/"
+)
 
 DATASETS: dict[str, DatasetSpec] = {
     "20news": DatasetSpec(

@@ -9,9 +9,7 @@ from fabula.data.vocab import Vocab
 from fabula.models.nvdm import NVDM
 
 
-def random_nvdm(
-    seed: int = 0, vocab_size: int = 500, latent_dim: int = 5, spread: float = 1.5
-) -> NVDM:
+def random_nvdm(seed: int = 0, vocab_size: int = 500, latent_dim: int = 5, spread: float = 1.5) -> NVDM:
     r"""An NVDM with weights :math:`R_{vk} \sim \mathcal N(0, \mathrm{spread}^2)` and a Zipfian
     background :math:`b_v = -\log (v+1)`, the same for a given ``seed``."""
     gen = torch.Generator().manual_seed(seed)

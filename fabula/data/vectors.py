@@ -48,9 +48,7 @@ class Vectors:
     ) -> Iterator[VectorBatch]:
         n = len(self)
         order = (
-            torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-            if shuffle
-            else torch.arange(n)
+            torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
         )
         for start in range(0, n, batch_size):
             yield self.batch(order[start : start + batch_size], device)

@@ -34,11 +34,7 @@ class BagOfWordsMultinomial(TorchDistribution):
     def expand(self, batch_shape, _instance=None):
         batch_shape = torch.Size(batch_shape)
         logits = self.logits.expand(batch_shape + self.event_shape)
-        total = (
-            None
-            if self.total_count is None
-            else torch.as_tensor(self.total_count).expand(batch_shape)
-        )
+        total = None if self.total_count is None else torch.as_tensor(self.total_count).expand(batch_shape)
         coef = None if self.log_coef is None else self.log_coef.expand(batch_shape)
         return BagOfWordsMultinomial(logits, total, coef, validate_args=False)
 
@@ -50,13 +46,11 @@ class BagOfWordsMultinomial(TorchDistribution):
             log_coef = torch.lgamma(value.sum(-1) + 1) - torch.lgamma(value + 1).sum(-1)
         return log_coef + (value * torch.log_softmax(self.logits, -1)).sum(-1)
 
-    def sample(self, sample_shape=torch.Size()):
+    def sample(self, sample_shape=()):
         if self.total_count is None:
             raise ValueError("BagOfWordsMultinomial.sample needs total_count")
-        shape = self._extended_shape(sample_shape)
-        total = (
-            torch.as_tensor(self.total_count, device=self.logits.device).long().expand(shape[:-1])
-        )
+        shape = self._extended_shape(torch.Size(sample_shape))
+        total = torch.as_tensor(self.total_count, device=self.logits.device).long().expand(shape[:-1])
         n_max = int(total.max()) if total.numel() else 0
         logits = self.logits.expand(shape).reshape(-1, shape[-1])
         draws = torch.distributions.Categorical(logits=logits).sample((n_max,)).T  # [M, n_max]

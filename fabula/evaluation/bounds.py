@@ -13,6 +13,7 @@ import torch
 from pyro import poutine
 from pyro.distributions import Independent
 from pyro.distributions.util import scale_and_mask
+from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
 from fabula.models.story import DATA_DIM
@@ -31,17 +32,18 @@ def run_traces(story, guide, batch, num_samples: int = 1, params=None):
     return model_trace, guide_trace
 
 
-def _sample_sites(trace):
-    return [site for site in trace.nodes.values() if site["type"] == "sample"]
+def sample_sites(trace) -> list[dict]:
+    """The trace's sample sites (observed and latent), without plates' subsample sites."""
+    return [site for site in trace.nodes.values() if site["type"] == "sample" and not site_is_subsample(site)]
 
 
 def log_weights(story, guide, batch, num_samples: int, params=None) -> torch.Tensor:
     r""":math:`\log w_s = \log p(x, z_s) - \log q(z_s \mid x)`, shape ``[S, B]``."""
     model_trace, guide_trace = run_traces(story, guide, batch, num_samples, params)
     logw = 0.0
-    for site in _sample_sites(model_trace):
+    for site in sample_sites(model_trace):
         logw = logw + site["fn"].log_prob(site["value"])
-    for site in _sample_sites(guide_trace):
+    for site in sample_sites(guide_trace):
         logw = logw - site["fn"].log_prob(site["value"])
     return torch.as_tensor(logw).expand(num_samples, batch.size)
 
@@ -67,14 +69,11 @@ def elbo_terms(story, guide, batch, num_samples: int = 1, params=None, analytic_
     model_trace, guide_trace = run_traces(story, guide, batch, num_samples, params)
     recon = torch.zeros(num_samples, batch.size, device=batch.inputs.device)
     kls = {}
-    for name, site in model_trace.nodes.items():
-        if site["type"] != "sample":
-            continue
+    for site in sample_sites(model_trace):
         if site["is_observed"]:
-            recon = recon + scale_and_mask(
-                site["fn"].log_prob(site["value"]), site["scale"], site["mask"]
-            )
+            recon = recon + scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])
             continue
+        name = site["name"]
         q = guide_trace.nodes[name]
         kl = None
         if analytic_kl:
@@ -84,9 +83,7 @@ def elbo_terms(story, guide, batch, num_samples: int = 1, params=None, analytic_
                 pass
         if kl is None:
             kl = q["fn"].log_prob(q["value"]) - site["fn"].log_prob(site["value"])
-        kls[name] = (
-            scale_and_mask(kl, q["scale"], q["mask"]).expand(num_samples, batch.size).mean(0)
-        )
+        kls[name] = scale_and_mask(kl, q["scale"], q["mask"]).expand(num_samples, batch.size).mean(0)
     return recon.mean(0), kls
 
 
@@ -97,9 +94,7 @@ def chunk_size_for(batch, num_samples: int, max_elements: int = 1 << 24) -> int:
 
 
 @torch.no_grad()
-def iw_log_likelihood(
-    story, guide, batch, num_samples: int = 500, params=None, chunk: int | None = None
-):
+def iw_log_likelihood(story, guide, batch, num_samples: int = 500, params=None, chunk: int | None = None):
     r"""Importance-weighted bound :math:`\log \frac1S \sum_s w_s \le \log p(x)`, per datum.
 
     Samples are drawn in chunks (``chunk`` per pass, by default sized by

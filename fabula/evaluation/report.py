@@ -80,9 +80,7 @@ def evaluate(
         leave=False,
     ):
         params = inference.local_params(batch)
-        recon, kls = elbo_terms(
-            story, guide, batch, num_samples if estimator == "elbo" else 1, params
-        )
+        recon, kls = elbo_terms(story, guide, batch, num_samples if estimator == "elbo" else 1, params)
         kl_b = sum(kls.values())
         if estimator == "elbo":
             nll_b = kl_b - recon
@@ -96,9 +94,7 @@ def evaluate(
         with pyro.plate("particles", 1, dim=-2):
             trace = poutine.trace(guide).get_trace(batch, params)
         means.append(
-            torch.cat(
-                [trace.nodes[s]["fn"].mean.reshape(batch.size, -1) for s in story.latent_sites], -1
-            )
+            torch.cat([trace.nodes[s]["fn"].mean.reshape(batch.size, -1) for s in story.latent_sites], -1)
         )
     nll_t = torch.cat(nll).cpu()
     if not torch.isfinite(nll_t).all():

@@ -64,6 +64,4 @@ class NormalGuide(Guide):
         if params is None:
             params = self.local_params(batch)
         with pyro.plate("data", batch.size, dim=DATA_DIM):
-            pyro.sample(
-                self.site, dist.Normal(params["loc"], params["log_scale"].exp()).to_event(1)
-            )
+            pyro.sample(self.site, dist.Normal(params["loc"], params["log_scale"].exp()).to_event(1))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pyro.optim
 import torch
 from pyro.infer import ELBO, TraceMeanField_ELBO
@@ -65,9 +67,7 @@ class Amortized(Inference):
         super().__init__(story, guide)
         if free_bits is not None and elbo is not None:
             raise ValueError("give either an elbo or free_bits, not both")
-        self.elbo = (
-            FreeBitsELBO(free_bits) if free_bits is not None else elbo or TraceMeanField_ELBO()
-        )
+        self.elbo = FreeBitsELBO(free_bits) if free_bits is not None else elbo or TraceMeanField_ELBO()
         self.annealing = annealing or Constant()
         self.clip_norm = clip_norm
         self.learn_story = learn_story
@@ -88,9 +88,10 @@ class Amortized(Inference):
             annealed(self.story.model, beta), annealed(self._guide, beta), batch
         )
         loss = loss / batch.size
-        if not torch.isfinite(loss):
+        value = loss.detach().item()
+        if not math.isfinite(value):
             raise FloatingPointError(
-                f"non-finite loss {float(loss)} at step {self.num_steps + 1}; "
+                f"non-finite loss {value} at step {self.num_steps + 1}; "
                 "lower the learning rate or set clip_norm (the last checkpoint is intact)"
             )
         self.optimizer.zero_grad(set_to_none=True)
@@ -99,7 +100,7 @@ class Amortized(Inference):
             torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
         self.optimizer.step()
         self.num_steps += 1
-        return {"loss": loss.detach().item(), "beta": beta}
+        return {"loss": value, "beta": beta}
 
     def state_dict(self) -> dict:
         return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}

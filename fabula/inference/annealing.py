@@ -16,6 +16,7 @@ import math
 from dataclasses import dataclass
 
 from pyro.poutine.messenger import Messenger
+from pyro.poutine.util import site_is_subsample
 
 
 class ScaleLatents(Messenger):
@@ -28,7 +29,7 @@ class ScaleLatents(Messenger):
         self.beta = beta
 
     def _process_message(self, msg) -> None:
-        if msg["type"] == "sample" and not msg["is_observed"]:
+        if msg["type"] == "sample" and not msg["is_observed"] and not site_is_subsample(msg):
             msg["scale"] = self.beta * msg["scale"]
 
 

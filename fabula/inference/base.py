@@ -73,9 +73,7 @@ class Inference:
             sums: dict[str, float] = {}
             seen = 0
             bar = tqdm(
-                data.batches(
-                    batch_size, shuffle=True, seed=seed * 1_000_003 + epoch, device=device
-                ),
+                data.batches(batch_size, shuffle=True, seed=seed * 1_000_003 + epoch, device=device),
                 total=data.num_batches(batch_size),
                 desc=f"epoch {epoch + 1}/{epochs}",
                 disable=not progress,

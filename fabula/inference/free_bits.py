@@ -18,7 +18,7 @@ from pyro import poutine
 from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO
 
-from fabula.evaluation.bounds import kl_per_dim
+from fabula.evaluation.bounds import kl_per_dim, sample_sites
 
 
 class FreeBitsELBO(ELBO):
@@ -30,23 +30,22 @@ class FreeBitsELBO(ELBO):
         super().__init__(num_particles=1)
         self.free_bits = free_bits
 
-    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+    def _get_trace(self, model, guide, args, kwargs):
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(
-            *args, **kwargs
-        )
+        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+        return model_trace, guide_trace
+
+    def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
+        model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
         loss = 0.0
-        for name, site in model_trace.nodes.items():
-            if site["type"] != "sample":
-                continue
+        for site in sample_sites(model_trace):
             if site["is_observed"]:
                 loss = (
                     loss
-                    - scale_and_mask(
-                        site["fn"].log_prob(site["value"]), site["scale"], site["mask"]
-                    ).sum()
+                    - scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"]).sum()
                 )
                 continue
+            name = site["name"]
             q = guide_trace.nodes[name]
             try:
                 kl = kl_per_dim(q["fn"], site["fn"])

@@ -33,9 +33,7 @@ class NonAmortized(Amortized):
 
     def local_params(self, batch) -> dict[str, torch.Tensor]:
         if int(batch.index.max()) >= self.num_data:
-            raise IndexError(
-                f"datum {int(batch.index.max())} has no parameters (table of {self.num_data})"
-            )
+            raise IndexError(f"datum {int(batch.index.max())} has no parameters (table of {self.num_data})")
         return {k: v[batch.index] for k, v in self.table.items()}
 
     def modules(self) -> dict[str, nn.Module]:

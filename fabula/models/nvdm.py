@@ -57,9 +57,7 @@ class NVDM(Story):
             z = pyro.sample("z", self.prior())
             pyro.sample(
                 "x",
-                BagOfWordsMultinomial(
-                    self.decoder(z), log_coef=batch.log_coef, validate_args=False
-                ),
+                BagOfWordsMultinomial(self.decoder(z), log_coef=batch.log_coef, validate_args=False),
                 obs=batch.counts,
             )
 

@@ -1,0 +1,95 @@
+import json
+
+import pytest
+import torch
+
+from fabula.checkpoint import load_checkpoint, save_checkpoint
+from fabula.data import DataFormatError
+from fabula.runs import CHECKPOINT, METRICS, TrainConfig, load_run, read_metrics, train
+
+from helpers import nvdm_setup
+
+
+def test_round_trip_of_weights_optimizer_and_nested_state(tmp_path):
+    story, guide, corpus = nvdm_setup()
+    opt = torch.optim.Adam([*story.parameters(), *guide.parameters()], lr=0.01)
+    loss = story.decoder(torch.randn(3, 4)).sum() + guide.encoder(torch.randn(2, 40)).sum()
+    loss.backward()
+    opt.step()
+    state = {"optimizer": opt.state_dict(), "rng": {"cpu": torch.get_rng_state()}, "steps": 7}
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(path, {"story": story, "guide": guide}, state, {"epoch": 3, "note": "x"})
+    ckpt = load_checkpoint(path)
+    assert ckpt.metadata == {"epoch": 3, "note": "x"}
+    fresh_story, fresh_guide, _ = nvdm_setup()
+    ckpt.load_into({"story": fresh_story, "guide": fresh_guide})
+    for a, b in zip(story.state_dict().values(), fresh_story.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    opt2 = torch.optim.Adam([*fresh_story.parameters(), *fresh_guide.parameters()], lr=0.5)
+    opt2.load_state_dict(ckpt.state["optimizer"])
+    assert opt2.param_groups[0]["lr"] == 0.01
+    assert torch.equal(opt2.state_dict()["state"][0]["exp_avg"], opt.state_dict()["state"][0]["exp_avg"])
+    assert torch.equal(ckpt.state["rng"]["cpu"], state["rng"]["cpu"]) and ckpt.state["steps"] == 7
+
+
+def test_a_failed_write_leaves_the_old_checkpoint(tmp_path):
+    story, guide, _ = nvdm_setup()
+    path = tmp_path / "ckpt.safetensors"
+    save_checkpoint(path, {"story": story}, {}, {"epoch": 1})
+    with pytest.raises(TypeError, match="cannot store"):
+        save_checkpoint(path, {"story": story}, {"bad": object()}, {"epoch": 2})
+    assert load_checkpoint(path).metadata == {"epoch": 1}
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt.safetensors"]
+
+
+def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x80\x04 not safetensors")
+    with pytest.raises(ValueError, match="not a fabula checkpoint"):
+        load_checkpoint(bad)
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "none.safetensors")
+
+
+def small_config(**kw):
+    return TrainConfig(**{"epochs": 2, "latent_dim": 4, "hidden": (16,), "batch_size": 128, **kw})
+
+
+def test_resume_equals_an_uninterrupted_run(tmp_path):
+    train(small_config(epochs=3), tmp_path / "straight", progress=False)
+    train(small_config(epochs=1), tmp_path / "split", progress=False)
+    train(small_config(epochs=3), tmp_path / "split", resume=True, progress=False)
+    a = load_checkpoint(tmp_path / "straight" / CHECKPOINT)
+    b = load_checkpoint(tmp_path / "split" / CHECKPOINT)
+    assert a.metadata == b.metadata and a.metadata["epoch"] == 3
+    for name in a.weights:
+        for key in a.weights[name]:
+            assert torch.equal(a.weights[name][key], b.weights[name][key]), (name, key)
+    ma, mb = (read_metrics(tmp_path / run / METRICS) for run in ("straight", "split"))
+    drop = lambda ms: [{k: v for k, v in m.items() if k != "train_seconds"} for m in ms]  # noqa: E731
+    assert drop(ma) == drop(mb) and len(ma) == 3
+
+
+def test_resume_refuses_changed_settings_and_existing_runs(tmp_path):
+    train(small_config(epochs=1), tmp_path / "run", progress=False)
+    with pytest.raises(FileExistsError, match="--resume"):
+        train(small_config(epochs=1), tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="only --epochs"):
+        train(small_config(epochs=2, lr=0.5), tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+        train(small_config(), tmp_path / "other", resume=True, progress=False)
+
+
+def test_vocabulary_mismatch_with_a_checkpoint_is_an_error(tmp_path):
+    train(small_config(epochs=1), tmp_path / "run", progress=False)
+    path = tmp_path / "run" / CHECKPOINT
+    ckpt = load_checkpoint(path)
+    modules = {name: torch.nn.Module() for name in ckpt.weights}
+    for name, weights in ckpt.weights.items():
+        for key, value in weights.items():
+            modules[name].register_buffer(key.replace(".", "_"), value)
+    meta = json.loads(json.dumps(ckpt.metadata))
+    meta["vocab"] = {"size": 2000, "sha256": "0" * 64}
+    save_checkpoint(path, modules, ckpt.state, meta)
+    with pytest.raises(DataFormatError, match="vocabulary .* differs from the checkpoint's \\(2000 words"):
+        load_run(tmp_path / "run")

@@ -1,0 +1,123 @@
+import shutil
+
+import pytest
+import torch
+
+from fabula.data import BagOfWords, DataFormatError, Vocab, load_dataset, locate, synthetic_nvdm_corpus
+
+
+@pytest.fixture
+def vocab_file(tmp_path):
+    path = tmp_path / "vocab.new"
+    path.write_text("apple 10\nbanana 7\ncherry 3\ndate 1\n")
+    return path
+
+
+def write_feat(tmp_path, text):
+    path = tmp_path / "docs.feat"
+    path.write_text(text)
+    return path
+
+
+def test_vocab_reads_words_in_order(vocab_file):
+    vocab = Vocab.from_nvdm_file(vocab_file)
+    assert vocab.words == ["apple", "banana", "cherry", "date"]
+    assert vocab.index["cherry"] == 2
+    assert vocab.sha256 != Vocab(["apple", "banana", "date", "cherry"]).sha256
+
+
+def test_vocab_duplicate_word_is_an_error(tmp_path):
+    path = tmp_path / "v.txt"
+    path.write_text("a 1\nb 1\na 1\n")
+    with pytest.raises(DataFormatError, match="twice"):
+        Vocab.from_nvdm_file(path)
+
+
+def test_feat_file_parsed_with_one_based_ids(tmp_path, vocab_file):
+    vocab = Vocab.from_nvdm_file(vocab_file)
+    corpus = BagOfWords.from_nvdm_file(write_feat(tmp_path, "3 1:2 4:1\n7 2:5\n"), vocab)
+    assert len(corpus) == 2
+    assert corpus.labels.tolist() == [3, 7]
+    dense = corpus.batch(torch.arange(2)).counts
+    assert dense.tolist() == [[2, 0, 0, 1], [0, 5, 0, 0]]
+    assert corpus.lengths.tolist() == [3, 5]
+    # log multinomial coefficient: log 3!/(2! 1!) = log 3 and log 5!/5! = 0
+    assert corpus.log_coef.tolist() == pytest.approx([torch.tensor(3.0).log().item(), 0.0], abs=1e-6)
+
+
+@pytest.mark.parametrize(
+    "text, line, problem",
+    [
+        ("1 1:2\n1 1-2\n", 2, "not of the form ID:COUNT"),
+        ("1 x:2\n", 1, "word id 'x'"),
+        ("1 1:2\n1 1:1 5:1\n", 2, "out of range 1..4"),
+        ("1 0:1\n", 1, "out of range 1..4"),
+        ("1 1:-3\n", 1, "count -3 in '1:-3' is not positive"),
+        ("1 1:1.5\n", 1, "count '1.5' in '1:1.5' is not an integer"),
+        ("1 1:1\n2\n", 2, "empty document"),
+        ("1 1:1\n\n", 2, "empty line"),
+        ("one 1:1\n", 1, "label 'one'"),
+        ("1 2:1 2:3\n", 1, "word id 2 appears twice"),
+    ],
+)
+def test_malformed_feat_names_file_line_and_problem(tmp_path, vocab_file, text, line, problem):
+    vocab = Vocab.from_nvdm_file(vocab_file)
+    path = write_feat(tmp_path, text)
+    with pytest.raises(DataFormatError) as err:
+        BagOfWords.from_nvdm_file(path, vocab)
+    assert err.value.line == line
+    assert str(path) in str(err.value) and f"line {line}" in str(err.value)
+    assert problem in str(err.value)
+
+
+def test_missing_and_empty_files(tmp_path, vocab_file):
+    vocab = Vocab.from_nvdm_file(vocab_file)
+    with pytest.raises(DataFormatError, match="not found"):
+        BagOfWords.from_nvdm_file(tmp_path / "nope.feat", vocab)
+    with pytest.raises(DataFormatError, match="no documents"):
+        BagOfWords.from_nvdm_file(write_feat(tmp_path, ""), vocab)
+
+
+def test_batches_cover_the_corpus_once_and_shuffle_by_seed():
+    corpus, _ = synthetic_nvdm_corpus(num_train=50, num_test=5, vocab_size=30, latent_dim=2)
+    train = corpus["train"]
+    seen = torch.cat([b.index for b in train.batches(8, shuffle=True, seed=3)])
+    assert sorted(seen.tolist()) == list(range(50))
+    again = torch.cat([b.index for b in train.batches(8, shuffle=True, seed=3)])
+    other = torch.cat([b.index for b in train.batches(8, shuffle=True, seed=4)])
+    assert torch.equal(seen, again) and not torch.equal(seen, other)
+    batch = train.batch(torch.tensor([4, 1]))
+    assert torch.equal(batch.lengths, train.lengths[[4, 1]])
+    assert torch.equal(batch.log_coef, train.log_coef[[4, 1]])
+
+
+def test_synthetic_corpus_is_reproducible_from_its_seed():
+    a, _ = synthetic_nvdm_corpus(seed=1, num_train=20, num_test=5)
+    b, _ = synthetic_nvdm_corpus(seed=1, num_train=20, num_test=5)
+    c, _ = synthetic_nvdm_corpus(seed=2, num_train=20, num_test=5)
+    assert torch.equal(a["train"].counts, b["train"].counts)
+    assert not torch.equal(a["train"].counts, c["train"].counts)
+    assert (a["train"].lengths >= 5).all()
+
+
+def test_registry_refuses_missing_or_altered_local_copies(tmp_path, shared_data):
+    with pytest.raises(DataFormatError, match="missing file of dataset '20news'"):
+        locate("20news", tmp_path)
+    copy = tmp_path / "20news"
+    shutil.copytree(shared_data / "20news", copy)
+    (copy / "vocab.new").chmod(0o644)
+    with (copy / "vocab.new").open("a") as f:
+        f.write("extra 1\n")
+    with pytest.raises(DataFormatError, match="sha256"):
+        locate("20news", tmp_path)
+    with pytest.raises(KeyError, match="unknown dataset"):
+        locate("nope", tmp_path)
+
+
+@pytest.mark.integration
+def test_20news_loads_with_the_documented_counts(shared_data):
+    data = load_dataset("20news", shared_data)
+    assert (len(data["train"]), len(data["test"])) == (11268, 7505)
+    assert (data["train"].num_tokens, data["test"].num_tokens) == (1128881, 720898)
+    assert len(data["train"].vocab) == 2000 and data["train"].vocab is data["test"].vocab
+    assert set(data["train"].labels.unique().tolist()) == set(range(1, 21))

@@ -24,7 +24,9 @@ def test_train_evaluate_topics_on_the_embedded_default(tmp_path, capsys):
 
     assert main(["evaluate", run, "--estimator", "iw", "--samples", "20", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert {"perplexity", "corpus_perplexity", "nll", "kl", "active_units", "estimator", "samples"} <= set(report)
+    assert {"perplexity", "corpus_perplexity", "nll", "kl", "active_units", "estimator", "samples"} <= set(
+        report
+    )
     assert (report["estimator"], report["samples"]) == ("iw", 20)
     # the generating model, bounded by the same estimator, is reported beside the fit
     assert report["generator"]["estimator"] == "iw" and report["generator"]["nll"] < report["nll"]

@@ -6,8 +6,12 @@ from fabula.distributions import BagOfWordsMultinomial
 
 def test_log_prob_equals_torch_multinomial():
     logits = torch.randn(4, 6)
-    counts = torch.tensor([[1, 0, 2, 0, 0, 3], [0, 0, 0, 1, 0, 0], [5, 1, 1, 1, 1, 1], [0, 2, 0, 0, 2, 0]]).float()
-    want = torch.stack([Multinomial(int(c.sum()), logits=lg).log_prob(c) for lg, c in zip(logits, counts, strict=True)])
+    counts = torch.tensor(
+        [[1, 0, 2, 0, 0, 3], [0, 0, 0, 1, 0, 0], [5, 1, 1, 1, 1, 1], [0, 2, 0, 0, 2, 0]]
+    ).float()
+    want = torch.stack(
+        [Multinomial(int(c.sum()), logits=lg).log_prob(c) for lg, c in zip(logits, counts, strict=True)]
+    )
     d = BagOfWordsMultinomial(logits)
     assert torch.allclose(d.log_prob(counts), want, atol=1e-5)
     coef = torch.lgamma(counts.sum(-1) + 1) - torch.lgamma(counts + 1).sum(-1)

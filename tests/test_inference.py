@@ -4,14 +4,13 @@ import pyro
 import pyro.optim
 import pytest
 import torch
+from helpers import linear_gaussian_setup, nvdm_setup
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from fabula.evaluation import elbo_terms
 from fabula.inference import Amortized, FreeBitsELBO, NonAmortized, parse_schedule
 from fabula.inference.amortized import make_optimizer
 from fabula.inference.annealing import Cyclical, Linear, Logistic, annealed
-
-from helpers import linear_gaussian_setup, nvdm_setup
 
 SETUPS = {"nvdm": nvdm_setup, "linear-gaussian": linear_gaussian_setup}
 
@@ -33,7 +32,9 @@ def train_split(data):
 
 
 @pytest.mark.parametrize("setup", sorted(SETUPS))
-@pytest.mark.parametrize("inference", ["amortized", "amortized-trace-elbo", "amortized-annealed-free-bits", "non-amortized"])
+@pytest.mark.parametrize(
+    "inference", ["amortized", "amortized-trace-elbo", "amortized-annealed-free-bits", "non-amortized"]
+)
 def test_every_story_guide_inference_pair_takes_a_step(setup, inference, device):
     story, guide, data = SETUPS[setup]()
     data = train_split(data)

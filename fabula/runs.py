@@ -28,14 +28,27 @@ CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
 
-STORIES = {"nvdm": (NVDM, NormalGuide)}
 SYNTHETIC = "synthetic"
 
 
+def new_nvdm(config: TrainConfig, train_corpus):
+    """A fresh NVDM with the background of ``train_corpus`` and its encoder guide."""
+    V = len(train_corpus.vocab)
+    story = NVDM(V, config.latent_dim)
+    story.init_background(train_corpus)
+    guide = NormalGuide(V, config.latent_dim, hidden=list(config.hidden), activation=config.activation)
+    return story, guide
+
+
+STORIES = {"nvdm": (NVDM, NormalGuide, new_nvdm)}
+"""Story name -> (story class, guide class, recipe for a fresh pair from a config and corpus)."""
+
+
 def build(story_name: str, story_config: dict, guide_config: dict):
+    """The story and guide of a saved run, from their ``config()``."""
     if story_name not in STORIES:
         raise ValueError(f"unknown story {story_name!r}; choose from {sorted(STORIES)}")
-    story_cls, guide_cls = STORIES[story_name]
+    story_cls, guide_cls, _ = STORIES[story_name]
     return story_cls(**story_config), guide_cls(**guide_config)
 
 
@@ -112,6 +125,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     """Train ``config`` into run directory ``out`` (continuing it with ``resume``)."""
     out = Path(out)
     ckpt_path = out / CHECKPOINT
+    if config.story not in STORIES:
+        raise ValueError(f"unknown story {config.story!r}; choose from {sorted(STORIES)}")
     if config.elbo not in ("meanfield", "trace"):
         raise ValueError(f"unknown elbo {config.elbo!r}; choose meanfield or trace")
     if config.anneal:
@@ -148,25 +163,14 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         check_vocabulary(splits, checkpoint.metadata)
 
     torch.manual_seed(config.seed)
-    story_config = {"vocab_size": len(vocab), "latent_dim": config.latent_dim}
-    guide_config = {
-        "in_features": len(vocab),
-        "latent_dim": config.latent_dim,
-        "hidden": list(config.hidden),
-        "activation": config.activation,
-    }
-    story, guide = build(config.story, story_config, guide_config)
-    story.init_background(splits["train"])
-    metadata.update(story_config=story_config, guide_config=guide_config)
+    story, guide = STORIES[config.story][2](config, splits["train"])
+    metadata.update(story_config=story.config(), guide_config=guide.config())
     reference = None
     if generator is not None:
-        reference = Amortized(
-            generator,
-            NormalGuide(generator.vocab_size, generator.latent_dim, hidden=[200]),
-            learn_story=False,
-        )
         if checkpoint is None:
             reference = fit_reference(generator, splits["train"], config.seed)
+        else:
+            reference = reference_inference(generator)
     story.to(config.device), guide.to(config.device)
     inference = _make_inference(config, story, guide)
     modules = inference.modules()

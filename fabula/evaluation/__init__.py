@@ -1,6 +1,13 @@
 """Bounds on log-likelihood, perplexity and posterior-collapse metrics for any inference object."""
 
-from fabula.evaluation.bounds import elbo_terms, iw_log_likelihood, log_weights, run_traces
+from fabula.evaluation.bounds import (
+    elbo_terms,
+    iw_log_likelihood,
+    log_weights,
+    posterior_means,
+    run_traces,
+    terms_from_traces,
+)
 from fabula.evaluation.metrics import active_units, perplexities
 from fabula.evaluation.report import ESTIMATORS, Evaluation, evaluate
 
@@ -13,5 +20,7 @@ __all__ = [
     "iw_log_likelihood",
     "log_weights",
     "perplexities",
+    "posterior_means",
     "run_traces",
+    "terms_from_traces",
 ]

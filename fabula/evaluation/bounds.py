@@ -60,14 +60,21 @@ def kl_per_dim(q, p) -> torch.Tensor:
 def elbo_terms(story, guide, batch, num_samples: int = 1, params=None, analytic_kl: bool = True):
     r"""Per-datum reconstruction :math:`E_q[\log p(x\mid z)]` and :math:`KL(q\|p)` of each latent site.
 
-    Expectations are averaged over ``num_samples`` draws; the KL is analytic where
-    ``torch.distributions.kl_divergence`` knows the pair (and ``analytic_kl``), else the Monte
-    Carlo estimate :math:`\log q(z) - \log p(z)`. Site scales (KL annealing) are applied.
+    Expectations are averaged over ``num_samples`` draws (see :func:`terms_from_traces`).
 
     :returns: ``(recon [B], {site: kl [B]})``.
     """
-    model_trace, guide_trace = run_traces(story, guide, batch, num_samples, params)
-    recon = torch.zeros(num_samples, batch.size, device=batch.inputs.device)
+    return terms_from_traces(*run_traces(story, guide, batch, num_samples, params), analytic_kl)
+
+
+def terms_from_traces(model_trace, guide_trace, analytic_kl: bool = True):
+    r"""Reconstruction and per-site KL, per datum, from traces made by :func:`run_traces`.
+
+    The KL is analytic where ``torch.distributions.kl_divergence`` knows the pair (and
+    ``analytic_kl``), else the Monte Carlo estimate :math:`\log q(z) - \log p(z)`. Site scales
+    (KL annealing) are applied; both terms are averaged over the particle dimension.
+    """
+    recon = 0.0
     kls = {}
     for site in sample_sites(model_trace):
         if site["is_observed"]:
@@ -83,8 +90,16 @@ def elbo_terms(story, guide, batch, num_samples: int = 1, params=None, analytic_
                 pass
         if kl is None:
             kl = q["fn"].log_prob(q["value"]) - site["fn"].log_prob(site["value"])
-        kls[name] = scale_and_mask(kl, q["scale"], q["mask"]).expand(num_samples, batch.size).mean(0)
+        kls[name] = scale_and_mask(kl, q["scale"], q["mask"]).mean(0)
     return recon.mean(0), kls
+
+
+def posterior_means(guide_trace, sites) -> torch.Tensor:
+    """:math:`E_q[z]` of the given sites, flattened and concatenated per datum: ``[B, D]``.
+
+    The guide's distributions carry the particle dimension first; their means agree along it.
+    """
+    return torch.cat([guide_trace.nodes[s]["fn"].mean.mean(0).flatten(1) for s in sites], -1)
 
 
 def chunk_size_for(batch, num_samples: int, max_elements: int = 1 << 24) -> int:

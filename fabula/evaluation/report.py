@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import pyro
 import torch
-from pyro import poutine
 from tqdm.auto import tqdm
 
-from fabula.evaluation.bounds import elbo_terms, iw_log_likelihood
+from fabula.evaluation.bounds import iw_log_likelihood, posterior_means, run_traces, terms_from_traces
 from fabula.evaluation.metrics import active_units, perplexities
 
 ESTIMATORS = ("elbo", "iw")
@@ -25,7 +23,6 @@ class Evaluation:
     kl: torch.Tensor
     tokens: torch.Tensor | None
     posterior_means: torch.Tensor
-    extra: dict = field(default_factory=dict)
 
     def summary(self) -> dict:
         out = {
@@ -39,7 +36,6 @@ class Evaluation:
         if self.tokens is not None:
             out.update(perplexities(self.nll, self.tokens))
             out["num_tokens"] = int(self.tokens.sum())
-        out.update(self.extra)
         return out
 
 
@@ -80,7 +76,10 @@ def evaluate(
         leave=False,
     ):
         params = inference.local_params(batch)
-        recon, kls = elbo_terms(story, guide, batch, num_samples if estimator == "elbo" else 1, params)
+        model_trace, guide_trace = run_traces(
+            story, guide, batch, num_samples if estimator == "elbo" else 1, params
+        )
+        recon, kls = terms_from_traces(model_trace, guide_trace)
         kl_b = sum(kls.values())
         if estimator == "elbo":
             nll_b = kl_b - recon
@@ -91,11 +90,7 @@ def evaluate(
         n_tokens = story.num_tokens(batch)
         if n_tokens is not None:
             tokens.append(n_tokens)
-        with pyro.plate("particles", 1, dim=-2):
-            trace = poutine.trace(guide).get_trace(batch, params)
-        means.append(
-            torch.cat([trace.nodes[s]["fn"].mean.reshape(batch.size, -1) for s in story.latent_sites], -1)
-        )
+        means.append(posterior_means(guide_trace, story.latent_sites))
     nll_t = torch.cat(nll).cpu()
     if not torch.isfinite(nll_t).all():
         bad = int((~torch.isfinite(nll_t)).nonzero()[0])

@@ -27,7 +27,7 @@ from fabula.models import NVDM
 
 def plain_step(story, guide, optimizer, batch):
     """Negative ELBO with analytic KL and one reparameterised sample, written in plain torch."""
-    loc, log_scale = guide.encoder(batch.counts).chunk(2, dim=-1)
+    loc, log_scale = guide.net.mlp(batch.counts).chunk(2, dim=-1)
     z = loc + log_scale.exp() * torch.randn_like(loc)
     logp = torch.log_softmax(story.decoder(z), -1)
     recon = (batch.counts * logp).sum(-1) + batch.log_coef

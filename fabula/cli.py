@@ -8,15 +8,22 @@ import sys
 
 import torch
 
+from fabula.data.text import TextBatch
 from fabula.evaluation import ESTIMATORS, evaluate
+from fabula.generation import DECODERS, decode, homotopy
 from fabula.runs import STORIES, SYNTHETIC, TrainConfig, load_run, train
 
 EXAMPLES = """examples:
   fabula train nvdm --out runs/demo                      # synthetic corpus, no download
-  fabula train nvdm --data 20news --data-dir ../shared/data --epochs 100 --out runs/nvdm20
-  fabula train nvdm --data 20news --epochs 5 --out runs/nvdm20 --resume
+  fabula train nvdm --data 20news --data-dir ../shared/data --epochs 100 --lr 5e-4 --out runs/nvdm20
+  fabula train nvdm --data 20news --data-dir ../shared/data --epochs 120 --lr 5e-4 --out runs/nvdm20 --resume
+  fabula train lstm-vae --out runs/oracle                 # the SA-VAE synthetic oracle corpus
+  fabula train lstm-vae --data ptb --data-dir ../shared/data --anneal linear:10000 --word-dropout 0.3 --out runs/vae
   fabula evaluate runs/nvdm20 --estimator iw --samples 500 --json
   fabula topics runs/nvdm20 --k 10
+  fabula sample runs/vae --n 5 --decode beam
+  fabula sample runs/vae --n 3 --from "the company said it would sell its stake"
+  fabula interpolate runs/vae "he said the market was weak" "the stock rose N %" --steps 5
 """
 
 
@@ -38,6 +45,14 @@ def cmd_train(args) -> int:
         latent_dim=args.latent_dim,
         hidden=tuple(args.hidden) if args.hidden is not None else defaults.hidden,
         activation=args.activation,
+        embed_dim=args.embed_dim,
+        hidden_dim=args.hidden_dim,
+        encoder=args.encoder,
+        z_every_step=not args.z_initial_only,
+        tie=args.tie,
+        dropout=args.dropout,
+        word_dropout=args.word_dropout,
+        aggressive=args.aggressive,
         elbo=args.elbo,
         anneal=args.anneal,
         free_bits=args.free_bits,
@@ -48,8 +63,9 @@ def cmd_train(args) -> int:
     history = train(config, args.out, resume=args.resume, progress=not args.quiet)
     for m in history:
         print(
-            f"epoch {m['epoch']:4d}  loss {m['loss']:.2f}  test ppl (ELBO) {m['test_perplexity']:.1f}"
-            f"  KL {m['test_kl']:.2f}  AU {m['test_active_units']}  {m['train_seconds']:.1f}s"
+            f"epoch {m['epoch']:4d}  loss {m['loss']:.2f}  {m['eval_split']} ppl (ELBO) per doc "
+            f"{m['eval_perplexity']:.1f} corpus {m['eval_corpus_perplexity']:.1f}  KL {m['eval_kl']:.2f}  "
+            f"MI {m['eval_mi']:.2f}  AU {m['eval_active_units']}  {m['train_seconds']:.1f}s"
         )
     print(f"run written to {args.out} (checkpoint.safetensors, metrics.jsonl, curves.png)")
     return 0
@@ -91,12 +107,56 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def _sentence_run(args):
+    run = load_run(args.run, data_dir=args.data_dir)
+    story = run.inference.story
+    if not hasattr(story, "decoder"):
+        raise SystemExit(f"the {run.metadata['story']} story does not generate sentences")
+    return run, story, next(iter(run.splits.values())).vocab
+
+
+def _encode(run, vocab, sentence: str):
+    batch = TextBatch.from_ids([vocab.encode(sentence.split())])
+    return batch.to(run.inference.story.device)
+
+
+def cmd_sample(args) -> int:
+    torch.manual_seed(args.seed)
+    run, story, vocab = _sentence_run(args)
+    if args.source is not None:
+        if not story.latent_sites:
+            raise SystemExit("--from needs a story with a latent code (lstm-vae)")
+        batch = _encode(run, vocab, args.source)
+        z = run.inference.posterior(batch, args.n)["z"][:, 0]
+        print("input:  " + " ".join(vocab.decode(batch.targets[0])))
+    else:
+        z = story.prior_sample(args.n).get("z")
+    for ids in decode(story.decoder, z, args.n, args.decode, args.beam_size, args.max_length):
+        print(" ".join(vocab.decode(ids)))
+    return 0
+
+
+def cmd_interpolate(args) -> int:
+    run, story, vocab = _sentence_run(args)
+    if not story.latent_sites:
+        raise SystemExit("interpolation needs a story with a latent code (lstm-vae)")
+    means = [run.inference.local_params(_encode(run, vocab, s))["loc"][0] for s in (args.a, args.b)]
+    z = homotopy(means[0], means[1], args.steps)
+    for t, ids in zip(
+        torch.linspace(0, 1, args.steps).tolist(),
+        decode(story.decoder, z, None, args.decode, args.beam_size, args.max_length),
+        strict=True,
+    ):
+        print(f"{t:.2f}  " + " ".join(vocab.decode(ids)))
+    return 0
+
+
 def cmd_topics(args) -> int:
     run = load_run(args.run, data_dir=args.data_dir)
     story = run.inference.story
     if not hasattr(story, "topics"):
         raise SystemExit(f"the {run.metadata['story']} story has no topics")
-    for j, words in enumerate(story.topics(run.splits["train"].vocab.words, args.k)):
+    for j, words in enumerate(story.topics(next(iter(run.splits.values())).vocab.words, args.k)):
         print(f"z[{j}]\t" + " ".join(words))
     return 0
 
@@ -120,7 +180,8 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--data",
         default=SYNTHETIC,
-        help="dataset name: 'synthetic' (default; sampled from a fixed random NVDM, no download) or '20news'",
+        help="'synthetic' (default, no download: sampled from a fixed random NVDM for nvdm, from the "
+        "SA-VAE LSTM oracle for rnnlm and lstm-vae), '20news' (nvdm) or 'ptb' (rnnlm, lstm-vae)",
     )
     t.add_argument(
         "--data-dir",
@@ -132,12 +193,37 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=int, default=64, help="documents per step (default: 64)")
     t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
     t.add_argument("--latent-dim", type=int, default=50, help="size of z (default: 50)")
-    t.add_argument("--hidden", type=int, nargs="*", help="encoder hidden sizes (default: 500)")
+    t.add_argument("--hidden", type=int, nargs="*", help="nvdm: encoder hidden sizes (default: 500)")
     t.add_argument(
         "--activation",
         default="tanh",
         choices=["tanh", "relu", "softplus"],
-        help="encoder activation (default: tanh)",
+        help="nvdm: encoder activation (default: tanh)",
+    )
+    t.add_argument(
+        "--embed-dim", type=int, default=256, help="sentence stories: word embedding size (default: 256)"
+    )
+    t.add_argument("--hidden-dim", type=int, default=256, help="sentence stories: LSTM size (default: 256)")
+    t.add_argument(
+        "--encoder", default="lstm", choices=["lstm", "bow"], help="lstm-vae: guide encoder (default: lstm)"
+    )
+    t.add_argument(
+        "--z-initial-only",
+        action="store_true",
+        help="lstm-vae: feed z to the decoder's initial state only, not to every input",
+    )
+    t.add_argument("--tie", action="store_true", help="sentence stories: tie input and output embeddings")
+    t.add_argument("--dropout", type=float, default=0.0, help="sentence stories: dropout in the decoder")
+    t.add_argument(
+        "--word-dropout",
+        type=float,
+        default=0.0,
+        help="lstm-vae: replace decoder input words by <unk> at this rate while training",
+    )
+    t.add_argument(
+        "--aggressive",
+        action="store_true",
+        help="lstm-vae: aggressive encoder training (He et al. 2019) until validation MI stops rising",
     )
     t.add_argument(
         "--elbo",
@@ -195,6 +281,40 @@ def parser() -> argparse.ArgumentParser:
     k.add_argument("--k", type=int, default=10, help="words per dimension (default: 10)")
     k.add_argument("--data-dir", help="where the run's dataset lies now, if it moved")
     k.set_defaults(func=cmd_topics)
+
+    sm = sub.add_parser(
+        "sample",
+        help="generate sentences from a sentence story (prior, or q(z|x) of a sentence)",
+        epilog="examples:\n  fabula sample runs/vae --n 5 --decode beam\n"
+        '  fabula sample runs/vae --n 3 --from "the company said it would sell its stake"',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sm.add_argument("run", help="run directory of an rnnlm or lstm-vae")
+    sm.add_argument("--n", type=int, default=10, help="sentences to generate (default: 10)")
+    sm.add_argument("--from", dest="source", help="encode this sentence and decode draws of z from q(z|x)")
+    sm.add_argument("--decode", default="sample", choices=DECODERS, help="decoding (default: sample)")
+    sm.add_argument("--beam-size", type=int, default=5)
+    sm.add_argument("--max-length", type=int, default=50)
+    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--data-dir", help="where the run's dataset lies now, if it moved")
+    sm.set_defaults(func=cmd_sample)
+
+    ip = sub.add_parser(
+        "interpolate",
+        help="decode the homotopy between two sentences' posterior means",
+        epilog='example: fabula interpolate runs/vae "he said the market was weak" '
+        '"the stock rose N %" --steps 5',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    ip.add_argument("run", help="run directory of an lstm-vae")
+    ip.add_argument("a", help="first sentence")
+    ip.add_argument("b", help="second sentence")
+    ip.add_argument("--steps", type=int, default=5, help="points on the segment, ends included (default: 5)")
+    ip.add_argument("--decode", default="greedy", choices=DECODERS)
+    ip.add_argument("--beam-size", type=int, default=5)
+    ip.add_argument("--max-length", type=int, default=50)
+    ip.add_argument("--data-dir", help="where the run's dataset lies now, if it moved")
+    ip.set_defaults(func=cmd_interpolate)
     return p
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,21 +19,50 @@ import torch
 from fabula.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from fabula.data import DataFormatError, load_dataset, synthetic_nvdm_corpus
 from fabula.data.registry import DATASETS
+from fabula.data.synthetic import synthetic_sentence_corpus
 from fabula.evaluation import evaluate
-from fabula.guides import NormalGuide
-from fabula.inference import Amortized, parse_schedule
-from fabula.models import NVDM
+from fabula.guides import EmptyGuide, NormalGuide, SentenceGuide
+from fabula.inference import Aggressive, Amortized, parse_schedule
+from fabula.models import LSTMVAE, NVDM, RNNLM
 from fabula.plots import plot_curves
 
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
-
 SYNTHETIC = "synthetic"
 
 
+@dataclass
+class TrainConfig:
+    """Everything that determines a training run (saved in its checkpoint)."""
+
+    story: str = "nvdm"
+    data: str = SYNTHETIC
+    data_dir: str | None = None
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 1e-3
+    latent_dim: int = 50
+    hidden: tuple[int, ...] = (500,)
+    activation: str = "tanh"
+    embed_dim: int = 256
+    hidden_dim: int = 256
+    encoder: str = "lstm"
+    z_every_step: bool = True
+    tie: bool = False
+    dropout: float = 0.0
+    elbo: str = "meanfield"
+    anneal: str | None = None
+    free_bits: float | None = None
+    word_dropout: float = 0.0
+    aggressive: bool = False
+    clip_norm: float | None = None
+    seed: int = 0
+    device: str = "cpu"
+
+
 def new_nvdm(config: TrainConfig, train_corpus):
-    """A fresh NVDM with the background of ``train_corpus`` and its encoder guide."""
+    """A fresh NVDM with the background of ``train_corpus`` and its MLP encoder guide."""
     V = len(train_corpus.vocab)
     story = NVDM(V, config.latent_dim)
     story.init_background(train_corpus)
@@ -40,23 +70,58 @@ def new_nvdm(config: TrainConfig, train_corpus):
     return story, guide
 
 
-STORIES = {"nvdm": (NVDM, NormalGuide, new_nvdm)}
-"""Story name -> (story class, guide class, recipe for a fresh pair from a config and corpus)."""
+def new_rnnlm(config: TrainConfig, train_corpus):
+    story = RNNLM(len(train_corpus.vocab), config.embed_dim, config.hidden_dim, config.tie, config.dropout)
+    return story, EmptyGuide()
+
+
+def new_lstm_vae(config: TrainConfig, train_corpus):
+    V = len(train_corpus.vocab)
+    story = LSTMVAE(
+        V,
+        config.latent_dim,
+        config.embed_dim,
+        config.hidden_dim,
+        config.z_every_step,
+        config.tie,
+        config.dropout,
+    )
+    return story, SentenceGuide(V, config.latent_dim, config.embed_dim, config.hidden_dim, config.encoder)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How to build and rebuild a story with its guide, and which data it reads."""
+
+    story: type
+    guide: type
+    new: Callable
+    kind: str  # "bow" or "sentences"
+
+
+STORIES = {
+    "nvdm": Recipe(NVDM, NormalGuide, new_nvdm, "bow"),
+    "rnnlm": Recipe(RNNLM, EmptyGuide, new_rnnlm, "sentences"),
+    "lstm-vae": Recipe(LSTMVAE, SentenceGuide, new_lstm_vae, "sentences"),
+}
+KIND_OF_FORMAT = {"nvdm": "bow", "lines": "sentences"}
 
 
 def build(story_name: str, story_config: dict, guide_config: dict):
     """The story and guide of a saved run, from their ``config()``."""
     if story_name not in STORIES:
         raise ValueError(f"unknown story {story_name!r}; choose from {sorted(STORIES)}")
-    story_cls, guide_cls, _ = STORIES[story_name]
-    return story_cls(**story_config), guide_cls(**guide_config)
+    recipe = STORIES[story_name]
+    return recipe.story(**story_config), recipe.guide(**guide_config)
 
 
 def load_data(data_config: dict, data_dir: str | Path | None = None):
-    """``({split: corpus}, generator or None)`` for a run's data configuration."""
+    """``({split: corpus}, generating story or None)`` for a run's data configuration."""
     name = data_config["name"]
     if name == SYNTHETIC:
-        return synthetic_nvdm_corpus(seed=data_config["seed"])
+        if data_config["kind"] == "bow":
+            return synthetic_nvdm_corpus(seed=data_config["seed"])
+        return synthetic_sentence_corpus(seed=data_config["seed"])
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; choose from {sorted([SYNTHETIC, *DATASETS])}")
     return load_dataset(name, data_dir or data_config.get("data_dir")), None
@@ -64,11 +129,11 @@ def load_data(data_config: dict, data_dir: str | Path | None = None):
 
 def check_vocabulary(splits: dict, metadata: dict) -> None:
     """Refuse data whose vocabulary differs from the one the run was trained on."""
-    vocab = splits["train"].vocab
-    want = metadata["vocab"]
+    corpus = next(iter(splits.values()))
+    vocab, want = corpus.vocab, metadata["vocab"]
     if vocab.sha256 != want["sha256"]:
         raise DataFormatError(
-            splits["train"].name,
+            corpus.name,
             f"vocabulary ({len(vocab)} words, sha256 {vocab.sha256[:12]}) differs from the "
             f"checkpoint's ({want['size']} words, sha256 {want['sha256'][:12]})",
         )
@@ -77,7 +142,10 @@ def check_vocabulary(splits: dict, metadata: dict) -> None:
 def reference_inference(generator) -> Amortized:
     """Amortized VI for the (frozen) generating story of a synthetic corpus, so that its NLL
     can be bounded with the same estimators as the trained model's."""
-    guide = NormalGuide(generator.vocab_size, generator.latent_dim, hidden=[200])
+    if isinstance(generator, NVDM):
+        guide = NormalGuide(generator.vocab_size, generator.latent_dim, hidden=[200])
+    else:
+        guide = SentenceGuide(generator.vocab_size, generator.latent_dim, embed_dim=100, hidden_dim=100)
     return Amortized(generator, guide, learn_story=False, optim_args={"lr": 3e-3})
 
 
@@ -89,48 +157,54 @@ def fit_reference(generator, train, seed: int, epochs: int = 30) -> Amortized:
     return reference
 
 
-@dataclass
-class TrainConfig:
-    story: str = "nvdm"
-    data: str = SYNTHETIC
-    data_dir: str | None = None
-    epochs: int = 30
-    batch_size: int = 64
-    lr: float = 1e-3
-    latent_dim: int = 50
-    hidden: tuple[int, ...] = (500,)
-    activation: str = "tanh"
-    elbo: str = "meanfield"
-    anneal: str | None = None
-    free_bits: float | None = None
-    clip_norm: float | None = None
-    seed: int = 0
-    device: str = "cpu"
+def eval_split(splits: dict) -> str:
+    """The split evaluated after each epoch: validation where the data has one."""
+    return "valid" if "valid" in splits else "test"
 
 
-def _make_inference(config: TrainConfig, story, guide) -> Amortized:
-    elbo = {"meanfield": None, "trace": pyro.infer.Trace_ELBO()}[config.elbo]
-    return Amortized(
-        story,
-        guide,
-        elbo=elbo,
+def _make_inference(config: TrainConfig, story, guide, splits) -> Amortized:
+    settings = dict(
+        elbo={"meanfield": None, "trace": pyro.infer.Trace_ELBO()}[config.elbo],
         optim_args={"lr": config.lr},
         clip_norm=config.clip_norm,
         annealing=parse_schedule(config.anneal) if config.anneal else None,
         free_bits=config.free_bits,
+        word_dropout=config.word_dropout,
     )
+    if config.aggressive:
+        return Aggressive(
+            story,
+            guide,
+            splits["train"],
+            splits["valid"],
+            batch_size=config.batch_size,
+            seed=config.seed,
+            **settings,
+        )
+    return Amortized(story, guide, **settings)
 
 
-def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> list[dict]:
-    """Train ``config`` into run directory ``out`` (continuing it with ``resume``)."""
-    out = Path(out)
-    ckpt_path = out / CHECKPOINT
+def _validate(config: TrainConfig) -> None:
     if config.story not in STORIES:
         raise ValueError(f"unknown story {config.story!r}; choose from {sorted(STORIES)}")
     if config.elbo not in ("meanfield", "trace"):
         raise ValueError(f"unknown elbo {config.elbo!r}; choose meanfield or trace")
     if config.anneal:
         parse_schedule(config.anneal)
+    kind = STORIES[config.story].kind
+    if config.data != SYNTHETIC and config.data not in DATASETS:
+        raise ValueError(f"unknown dataset {config.data!r}; choose from {sorted([SYNTHETIC, *DATASETS])}")
+    if config.data != SYNTHETIC and KIND_OF_FORMAT[DATASETS[config.data].format] != kind:
+        raise ValueError(f"the {config.story} story reads {kind} data; {config.data!r} is not such a dataset")
+    if (config.aggressive or config.word_dropout) and kind != "sentences":
+        raise ValueError("--aggressive and --word-dropout apply to sentence stories")
+
+
+def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> list[dict]:
+    """Train ``config`` into run directory ``out`` (continuing it with ``resume``)."""
+    _validate(config)
+    out = Path(out)
+    ckpt_path = out / CHECKPOINT
     if ckpt_path.exists() and not resume:
         raise FileExistsError(
             f"{out} already holds a run; pass --resume to continue it or choose another --out"
@@ -143,15 +217,16 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         saved.hidden = tuple(saved.hidden)
         if {**vars(saved), "epochs": 0} != {**vars(config), "epochs": 0}:
             raise ValueError(f"{out}: --resume needs the run's own settings (only --epochs may change)")
-    data_config = (
-        {"name": config.data, "seed": config.seed}
-        if config.data == SYNTHETIC
-        else {
-            "name": config.data,
-            "data_dir": str(Path(config.data_dir).resolve()) if config.data_dir else None,
-        }
-    )
+    if config.data == SYNTHETIC:
+        data_config = {"name": SYNTHETIC, "kind": STORIES[config.story].kind, "seed": config.seed}
+    else:
+        data_dir = str(Path(config.data_dir).resolve()) if config.data_dir else None
+        data_config = {"name": config.data, "data_dir": data_dir}
     splits, generator = load_data(data_config)
+    if "train" not in splits:
+        raise ValueError(f"dataset {config.data!r} has no train split (it has {sorted(splits)})")
+    if config.aggressive and "valid" not in splits:
+        raise ValueError(f"--aggressive needs a validation split; {config.data!r} has {sorted(splits)}")
     vocab = splits["train"].vocab
     metadata = {
         "story": config.story,
@@ -163,7 +238,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         check_vocabulary(splits, checkpoint.metadata)
 
     torch.manual_seed(config.seed)
-    story, guide = STORIES[config.story][2](config, splits["train"])
+    story, guide = STORIES[config.story].new(config, splits["train"])
     metadata.update(story_config=story.config(), guide_config=guide.config())
     reference = None
     if generator is not None:
@@ -172,7 +247,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         else:
             reference = reference_inference(generator)
     story.to(config.device), guide.to(config.device)
-    inference = _make_inference(config, story, guide)
+    inference = _make_inference(config, story, guide, splits)
     modules = inference.modules()
     if reference is not None:
         modules["reference_guide"] = reference.guide
@@ -189,12 +264,14 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         out.mkdir(parents=True, exist_ok=True)
         (out / METRICS).unlink(missing_ok=True)
 
+    split = eval_split(splits)
     clock = [time.perf_counter()]
 
     def on_epoch_end(epoch: int, metrics: dict) -> None:
         metrics["train_seconds"] = time.perf_counter() - clock[0]
-        report = evaluate(inference, splits["test"], "elbo", 1).summary()
-        metrics.update({f"test_{k}": v for k, v in report.items() if k not in ("estimator", "samples")})
+        report = evaluate(inference, splits[split], "elbo", 1).summary()
+        metrics["eval_split"] = split
+        metrics.update({f"eval_{k}": v for k, v in report.items() if k not in ("estimator", "samples")})
         save_checkpoint(
             ckpt_path,
             modules,
@@ -247,11 +324,7 @@ def load_run(run: str | Path, data_dir: str | Path | None = None, device: str = 
     modules = inference.modules()
     reference = None
     if generator is not None:
-        reference = Amortized(
-            generator,
-            NormalGuide(generator.vocab_size, generator.latent_dim, hidden=[200]),
-            learn_story=False,
-        )
+        reference = reference_inference(generator)
         modules["reference_guide"] = reference.guide
     checkpoint.load_into(modules)
     for module in modules.values():

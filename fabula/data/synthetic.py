@@ -46,3 +46,50 @@ def synthetic_nvdm_corpus(
         "test": BagOfWords.from_dense(counts[num_train:], vocab, name="synthetic/test"),
     }
     return splits, generator
+
+
+def random_sentence_oracle(seed: int = 0, vocab_size: int = 1000, hidden_dim: int = 100, scale: float = 1.0):
+    r"""The SA-VAE synthetic oracle (Kim et al. 2018): an LSTM sentence story with
+    :math:`z = (z_1, z_2) \sim \mathcal N(0, I_2)` fed at every step, every weight drawn from
+    :math:`U(-\mathrm{scale}, \mathrm{scale})` so that its word distributions are peaked."""
+    from fabula.models.lstm_vae import LSTMVAE
+
+    gen = torch.Generator().manual_seed(seed)
+    oracle = LSTMVAE(vocab_size, latent_dim=2, embed_dim=hidden_dim, hidden_dim=hidden_dim, z_every_step=True)
+    with torch.no_grad():
+        for p in oracle.decoder.parameters():
+            p.copy_((torch.rand(p.shape, generator=gen) * 2 - 1) * scale)
+    return oracle
+
+
+def synthetic_sentence_corpus(
+    seed: int = 0,
+    num_train: int = 5000,
+    num_valid: int = 500,
+    num_test: int = 500,
+    vocab_size: int = 1000,
+    max_length: int = 10,
+):
+    """Sentences sampled ancestrally from :func:`random_sentence_oracle`, at most ``max_length``
+    words each (longer draws are cut), the same for a given ``seed``.
+
+    :returns: ``({"train", "valid", "test"}, oracle)``.
+    """
+    from fabula.data.text import SPECIALS, TextCorpus, TextVocab
+    from fabula.generation import sample
+
+    oracle = random_sentence_oracle(seed, vocab_size)
+    vocab = TextVocab([*SPECIALS, *(f"w{i:04d}" for i in range(len(SPECIALS), vocab_size))])
+    sizes = {"train": num_train, "valid": num_valid, "test": num_test}
+    state = torch.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        z = oracle.prior_sample(sum(sizes.values()))["z"]
+        sentences = sample(oracle.decoder, z, max_length=max_length)
+    finally:
+        torch.set_rng_state(state)
+    splits, start = {}, 0
+    for name, n in sizes.items():
+        splits[name] = TextCorpus(sentences[start : start + n], vocab, name=f"synthetic/{name}")
+        start += n
+    return splits, oracle

@@ -1,5 +1,6 @@
 """Likelihoods written once, each a single fused op, and used by every story."""
 
 from fabula.distributions.bag_of_words import BagOfWordsMultinomial
+from fabula.distributions.sequence import MaskedSequenceCategorical
 
-__all__ = ["BagOfWordsMultinomial"]
+__all__ = ["BagOfWordsMultinomial", "MaskedSequenceCategorical"]

@@ -4,9 +4,11 @@ from fabula.evaluation.bounds import (
     elbo_terms,
     iw_log_likelihood,
     log_weights,
+    mutual_information,
     posterior_means,
     run_traces,
     terms_from_traces,
+    trace_guide,
 )
 from fabula.evaluation.metrics import active_units, perplexities
 from fabula.evaluation.report import ESTIMATORS, Evaluation, evaluate
@@ -19,8 +21,10 @@ __all__ = [
     "evaluate",
     "iw_log_likelihood",
     "log_weights",
+    "mutual_information",
     "perplexities",
     "posterior_means",
     "run_traces",
     "terms_from_traces",
+    "trace_guide",
 ]

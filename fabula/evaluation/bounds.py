@@ -21,13 +21,19 @@ from fabula.models.story import DATA_DIM
 PARTICLE_DIM = DATA_DIM - 1
 
 
+def trace_guide(guide, batch, num_samples: int = 1, params=None):
+    """The guide's trace with ``num_samples`` draws per datum (site batch shapes ``[S, B]``)."""
+    with pyro.plate("particles", num_samples, dim=PARTICLE_DIM):
+        return poutine.trace(guide).get_trace(batch, params)
+
+
 def run_traces(story, guide, batch, num_samples: int = 1, params=None):
     """Trace the guide (with ``params``) and replay the story on its ``num_samples`` draws.
 
     Returns ``(model_trace, guide_trace)``; every site's batch shape is ``[S, B]``.
     """
+    guide_trace = trace_guide(guide, batch, num_samples, params)
     with pyro.plate("particles", num_samples, dim=PARTICLE_DIM):
-        guide_trace = poutine.trace(guide).get_trace(batch, params)
         model_trace = poutine.trace(poutine.replay(story.model, trace=guide_trace)).get_trace(batch)
     return model_trace, guide_trace
 
@@ -94,18 +100,45 @@ def terms_from_traces(model_trace, guide_trace, analytic_kl: bool = True):
     return recon.mean(0), kls
 
 
-def posterior_means(guide_trace, sites) -> torch.Tensor:
-    """:math:`E_q[z]` of the given sites, flattened and concatenated per datum: ``[B, D]``.
+def posterior_means(guide_trace, sites, batch_size: int) -> torch.Tensor:
+    """:math:`E_q[z]` of the given sites, flattened and concatenated per datum: ``[B, D]``
+    (``D = 0`` without latent sites).
 
     The guide's distributions carry the particle dimension first; their means agree along it.
     """
-    return torch.cat([guide_trace.nodes[s]["fn"].mean.mean(0).flatten(1) for s in sites], -1)
+    means = [guide_trace.nodes[s]["fn"].mean.mean(0).flatten(1) for s in sites]
+    return torch.cat(means, -1) if means else torch.zeros(batch_size, 0)
 
 
-def chunk_size_for(batch, num_samples: int, max_elements: int = 1 << 24) -> int:
-    """Samples per pass so that ``S_chunk x B x width`` stays under ``max_elements``."""
-    width = batch.inputs.shape[-1]
-    return max(1, min(num_samples, max_elements // max(1, batch.size * width)))
+def mutual_information(guide_trace, sites) -> torch.Tensor:
+    r"""He et al.'s (2019) estimate of :math:`I_q(x; z)` over one batch, from a guide trace with
+    one draw per datum:
+
+    .. math:: I = \frac1B \sum_b \Big( -H[q(z\mid x_b)] - \log \frac1B \sum_j q(z_b \mid x_j) \Big)
+
+    with the aggregate posterior :math:`q(z)` approximated by the batch's mixture. The estimate
+    is at most :math:`\log B`. Without latent sites it is 0.
+
+    References: J. He et al. Lagging Inference Networks and Posterior Collapse in Variational
+    Autoencoders. ICLR 2019.
+    """
+    cross, neg_entropy = 0.0, 0.0
+    for s in sites:
+        q, z = guide_trace.nodes[s]["fn"], guide_trace.nodes[s]["value"]  # batch [1, B]; z [1, B, ...]
+        cross = cross + q.log_prob(z.transpose(0, 1))  # [B, B]: z_b under every q_j
+        try:
+            neg_entropy = neg_entropy - q.entropy()
+        except NotImplementedError:
+            neg_entropy = neg_entropy + q.log_prob(z)
+    if not sites:
+        return torch.tensor(0.0)
+    batch = cross.shape[0]
+    return torch.as_tensor(neg_entropy).mean() - (torch.logsumexp(cross, 1) - math.log(batch)).mean()
+
+
+def chunk_size_for(story, batch, num_samples: int, max_elements: int = 1 << 24) -> int:
+    """Samples per pass so that ``S_chunk x story.sample_cost(batch)`` stays under ``max_elements``."""
+    return max(1, min(num_samples, max_elements // max(1, story.sample_cost(batch))))
 
 
 @torch.no_grad()
@@ -118,7 +151,7 @@ def iw_log_likelihood(story, guide, batch, num_samples: int = 500, params=None, 
 
     References: Y. Burda, R. Grosse, R. Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
     """
-    chunk = chunk or chunk_size_for(batch, num_samples)
+    chunk = chunk or chunk_size_for(story, batch, num_samples)
     parts = []
     for start in range(0, num_samples, chunk):
         parts.append(log_weights(story, guide, batch, min(chunk, num_samples - start), params))

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
-from fabula.evaluation.bounds import iw_log_likelihood, posterior_means, run_traces, terms_from_traces
+from fabula.evaluation.bounds import (
+    iw_log_likelihood,
+    mutual_information,
+    posterior_means,
+    run_traces,
+    terms_from_traces,
+    trace_guide,
+)
 from fabula.evaluation.metrics import active_units, perplexities
 
 ESTIMATORS = ("elbo", "iw")
@@ -23,6 +30,7 @@ class Evaluation:
     kl: torch.Tensor
     tokens: torch.Tensor | None
     posterior_means: torch.Tensor
+    mutual_information: float
 
     def summary(self) -> dict:
         out = {
@@ -32,6 +40,7 @@ class Evaluation:
             "nll": float(self.nll.double().mean()),
             "kl": float(self.kl.double().mean()),
             "active_units": active_units(self.posterior_means),
+            "mi": self.mutual_information,
         }
         if self.tokens is not None:
             out.update(perplexities(self.nll, self.tokens))
@@ -58,7 +67,9 @@ def evaluate(
       averaged over ``num_samples`` draws, KL analytic where available;
     * ``"iw"``: :math:`-\log\frac1S\sum_s p(x,z_s)/q(z_s\mid x)` with ``S = num_samples``.
 
-    ``kl`` is reported with both; active units read the guide's posterior means.
+    ``kl`` is reported with both; active units read the guide's posterior means; ``mi`` is the
+    batch-averaged estimate of :func:`~fabula.evaluation.bounds.mutual_information` (it depends
+    on ``batch_size``: at most its log).
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose from {ESTIMATORS}")
@@ -66,7 +77,7 @@ def evaluate(
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     story, guide = inference.story, inference.guide
     device = story.device
-    nll, kl, tokens, means = [], [], [], []
+    nll, kl, tokens, means, mi = [], [], [], [], []
     batches = data.batches(batch_size, device=device)
     for batch in tqdm(
         batches,
@@ -80,7 +91,7 @@ def evaluate(
             story, guide, batch, num_samples if estimator == "elbo" else 1, params
         )
         recon, kls = terms_from_traces(model_trace, guide_trace)
-        kl_b = sum(kls.values())
+        kl_b = sum(kls.values(), torch.zeros_like(recon))
         if estimator == "elbo":
             nll_b = kl_b - recon
         else:
@@ -90,7 +101,8 @@ def evaluate(
         n_tokens = story.num_tokens(batch)
         if n_tokens is not None:
             tokens.append(n_tokens)
-        means.append(posterior_means(guide_trace, story.latent_sites))
+        means.append(posterior_means(guide_trace, story.latent_sites, batch.size))
+        mi.append(mutual_information(trace_guide(guide, batch, 1, params), story.latent_sites) * batch.size)
     nll_t = torch.cat(nll).cpu()
     if not torch.isfinite(nll_t).all():
         bad = int((~torch.isfinite(nll_t)).nonzero()[0])
@@ -102,4 +114,5 @@ def evaluate(
         kl=torch.cat(kl).cpu(),
         tokens=torch.cat(tokens).cpu() if tokens else None,
         posterior_means=torch.cat(means).cpu(),
+        mutual_information=float(sum(mi)) / len(data),
     )

@@ -1,6 +1,6 @@
 """Variational families for the stories."""
 
 from fabula.guides.guide import Guide
-from fabula.guides.normal import NormalGuide
+from fabula.guides.normal import EmptyGuide, GaussianGuide, NormalGuide, SentenceGuide
 
-__all__ = ["Guide", "NormalGuide"]
+__all__ = ["EmptyGuide", "GaussianGuide", "Guide", "NormalGuide", "SentenceGuide"]

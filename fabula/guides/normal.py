@@ -1,4 +1,4 @@
-"""A diagonal-Gaussian guide whose parameters come from an MLP encoder of the batch inputs."""
+"""Diagonal-Gaussian guides: an encoder of the batch gives each datum's mean and log-scale."""
 
 from __future__ import annotations
 
@@ -7,23 +7,63 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
+from torch import nn
 
 from fabula.guides.guide import Guide
 from fabula.models.story import DATA_DIM
-from fabula.nn import MLP
+from fabula.nn import MLP, BagOfWordsEncoder, LSTMEncoder
 
 
-class NormalGuide(Guide):
-    r"""Mean-field Gaussian :math:`q_\lambda(z\mid x) = \mathcal N(\mu, \mathrm{diag}\,\sigma^2)`.
+class GaussianGuide(Guide):
+    r"""Mean-field Gaussian :math:`q_\lambda(z\mid x) = \mathcal N(\mu, \mathrm{diag}\,\sigma^2)` over
+    one latent site, with :math:`\lambda = (\mu, \log\sigma) = \mathrm{net}(\text{batch})`.
 
-    :math:`\lambda = (\mu, \log\sigma) = \mathrm{MLP}(x)` where ``x`` is ``batch.inputs``
-    (word counts for a bag of words, the vector itself for continuous data). With
-    ``hidden=[500]`` this is NVDM's inference network (Miao et al. 2016).
+    Subclasses build ``self.net``, a module from a batch to ``[B, 2 K]``.
+    """
+
+    net: nn.Module
+
+    def __init__(self, latent_dim: int, site: str = "z"):
+        super().__init__()
+        self.latent_dim, self.site = latent_dim, site
+
+    def local_params(self, batch) -> dict[str, torch.Tensor]:
+        loc, log_scale = self.net(batch).chunk(2, dim=-1)
+        return {"loc": loc, "log_scale": log_scale}
+
+    def init_params(self, num: int, device="cpu") -> dict[str, torch.Tensor]:
+        """:math:`\\mu = 0, \\log\\sigma = 0`: the standard-normal prior."""
+        zeros = torch.zeros(num, self.latent_dim, device=device)
+        return {"loc": zeros, "log_scale": zeros.clone()}
+
+    def forward(self, batch, params: dict[str, torch.Tensor] | None = None) -> None:
+        if params is None:
+            params = self.local_params(batch)
+        with pyro.plate("data", batch.size, dim=DATA_DIM):
+            pyro.sample(self.site, dist.Normal(params["loc"], params["log_scale"].exp()).to_event(1))
+
+
+class _Inputs(nn.Module):
+    """``batch.inputs`` checked for width, then an MLP."""
+
+    def __init__(self, in_features: int, mlp: nn.Module):
+        super().__init__()
+        self.in_features, self.mlp = in_features, mlp
+
+    def forward(self, batch) -> torch.Tensor:
+        x = batch.inputs
+        if x.shape[-1] != self.in_features:
+            raise ValueError(f"guide expects inputs of width {self.in_features}, got {x.shape[-1]}")
+        return self.mlp(x)
+
+
+class NormalGuide(GaussianGuide):
+    """:class:`GaussianGuide` with an MLP over ``batch.inputs`` (word counts of a bag of words,
+    the vector itself for continuous data). With ``hidden=[500]`` this is NVDM's inference
+    network (Miao et al. 2016).
 
     :param in_features: width of ``batch.inputs``.
-    :param latent_dim: size of the latent site.
-    :param hidden: hidden layer sizes of the encoder (empty: a linear encoder).
-    :param site: name of the latent site in the story.
+    :param hidden: hidden layer sizes (empty: a linear encoder).
     """
 
     def __init__(
@@ -34,10 +74,9 @@ class NormalGuide(Guide):
         activation: str = "relu",
         site: str = "z",
     ):
-        super().__init__()
-        self.in_features, self.latent_dim = in_features, latent_dim
-        self.hidden, self.activation, self.site = list(hidden), activation, site
-        self.encoder = MLP(in_features, hidden, 2 * latent_dim, activation)
+        super().__init__(latent_dim, site)
+        self.in_features, self.hidden, self.activation = in_features, list(hidden), activation
+        self.net = _Inputs(in_features, MLP(in_features, hidden, 2 * latent_dim, activation))
 
     def config(self) -> dict:
         return {
@@ -48,20 +87,60 @@ class NormalGuide(Guide):
             "site": self.site,
         }
 
+
+class SentenceGuide(GaussianGuide):
+    """:class:`GaussianGuide` over a sentence: an LSTM encoder's last state (Bowman et al. 2016;
+    Kim et al. 2018) or an MLP over its word counts (``encoder="bow"``), then a linear layer.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        latent_dim: int,
+        embed_dim: int = 256,
+        hidden_dim: int = 256,
+        encoder: str = "lstm",
+        site: str = "z",
+    ):
+        super().__init__(latent_dim, site)
+        if encoder not in ("lstm", "bow"):
+            raise ValueError(f"encoder must be 'lstm' or 'bow', got {encoder!r}")
+        self.vocab_size, self.embed_dim, self.hidden_dim, self.encoder = (
+            vocab_size,
+            embed_dim,
+            hidden_dim,
+            encoder,
+        )
+        body = (
+            LSTMEncoder(vocab_size, embed_dim, hidden_dim)
+            if encoder == "lstm"
+            else BagOfWordsEncoder(vocab_size, hidden_dim)
+        )
+        self.net = nn.Sequential(body, nn.Linear(hidden_dim, 2 * latent_dim))
+
+    def config(self) -> dict:
+        return {
+            "vocab_size": self.vocab_size,
+            "latent_dim": self.latent_dim,
+            "embed_dim": self.embed_dim,
+            "hidden_dim": self.hidden_dim,
+            "encoder": self.encoder,
+            "site": self.site,
+        }
+
+
+class EmptyGuide(Guide):
+    """The guide of a story without local latents (an RNN language model): samples nothing,
+    so every ELBO reduces to the exact log-likelihood."""
+
     def local_params(self, batch) -> dict[str, torch.Tensor]:
-        x = batch.inputs
-        if x.shape[-1] != self.in_features:
-            raise ValueError(f"guide expects inputs of width {self.in_features}, got {x.shape[-1]}")
-        loc, log_scale = self.encoder(x).chunk(2, dim=-1)
-        return {"loc": loc, "log_scale": log_scale}
+        return {}
 
     def init_params(self, num: int, device="cpu") -> dict[str, torch.Tensor]:
-        r""":math:`\mu = 0, \log\sigma = 0`: the standard-normal prior."""
-        zeros = torch.zeros(num, self.latent_dim, device=device)
-        return {"loc": zeros, "log_scale": zeros.clone()}
+        return {}
 
-    def forward(self, batch, params: dict[str, torch.Tensor] | None = None) -> None:
-        if params is None:
-            params = self.local_params(batch)
-        with pyro.plate("data", batch.size, dim=DATA_DIM):
-            pyro.sample(self.site, dist.Normal(params["loc"], params["log_scale"].exp()).to_event(1))
+    def forward(self, batch, params=None) -> None:
+        return None
+
+    def config(self) -> dict:
+        return {}

@@ -11,6 +11,7 @@ from pyro.infer import ELBO, TraceMeanField_ELBO
 from fabula.inference.annealing import Constant, annealed
 from fabula.inference.base import Inference
 from fabula.inference.free_bits import FreeBitsELBO
+from fabula.inference.word_dropout import word_dropout
 
 
 def make_optimizer(optimizer, params, optim_args: dict) -> torch.optim.Optimizer:
@@ -45,6 +46,8 @@ class Amortized(Inference):
     :class:`~fabula.inference.free_bits.FreeBitsELBO` when ``free_bits`` is given. The weight
     :math:`\beta_t` comes from ``annealing`` (a schedule of the step count) through
     :class:`~fabula.inference.annealing.ScaleLatents`. Gradients are clipped by global norm.
+    ``word_dropout`` replaces decoder input words by ``<unk>`` in training steps
+    (:func:`~fabula.inference.word_dropout.word_dropout`).
 
     The loss reported by :meth:`step` is per datum (the annealed negative ELBO over the batch size).
 
@@ -62,6 +65,7 @@ class Amortized(Inference):
         clip_norm: float | None = None,
         annealing=None,
         free_bits: float | None = None,
+        word_dropout: float = 0.0,
         learn_story: bool = True,
     ):
         super().__init__(story, guide)
@@ -70,6 +74,7 @@ class Amortized(Inference):
         self.elbo = FreeBitsELBO(free_bits) if free_bits is not None else elbo or TraceMeanField_ELBO()
         self.annealing = annealing or Constant()
         self.clip_norm = clip_norm
+        self.word_dropout = word_dropout
         self.learn_story = learn_story
         self.params = [p for p in self.trainable_parameters() if p.requires_grad]
         self.optimizer = make_optimizer(optimizer, self.params, optim_args or {"lr": 1e-3})
@@ -82,23 +87,37 @@ class Amortized(Inference):
     def _guide(self, batch):
         return self.guide(batch, self.local_params(batch))
 
-    def step(self, batch) -> dict[str, float]:
+    def loss(self, batch) -> torch.Tensor:
+        """The annealed negative ELBO per datum of a training step (word dropout applied)."""
         beta = self.annealing(self.num_steps)
+        if self.word_dropout:
+            batch = word_dropout(batch, self.word_dropout)
         loss = self.elbo.differentiable_loss(
             annealed(self.story.model, beta), annealed(self._guide, beta), batch
         )
-        loss = loss / batch.size
+        return loss / batch.size
+
+    def descend(self, loss: torch.Tensor, params, *optimizers: torch.optim.Optimizer) -> float:
+        """One gradient step of each of ``optimizers`` on ``loss``; the gradients of ``params``
+        (all the optimizers' parameters) are clipped together."""
         value = loss.detach().item()
         if not math.isfinite(value):
             raise FloatingPointError(
                 f"non-finite loss {value} at step {self.num_steps + 1}; "
                 "lower the learning rate or set clip_norm (the last checkpoint is intact)"
             )
-        self.optimizer.zero_grad(set_to_none=True)
+        for optimizer in optimizers:
+            optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if self.clip_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.params, self.clip_norm)
-        self.optimizer.step()
+            torch.nn.utils.clip_grad_norm_(params, self.clip_norm)
+        for optimizer in optimizers:
+            optimizer.step()
+        return value
+
+    def step(self, batch) -> dict[str, float]:
+        beta = self.annealing(self.num_steps)
+        value = self.descend(self.loss(batch), self.params, self.optimizer)
         self.num_steps += 1
         return {"loss": value, "beta": beta}
 

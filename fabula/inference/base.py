@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import pyro
 import torch
-from pyro import poutine
 from tqdm.auto import tqdm
 
-from fabula.evaluation.bounds import PARTICLE_DIM
+from fabula.evaluation.bounds import trace_guide
 
 
 class Inference:
@@ -28,6 +26,10 @@ class Inference:
     def step(self, batch) -> dict[str, float]:
         raise NotImplementedError
 
+    def end_epoch(self) -> dict[str, float]:
+        """Called after each epoch of :meth:`fit`; returns metrics to log (default: none)."""
+        return {}
+
     def local_params(self, batch) -> dict[str, torch.Tensor]:
         """The variational parameters λ this object uses for ``batch`` (default: the guide's)."""
         return self.guide.local_params(batch)
@@ -35,8 +37,7 @@ class Inference:
     @torch.no_grad()
     def posterior(self, batch, num_samples: int) -> dict[str, torch.Tensor]:
         """``num_samples`` draws of each latent site from q_λ: ``{site: [S, B, ...]}``."""
-        with pyro.plate("particles", num_samples, dim=PARTICLE_DIM):
-            trace = poutine.trace(self.guide).get_trace(batch, self.local_params(batch))
+        trace = trace_guide(self.guide, batch, num_samples, self.local_params(batch))
         return {site: trace.nodes[site]["value"] for site in self.story.latent_sites}
 
     def modules(self) -> dict[str, torch.nn.Module]:
@@ -85,7 +86,7 @@ class Inference:
                     sums[k] = sums.get(k, 0.0) + v * batch.size
                 seen += batch.size
                 bar.set_postfix(loss=f"{metrics['loss']:.4g}", refresh=False)
-            summary = {"epoch": epoch + 1, **{k: v / seen for k, v in sums.items()}}
+            summary = {"epoch": epoch + 1, **{k: v / seen for k, v in sums.items()}, **self.end_epoch()}
             history.append(summary)
             if on_epoch_end is not None:
                 on_epoch_end(epoch + 1, summary)

@@ -1,7 +1,9 @@
 """Generative stories."""
 
 from fabula.models.linear_gaussian import LinearGaussian
+from fabula.models.lstm_vae import LSTMVAE
 from fabula.models.nvdm import NVDM
+from fabula.models.rnnlm import RNNLM
 from fabula.models.story import DATA_DIM, Story
 
-__all__ = ["DATA_DIM", "LinearGaussian", "NVDM", "Story"]
+__all__ = ["DATA_DIM", "LSTMVAE", "LinearGaussian", "NVDM", "RNNLM", "Story"]

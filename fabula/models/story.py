@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pyro
 import torch
 from pyro.nn import PyroModule
@@ -48,6 +50,11 @@ class Story(PyroModule):
         """Tokens per datum for perplexity, or ``None`` when the data are not text."""
         return None
 
+    def sample_cost(self, batch) -> int:
+        """Elements one joint sample of the batch's latents materialises in :meth:`model`
+        (sizes the chunks of importance-weighted evaluation); default: the inputs' size."""
+        return batch.inputs.numel()
+
     def sequence_log_prob_offset(self, batch) -> torch.Tensor | float:
         """:math:`\\log p(x) - \\log p(\text{tokens of } x)` when the observation site is a
         sufficient statistic of the token sequence (word counts); 0 otherwise."""
@@ -55,7 +62,7 @@ class Story(PyroModule):
 
     @property
     def device(self) -> torch.device:
-        return next(self.buffers()).device
+        return next(itertools.chain(self.buffers(), self.parameters())).device
 
     def config(self) -> dict:
         """The constructor arguments that rebuild this story (saved in checkpoints)."""

@@ -1,0 +1,57 @@
+"""The RNN language model: the autoregressive maximum-likelihood baseline, with no latent."""
+
+from __future__ import annotations
+
+import pyro
+import torch
+
+from fabula.distributions import MaskedSequenceCategorical
+from fabula.models.story import Story
+from fabula.nn import LSTMDecoder
+
+
+class RNNLM(Story):
+    r"""An LSTM language model, :math:`p(w_{1:n}) = \prod_t p(w_t \mid w_{<t})`, ending with ``<eos>``.
+
+    References: T. Mikolov et al. Recurrent neural network based language model. Interspeech 2010.
+    """
+
+    latent_sites = ()
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int = 256,
+        hidden_dim: int = 256,
+        tie: bool = False,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        self.vocab_size, self.embed_dim, self.hidden_dim = vocab_size, embed_dim, hidden_dim
+        self.tie, self.dropout = tie, dropout
+        self.decoder = LSTMDecoder(vocab_size, embed_dim, hidden_dim, tie=tie, dropout=dropout)
+
+    def config(self) -> dict:
+        return {
+            "vocab_size": self.vocab_size,
+            "embed_dim": self.embed_dim,
+            "hidden_dim": self.hidden_dim,
+            "tie": self.tie,
+            "dropout": self.dropout,
+        }
+
+    def model(self, batch) -> None:
+        with self.data_plate(batch):
+            logits = self.decoder(batch.decoder_inputs)
+            pyro.sample(
+                "x", MaskedSequenceCategorical(logits, batch.mask, validate_args=False), obs=batch.targets
+            )
+
+    def num_tokens(self, batch) -> torch.Tensor:
+        return batch.lengths
+
+    def sample_cost(self, batch) -> int:
+        return batch.targets.numel() * self.vocab_size
+
+    def prior_sample(self, num: int) -> dict[str, torch.Tensor]:
+        return {}

@@ -1,0 +1,103 @@
+"""LSTM encoder and decoder of sentences, shared by the sentence stories and their guides."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class LSTMDecoder(nn.Module):
+    r"""An autoregressive LSTM over word ids, optionally conditioned on a latent vector ``z``.
+
+    With ``latent_dim > 0``, ``z`` sets the initial state, :math:`(h_0, c_0) = (\tanh(W_h z), W_c z)`,
+    and with ``z_every_step`` is also concatenated to every input embedding (Bowman et al. 2016
+    use the first; Kim et al. 2018 both). ``tie`` shares the input embedding with the output
+    layer (then ``embed_dim`` must equal ``hidden_dim``).
+
+    Leading dimensions of ``z`` beyond the batch (particles, beams) are flattened into it.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        embed_dim: int,
+        hidden_dim: int,
+        latent_dim: int = 0,
+        z_every_step: bool = True,
+        tie: bool = False,
+        dropout: float = 0.0,
+    ):
+        super().__init__()
+        if tie and embed_dim != hidden_dim:
+            raise ValueError(f"tied embeddings need embed_dim == hidden_dim, got {embed_dim} != {hidden_dim}")
+        self.vocab_size, self.latent_dim, self.z_every_step = (
+            vocab_size,
+            latent_dim,
+            z_every_step and latent_dim > 0,
+        )
+        self.embed = nn.Embedding(vocab_size, embed_dim)
+        in_dim = embed_dim + (latent_dim if self.z_every_step else 0)
+        self.lstm = nn.LSTM(in_dim, hidden_dim, batch_first=True)
+        self.dropout = nn.Dropout(dropout)
+        self.out = nn.Linear(hidden_dim, vocab_size)
+        if tie:
+            self.out.weight = self.embed.weight
+        if latent_dim > 0:
+            self.init_state = nn.Linear(latent_dim, 2 * hidden_dim)
+
+    def start(self, z: torch.Tensor | None, batch: int) -> tuple | None:
+        """The initial LSTM state for ``batch`` sequences (``None``: zeros)."""
+        if z is None or self.latent_dim == 0:
+            return None
+        h, c = self.init_state(z.reshape(-1, self.latent_dim)).chunk(2, -1)
+        return torch.tanh(h).unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()
+
+    def step(self, inputs: torch.Tensor, state, z: torch.Tensor | None = None):
+        """Logits ``[N, T, V]`` for inputs ``[N, T]`` from ``state``; returns ``(logits, state)``."""
+        x = self.dropout(self.embed(inputs))
+        if self.z_every_step:
+            x = torch.cat([x, z.reshape(-1, 1, self.latent_dim).expand(-1, x.shape[1], -1)], -1)
+        h, state = self.lstm(x, state)
+        return self.out(self.dropout(h)), state
+
+    def forward(self, inputs: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced logits for ``inputs [B, T]`` and ``z [..., B, K]``: ``[..., B, T, V]``."""
+        if z is None or self.latent_dim == 0:
+            return self.step(inputs, None)[0]
+        lead = z.shape[:-1]
+        n = lead.numel() // inputs.shape[0]
+        flat_inputs = inputs.repeat(n, 1)
+        logits, _ = self.step(flat_inputs, self.start(z, flat_inputs.shape[0]), z)
+        return logits.reshape(*lead, *logits.shape[1:])
+
+
+class LSTMEncoder(nn.Module):
+    """The last hidden state of an LSTM read over ``w_1 .. w_n <eos>`` (``[B, hidden_dim]``)."""
+
+    def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int):
+        super().__init__()
+        self.embed = nn.Embedding(vocab_size, embed_dim)
+        self.lstm = nn.LSTM(embed_dim, hidden_dim, batch_first=True)
+        self.out_features = hidden_dim
+
+    def forward(self, batch) -> torch.Tensor:
+        h, _ = self.lstm(self.embed(batch.targets))
+        # a unidirectional LSTM's output at step t depends on steps <= t only: padding is ignored
+        return h[torch.arange(batch.size, device=h.device), batch.lengths - 1]
+
+
+class BagOfWordsEncoder(nn.Module):
+    """An MLP over the word counts of a sentence (``<eos>`` and padding excluded)."""
+
+    def __init__(self, vocab_size: int, hidden_dim: int):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.mlp = nn.Sequential(nn.Linear(vocab_size, hidden_dim), nn.Tanh())
+        self.out_features = hidden_dim
+
+    def forward(self, batch) -> torch.Tensor:
+        words = torch.where(batch.mask, batch.targets, 0)
+        counts = torch.zeros(batch.size, self.vocab_size, device=words.device)
+        counts.scatter_add_(1, words, torch.ones_like(words, dtype=counts.dtype))
+        counts[:, :3] = 0  # <pad> <bos> <eos> are not words
+        return self.mlp(counts)

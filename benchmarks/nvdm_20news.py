@@ -16,10 +16,10 @@ import time
 from pathlib import Path
 
 import torch
-from results_log import record
 
 from fabula.evaluation import evaluate
 from fabula.runs import TrainConfig, load_run, read_metrics, train
+from results_log import record
 
 PAPER = {"NVDM 50-d": 836, "NVDM 200-d": 852}
 

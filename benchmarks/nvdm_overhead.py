@@ -17,12 +17,12 @@ import time
 
 import pyro
 import torch
-from results_log import record
 
 from fabula.data import load_dataset, synthetic_nvdm_corpus
 from fabula.guides import NormalGuide
 from fabula.inference import Amortized
 from fabula.models import NVDM
+from results_log import record
 
 
 def plain_step(story, guide, optimizer, batch):

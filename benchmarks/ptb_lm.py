@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 
 import torch
-from results_log import record
 
 from fabula.evaluation import evaluate
 from fabula.runs import TrainConfig, load_run, read_metrics, train
+from results_log import record
 
 PAPER = {"rnnlm": {"nll": 100, "ppl": 116}, "lstm-vae": {"nll": 101, "kl": 2, "ppl": 119}}
 

@@ -85,6 +85,8 @@ class Checkpoint:
     def load_into(self, modules: dict[str, torch.nn.Module]) -> None:
         """Load the stored weights into ``modules`` (by the names they were saved under)."""
         for name, module in modules.items():
+            if name not in self.weights and not module.state_dict():
+                continue  # a module without weights (e.g. the empty guide) stores nothing
             if name not in self.weights:
                 raise KeyError(f"checkpoint has no weights for {name!r} (it has {sorted(self.weights)})")
             module.load_state_dict(self.weights[name])

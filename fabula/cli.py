@@ -27,6 +27,10 @@ EXAMPLES = """examples:
 """
 
 
+class UsageError(Exception):
+    """A command asked of a run that cannot do it."""
+
+
 def _threads(args) -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -84,7 +88,7 @@ def cmd_evaluate(args) -> int:
     _threads(args)
     run = load_run(args.run, data_dir=args.data_dir, device=args.device)
     if args.split not in run.splits:
-        raise SystemExit(f"no split {args.split!r}; the data has {sorted(run.splits)}")
+        raise UsageError(f"no split {args.split!r}; the data has {sorted(run.splits)}")
     data = run.splits[args.split]
     report = evaluate(
         run.inference, data, args.estimator, args.samples, args.batch_size, progress=not args.json
@@ -111,7 +115,7 @@ def _sentence_run(args):
     run = load_run(args.run, data_dir=args.data_dir)
     story = run.inference.story
     if not hasattr(story, "decoder"):
-        raise SystemExit(f"the {run.metadata['story']} story does not generate sentences")
+        raise UsageError(f"the {run.metadata['story']} story does not generate sentences")
     return run, story, next(iter(run.splits.values())).vocab
 
 
@@ -125,7 +129,7 @@ def cmd_sample(args) -> int:
     run, story, vocab = _sentence_run(args)
     if args.source is not None:
         if not story.latent_sites:
-            raise SystemExit("--from needs a story with a latent code (lstm-vae)")
+            raise UsageError("--from needs a story with a latent code (lstm-vae)")
         batch = _encode(run, vocab, args.source)
         z = run.inference.posterior(batch, args.n)["z"][:, 0]
         print("input:  " + " ".join(vocab.decode(batch.targets[0])))
@@ -139,7 +143,7 @@ def cmd_sample(args) -> int:
 def cmd_interpolate(args) -> int:
     run, story, vocab = _sentence_run(args)
     if not story.latent_sites:
-        raise SystemExit("interpolation needs a story with a latent code (lstm-vae)")
+        raise UsageError("interpolation needs a story with a latent code (lstm-vae)")
     means = [run.inference.local_params(_encode(run, vocab, s))["loc"][0] for s in (args.a, args.b)]
     z = homotopy(means[0], means[1], args.steps)
     for t, ids in zip(
@@ -155,7 +159,7 @@ def cmd_topics(args) -> int:
     run = load_run(args.run, data_dir=args.data_dir)
     story = run.inference.story
     if not hasattr(story, "topics"):
-        raise SystemExit(f"the {run.metadata['story']} story has no topics")
+        raise UsageError(f"the {run.metadata['story']} story has no topics")
     for j, words in enumerate(story.topics(next(iter(run.splits.values())).vocab.words, args.k)):
         print(f"z[{j}]\t" + " ".join(words))
     return 0
@@ -322,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, FloatingPointError) as e:
+    except (ValueError, FileExistsError, FileNotFoundError, FloatingPointError, UsageError) as e:
         print(f"fabula {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -149,8 +149,10 @@ def reference_inference(generator) -> Amortized:
     return Amortized(generator, guide, learn_story=False, optim_args={"lr": 3e-3})
 
 
-def fit_reference(generator, train, seed: int, epochs: int = 30) -> Amortized:
-    """:func:`reference_inference` with its guide fitted to ``train``."""
+def fit_reference(generator, train, seed: int) -> Amortized:
+    """:func:`reference_inference` with its guide fitted to ``train`` (30 epochs of the bag of
+    words, 10 of the sentences)."""
+    epochs = 30 if isinstance(generator, NVDM) else 10
     pyro.set_rng_seed(seed)
     reference = reference_inference(generator)
     reference.fit(train, epochs=epochs, batch_size=64, seed=seed, progress=False)

@@ -3,8 +3,9 @@
 import torch
 
 from fabula.data import Vectors, synthetic_nvdm_corpus
-from fabula.guides import NormalGuide
-from fabula.models import NVDM, LinearGaussian
+from fabula.data.synthetic import synthetic_sentence_corpus
+from fabula.guides import EmptyGuide, NormalGuide, SentenceGuide
+from fabula.models import LSTMVAE, NVDM, RNNLM, LinearGaussian
 
 
 def orthogonal_linear_gaussian(data_dim=6, latent_dim=3, noise=0.5, seed=0):
@@ -33,3 +34,10 @@ def nvdm_setup(vocab_size=40, latent_dim=4, num_train=64):
     story = NVDM(vocab_size, latent_dim)
     guide = NormalGuide(vocab_size, latent_dim, hidden=[16])
     return story, guide, corpus
+
+
+def sentence_setup(latent=True, vocab_size=30):
+    corpus, _ = synthetic_sentence_corpus(num_train=48, num_valid=16, num_test=16, vocab_size=vocab_size)
+    if latent:
+        return LSTMVAE(vocab_size, 4, 8, 12), SentenceGuide(vocab_size, 4, 8, 12), corpus
+    return RNNLM(vocab_size, 8, 12), EmptyGuide(), corpus

@@ -2,11 +2,11 @@ import json
 
 import pytest
 import torch
-from helpers import nvdm_setup
 
 from fabula.checkpoint import load_checkpoint, save_checkpoint
 from fabula.data import DataFormatError
 from fabula.runs import CHECKPOINT, METRICS, TrainConfig, load_run, read_metrics, train
+from helpers import nvdm_setup
 
 
 def test_round_trip_of_weights_optimizer_and_nested_state(tmp_path):

@@ -51,3 +51,35 @@ def test_errors_are_reported_without_a_traceback(tmp_path, capsys):
 def test_parser_defaults_match_the_documented_embedded_run():
     args = parser().parse_args(["train", "nvdm"])
     assert (args.data, args.out, args.latent_dim) == ("synthetic", "runs/demo", 50)
+
+
+@pytest.mark.parametrize("story", ["rnnlm", "lstm-vae"])
+def test_sentence_stories_train_evaluate_and_generate(story, tmp_path, capsys):
+    run = str(tmp_path / story)
+    tiny = ["--embed-dim", "8", "--hidden-dim", "12", "--latent-dim", "3", "--batch-size", "128", "--quiet"]
+    extra = ["--word-dropout", "0.2", "--anneal", "linear:50"] if story == "lstm-vae" else []
+    assert main(["train", story, "--out", run, "--epochs", "1", *tiny, *extra]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", run, "--estimator", "iw", "--samples", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert (
+        report["num_tokens"] > report["num_data"] and "mi" in report and report["generator"]["samples"] == 4
+    )
+    assert main(["sample", run, "--n", "3", "--decode", "beam", "--max-length", "6"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and all(len(line.split()) <= 6 for line in lines)
+    if story == "lstm-vae":
+        assert main(["sample", run, "--n", "2", "--from", "w0704 w0312 zebra"]) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0] == "input:  w0704 w0312 <unk>" and len(out) == 3
+        assert main(["interpolate", run, "w0704 w0312", "w0288 w0580", "--steps", "4"]) == 0
+        steps = [line.split()[0] for line in capsys.readouterr().out.strip().splitlines()]
+        assert steps == ["0.00", "0.33", "0.67", "1.00"]
+    else:
+        assert main(["interpolate", run, "w0704", "w0288"]) == 2
+        assert "latent code" in capsys.readouterr().err
+
+
+def test_stories_refuse_data_of_the_other_kind(tmp_path, capsys):
+    assert main(["train", "rnnlm", "--data", "20news", "--out", str(tmp_path / "r")]) == 2
+    assert "reads sentences data" in capsys.readouterr().err

@@ -2,7 +2,6 @@ import math
 
 import pytest
 import torch
-from helpers import linear_gaussian_setup, nvdm_setup
 
 from fabula.evaluation import (
     active_units,
@@ -14,6 +13,7 @@ from fabula.evaluation import (
 )
 from fabula.evaluation.bounds import chunk_size_for
 from fabula.inference import Amortized
+from helpers import linear_gaussian_setup, nvdm_setup
 
 
 def exact_posterior_params(story, x):

@@ -4,15 +4,20 @@ import pyro
 import pyro.optim
 import pytest
 import torch
-from helpers import linear_gaussian_setup, nvdm_setup
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from fabula.evaluation import elbo_terms
-from fabula.inference import Amortized, FreeBitsELBO, NonAmortized, parse_schedule
+from fabula.inference import Aggressive, Amortized, FreeBitsELBO, NonAmortized, parse_schedule
 from fabula.inference.amortized import make_optimizer
 from fabula.inference.annealing import Cyclical, Linear, Logistic, annealed
+from helpers import linear_gaussian_setup, nvdm_setup, sentence_setup
 
-SETUPS = {"nvdm": nvdm_setup, "linear-gaussian": linear_gaussian_setup}
+SETUPS = {
+    "nvdm": nvdm_setup,
+    "linear-gaussian": linear_gaussian_setup,
+    "rnnlm": lambda: sentence_setup(latent=False),
+    "lstm-vae": sentence_setup,
+}
 
 
 def make(name, story, guide, data):
@@ -24,6 +29,8 @@ def make(name, story, guide, data):
         return Amortized(story, guide, free_bits=0.5, annealing=Linear(10), clip_norm=1.0)
     if name == "non-amortized":
         return NonAmortized(story, guide, num_data=len(data))
+    if name == "aggressive":
+        return Aggressive(story, guide, data, data, batch_size=8, inner_steps=4, patience=2)
     raise KeyError(name)
 
 
@@ -33,10 +40,15 @@ def train_split(data):
 
 @pytest.mark.parametrize("setup", sorted(SETUPS))
 @pytest.mark.parametrize(
-    "inference", ["amortized", "amortized-trace-elbo", "amortized-annealed-free-bits", "non-amortized"]
+    "inference",
+    ["amortized", "amortized-trace-elbo", "amortized-annealed-free-bits", "non-amortized", "aggressive"],
 )
 def test_every_story_guide_inference_pair_takes_a_step(setup, inference, device):
     story, guide, data = SETUPS[setup]()
+    if inference == "aggressive" and not story.latent_sites:
+        with pytest.raises(ValueError, match="no latent"):
+            make(inference, story, guide, train_split(data))
+        return
     data = train_split(data)
     story.to(device), guide.to(device)
     inf = make(inference, story, guide, data)
@@ -46,7 +58,9 @@ def test_every_story_guide_inference_pair_takes_a_step(setup, inference, device)
     assert math.isfinite(metrics["loss"]) and inf.num_steps == 1
     assert any(not torch.equal(a, p) for a, p in zip(before, inf.params, strict=True))
     samples = inf.posterior(batch, 5)
-    assert samples["z"].shape == (5, 16, story.latent_dim)
+    assert set(samples) == set(story.latent_sites)
+    if story.latent_sites:
+        assert samples["z"].shape == (5, 16, story.latent_dim)
 
 
 def test_one_story_fitted_by_two_inference_objects():

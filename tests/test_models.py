@@ -1,10 +1,10 @@
 import pytest
 import torch
-from helpers import linear_gaussian_setup, nvdm_setup
 from pyro import poutine
 
 from fabula.data import synthetic_nvdm_corpus
 from fabula.models import NVDM
+from helpers import linear_gaussian_setup, nvdm_setup
 
 
 def test_nvdm_trace_has_the_contract_sites_and_shapes():

@@ -30,4 +30,6 @@ def active_units(posterior_means: torch.Tensor, threshold: float = 0.01) -> int:
     """
     if posterior_means.shape[0] < 2:
         raise ValueError("active units need the posterior means of at least two data")
+    if posterior_means.shape[1] == 0:
+        return 0
     return int((posterior_means.double().var(0) > threshold).sum())

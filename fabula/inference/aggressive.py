@@ -38,6 +38,10 @@ class Aggressive(Amortized):
         optim_args: dict | None = None,
         **settings,
     ):
+        if not story.latent_sites:
+            raise ValueError(
+                "aggressive encoder training needs a story with latent sites (it has no latent sites)"
+            )
         super().__init__(story, guide, optimizer=optimizer, optim_args=optim_args, **settings)
         self.data, self.validation, self.batch_size = data, validation, batch_size
         self.inner_steps, self.patience, self.seed = inner_steps, patience, seed

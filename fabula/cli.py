@@ -57,6 +57,7 @@ def cmd_train(args) -> int:
         dropout=args.dropout,
         word_dropout=args.word_dropout,
         aggressive=args.aggressive,
+        validate=args.validate,
         elbo=args.elbo,
         anneal=args.anneal,
         free_bits=args.free_bits,
@@ -241,6 +242,11 @@ def parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--free-bits", type=float, help="free bits per latent coordinate (nats)")
     t.add_argument("--clip-norm", type=float, help="clip gradients to this global norm")
+    t.add_argument(
+        "--validate",
+        action="store_true",
+        help="keep Pyro's distribution-argument and shape checks on while training (slower)",
+    )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     t.add_argument("--threads", type=int, help="torch CPU threads")

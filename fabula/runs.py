@@ -57,6 +57,7 @@ class TrainConfig:
     word_dropout: float = 0.0
     aggressive: bool = False
     clip_norm: float | None = None
+    validate: bool = False
     seed: int = 0
     device: str = "cpu"
 
@@ -285,15 +286,18 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         plot_curves(read_metrics(out / METRICS), out / CURVES)
         clock[0] = time.perf_counter()
 
-    return inference.fit(
-        splits["train"],
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        start_epoch=start_epoch,
-        on_epoch_end=on_epoch_end,
-        progress=progress,
-    )
+    # Pyro's argument and shape checks cost up to a tenth of an NVDM step (benchmarks/overhead.py);
+    # the built-in stories are checked with them on in the test suite
+    with pyro.validation_enabled(config.validate):
+        return inference.fit(
+            splits["train"],
+            epochs=config.epochs,
+            batch_size=config.batch_size,
+            seed=config.seed,
+            start_epoch=start_epoch,
+            on_epoch_end=on_epoch_end,
+            progress=progress,
+        )
 
 
 def read_metrics(path: Path) -> list[dict]:

@@ -1,0 +1,145 @@
+"""Cost of fabula's Pyro machinery: training epochs through ``fabula.inference.Amortized``
+against a plain-PyTorch loop computing the same loss with the same networks on the same
+batches, in the same run.
+
+* ``--story nvdm``: NVDM (z=50, 500-unit encoder) on 20News (or ``--data synthetic``);
+* ``--story lstm-vae``: the LSTM-VAE with Bowman et al.'s PTB sizes on the first
+  ``--batches`` PTB training batches; throughput is reported in tokens per second.
+
+fabula is timed twice: with Pyro's validation off and on (Pyro's default, which checks every
+distribution's arguments and every site's shape each step). Epochs rotate between the loops so
+that machine load affects all alike; ratios of median epoch times are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import time
+
+import pyro
+import torch
+import torch.nn.functional as F
+
+from fabula.data import load_dataset, synthetic_nvdm_corpus
+from fabula.guides import NormalGuide, SentenceGuide
+from fabula.inference import Amortized
+from fabula.models import LSTMVAE, NVDM
+from results_log import record
+
+
+def gaussian_kl(loc, log_scale):
+    return 0.5 * (loc.pow(2) + (2 * log_scale).exp() - 1 - 2 * log_scale).sum(-1)
+
+
+def plain_nvdm_loss(story, guide, batch):
+    """Negative ELBO with analytic KL and one reparameterised sample, in plain torch."""
+    loc, log_scale = guide.net.mlp(batch.counts).chunk(2, dim=-1)
+    z = loc + log_scale.exp() * torch.randn_like(loc)
+    recon = (batch.counts * torch.log_softmax(story.decoder(z), -1)).sum(-1) + batch.log_coef
+    return (gaussian_kl(loc, log_scale) - recon).sum() / batch.size
+
+
+def plain_lstm_vae_loss(story, guide, batch):
+    loc, log_scale = guide.net(batch).chunk(2, dim=-1)
+    z = loc + log_scale.exp() * torch.randn_like(loc)
+    logits = story.decoder(batch.decoder_inputs, z)
+    nll = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), batch.targets.reshape(-1), reduction="none")
+    nll = (nll.reshape(batch.targets.shape) * batch.mask).sum(-1)
+    return (gaussian_kl(loc, log_scale) + nll).sum() / batch.size
+
+
+def setup(args):
+    if args.story == "nvdm":
+        train = (
+            load_dataset("20news", args.data_dir) if args.data == "20news" else synthetic_nvdm_corpus()[0]
+        )["train"]
+        V = len(train.vocab)
+        story, guide = NVDM(V, 50), NormalGuide(V, 50, hidden=[500], activation="tanh")
+        return story, guide, list(train.batches(64, shuffle=True, seed=0)), plain_nvdm_loss, 5e-4
+    train = load_dataset("ptb", args.data_dir)["train"]
+    V = len(train.vocab)
+    story, guide = LSTMVAE(V, 13, 353, 191), SentenceGuide(V, 13, 353, 191)
+    batches = list(train.batches(32, shuffle=True, seed=0))[: args.batches]
+    return story, guide, batches, plain_lstm_vae_loss, 1e-3
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--story", default="nvdm", choices=["nvdm", "lstm-vae"])
+    p.add_argument("--data", default="20news", choices=["20news", "synthetic"], help="nvdm only")
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--epochs", type=int, default=9, help="timed epochs of each loop")
+    p.add_argument("--batches", type=int, default=60, help="lstm-vae: PTB batches per epoch")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-record", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    story, guide, batches, plain_loss, lr = setup(args)
+    loops = {}
+    for name in ("fabula", "fabula+validation"):
+        inf = Amortized(copy.deepcopy(story), copy.deepcopy(guide), optim_args={"lr": lr})
+
+        def fabula_step(b, inf=inf, on=(name == "fabula+validation")):
+            with pyro.validation_enabled(on):
+                return inf.step(b)["loss"]
+
+        loops[name] = fabula_step
+    plain_story, plain_guide = copy.deepcopy(story), copy.deepcopy(guide)
+    plain_opt = torch.optim.Adam([*plain_story.parameters(), *plain_guide.parameters()], lr=lr)
+
+    def plain_step(b):
+        loss = plain_loss(plain_story, plain_guide, b)
+        plain_opt.zero_grad(set_to_none=True)
+        loss.backward()
+        plain_opt.step()
+        return loss.item()
+
+    loops["plain"] = plain_step
+    times = {name: [] for name in loops}
+    losses = {name: [] for name in loops}
+    order = list(loops)
+    for epoch in range(args.epochs + 1):  # epoch 0 warms up every loop
+        for name in order[epoch % 3 :] + order[: epoch % 3]:
+            torch.manual_seed(epoch)
+            start = time.perf_counter()
+            total = sum(loops[name](b) for b in batches)
+            if epoch:
+                times[name].append(time.perf_counter() - start)
+                losses[name].append(total / len(batches))
+    med = {k: statistics.median(v) for k, v in times.items()}
+    ratio = med["fabula"] / med["plain"]
+    ratio_validated = med["fabula+validation"] / med["plain"]
+    tokens = sum(int(b.lengths.sum()) for b in batches)
+    results = {
+        "story": args.story,
+        "batches": len(batches),
+        "tokens_per_epoch": tokens,
+        "epoch_seconds": times,
+        "median_epoch_seconds": med,
+        "ratio": ratio,
+        "ratio_with_validation": ratio_validated,
+        "mean_loss_last_epoch": {k: v[-1] for k, v in losses.items()},
+    }
+    table = "\n".join(
+        [
+            "| loop | median epoch (s) | ms/step | tokens/s | mean loss, last epoch |",
+            "|---|---|---|---|---|",
+            *[
+                f"| {k} | {med[k]:.2f} | {1000 * med[k] / len(batches):.2f} | {tokens / med[k]:.0f} | {losses[k][-1]:.2f} |"
+                for k in med
+            ],
+            "",
+            f"Ratio fabula / plain PyTorch: **{ratio:.3f}** (target <= 1.15); with Pyro validation on: "
+            f"{ratio_validated:.3f}. Medians of {args.epochs} rotating epochs of {len(batches)} batches.",
+        ]
+    )
+    print(table)
+    if not args.no_record:
+        record(f"overhead_{args.story}", results, table)
+
+
+if __name__ == "__main__":
+    main()

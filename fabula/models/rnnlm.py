@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import pyro
 import torch
 
-from fabula.distributions import MaskedSequenceCategorical
-from fabula.models.story import Story
+from fabula.models.sentence import SentenceStory
 from fabula.nn import LSTMDecoder
 
 
-class RNNLM(Story):
+class RNNLM(SentenceStory):
     r"""An LSTM language model, :math:`p(w_{1:n}) = \prod_t p(w_t \mid w_{<t})`, ending with ``<eos>``.
 
     References: T. Mikolov et al. Recurrent neural network based language model. Interspeech 2010.
@@ -43,15 +41,7 @@ class RNNLM(Story):
     def model(self, batch) -> None:
         with self.data_plate(batch):
             logits = self.decoder(batch.decoder_inputs)
-            pyro.sample(
-                "x", MaskedSequenceCategorical(logits, batch.mask, validate_args=False), obs=batch.targets
-            )
-
-    def num_tokens(self, batch) -> torch.Tensor:
-        return batch.lengths
-
-    def sample_cost(self, batch) -> int:
-        return batch.targets.numel() * self.vocab_size
+            self.observe(batch, logits)
 
     def prior_sample(self, num: int) -> dict[str, torch.Tensor]:
         return {}

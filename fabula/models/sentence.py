@@ -1,0 +1,29 @@
+"""What the sentence stories share: tokens observed under a mask, counted with ``<eos>``."""
+
+from __future__ import annotations
+
+import pyro
+import torch
+
+from fabula.distributions import MaskedSequenceCategorical
+from fabula.models.story import Story
+
+
+class SentenceStory(Story):
+    """A story whose observation is a padded batch of sentences scored by ``self.decoder``
+    (an :class:`~fabula.nn.LSTMDecoder`) under teacher forcing."""
+
+    vocab_size: int
+
+    def observe(self, batch, logits: torch.Tensor) -> None:
+        """The observation site ``"x"``: the targets under the batch's mask (padding adds nothing)."""
+        pyro.sample(
+            "x", MaskedSequenceCategorical(logits, batch.mask, validate_args=False), obs=batch.targets
+        )
+
+    def num_tokens(self, batch) -> torch.Tensor:
+        """Words plus ``<eos>`` per sentence, the convention of Bowman et al. and Kim et al."""
+        return batch.lengths
+
+    def sample_cost(self, batch) -> int:
+        return batch.targets.numel() * self.vocab_size

@@ -87,9 +87,8 @@ def evaluate(
         leave=False,
     ):
         params = inference.local_params(batch)
-        model_trace, guide_trace = run_traces(
-            story, guide, batch, num_samples if estimator == "elbo" else 1, params
-        )
+        traced = num_samples if estimator == "elbo" else 1
+        model_trace, guide_trace = run_traces(story, guide, batch, traced, params)
         recon, kls = terms_from_traces(model_trace, guide_trace)
         kl_b = sum(kls.values(), torch.zeros_like(recon))
         if estimator == "elbo":
@@ -102,7 +101,8 @@ def evaluate(
         if n_tokens is not None:
             tokens.append(n_tokens)
         means.append(posterior_means(guide_trace, story.latent_sites, batch.size))
-        mi.append(mutual_information(trace_guide(guide, batch, 1, params), story.latent_sites) * batch.size)
+        one_draw = guide_trace if traced == 1 else trace_guide(guide, batch, 1, params)
+        mi.append(mutual_information(one_draw, story.latent_sites) * batch.size)
     nll_t = torch.cat(nll).cpu()
     if not torch.isfinite(nll_t).all():
         bad = int((~torch.isfinite(nll_t)).nonzero()[0])

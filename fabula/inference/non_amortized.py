@@ -14,7 +14,9 @@ class NonAmortized(Amortized):
 
     λ is looked up by ``batch.index`` instead of computed by an encoder (the guide's encoder
     is unused; its :meth:`~fabula.guides.Guide.init_params` gives the initial table, the prior).
-    The posterior is therefore defined only for the ``num_data`` training data.
+    The posterior is therefore defined only for the ``num_data`` training data. With a
+    momentum optimizer (the default Adam) rows of data outside the batch keep moving on their
+    momentum; pass ``optimizer=torch.optim.SGD`` for updates confined to the batch's rows.
 
     References: M. Hoffman, D. Blei, C. Wang, J. Paisley. Stochastic Variational Inference. JMLR 2013.
     """

@@ -15,6 +15,7 @@ PANELS = (
     (("loss",), "train loss (annealed -ELBO per datum)"),
     (("eval_perplexity", "eval_corpus_perplexity"), "perplexity (ELBO): per document, corpus"),
     (("eval_kl", "eval_mi"), "KL(q || p) and MI I(x; z) per datum"),
+    (("eval_reconstruction",), "reconstruction E_q[log p(x | z)] per datum"),
     (("eval_active_units",), "active units"),
 )
 

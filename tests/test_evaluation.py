@@ -96,5 +96,6 @@ def test_evaluate_names_its_estimator_and_adds_the_token_sequence_offset():
         recon, kl = elbo_terms(story, guide, test.batch(torch.arange(len(test))), 3)
     assert torch.allclose(report.nll, kl["z"] - recon + test.log_coef, atol=1e-4)
     assert torch.equal(report.tokens, test.lengths)
+    assert summary["reconstruction"] == pytest.approx(float((recon - test.log_coef).mean()), rel=1e-5)
     with pytest.raises(ValueError, match="unknown estimator"):
         evaluate(inference, test, "bogus")

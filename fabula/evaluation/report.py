@@ -42,6 +42,9 @@ class Evaluation:
             "active_units": active_units(self.posterior_means),
             "mi": self.mutual_information,
         }
+        if self.estimator == "elbo":
+            # E_q[log p(x | z)] = KL - NLL under the ELBO (of the token sequence, like the NLL)
+            out["reconstruction"] = float((self.kl.double() - self.nll.double()).mean())
         if self.tokens is not None:
             out.update(perplexities(self.nll, self.tokens))
             out["num_tokens"] = int(self.tokens.sum())

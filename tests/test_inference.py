@@ -7,7 +7,16 @@ import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
 from fabula.evaluation import elbo_terms
-from fabula.inference import Aggressive, Amortized, FreeBitsELBO, NonAmortized, parse_schedule
+from fabula.inference import (
+    Aggressive,
+    Amortized,
+    FreeBitsELBO,
+    NonAmortized,
+    Refinement,
+    SemiAmortized,
+    StochasticVI,
+    parse_schedule,
+)
 from fabula.inference.amortized import make_optimizer
 from fabula.inference.annealing import Cyclical, Linear, Logistic, annealed
 from helpers import linear_gaussian_setup, nvdm_setup, sentence_setup
@@ -31,6 +40,10 @@ def make(name, story, guide, data):
         return NonAmortized(story, guide, num_data=len(data))
     if name == "aggressive":
         return Aggressive(story, guide, data, data, batch_size=8, inner_steps=4, patience=2)
+    if name == "svi":
+        return StochasticVI(story, guide, Refinement(steps=2, lr=0.1))
+    if name == "sa-vae":
+        return SemiAmortized(story, guide, Refinement(steps=2, lr=0.1))
     raise KeyError(name)
 
 
@@ -41,7 +54,15 @@ def train_split(data):
 @pytest.mark.parametrize("setup", sorted(SETUPS))
 @pytest.mark.parametrize(
     "inference",
-    ["amortized", "amortized-trace-elbo", "amortized-annealed-free-bits", "non-amortized", "aggressive"],
+    [
+        "amortized",
+        "amortized-trace-elbo",
+        "amortized-annealed-free-bits",
+        "non-amortized",
+        "aggressive",
+        "svi",
+        "sa-vae",
+    ],
 )
 def test_every_story_guide_inference_pair_takes_a_step(setup, inference, device):
     story, guide, data = SETUPS[setup]()

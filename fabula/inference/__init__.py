@@ -6,5 +6,17 @@ from fabula.inference.annealing import parse_schedule
 from fabula.inference.base import Inference
 from fabula.inference.free_bits import FreeBitsELBO
 from fabula.inference.non_amortized import NonAmortized
+from fabula.inference.refinement import Refinement
+from fabula.inference.semi_amortized import SemiAmortized, StochasticVI
 
-__all__ = ["Aggressive", "Amortized", "FreeBitsELBO", "Inference", "NonAmortized", "parse_schedule"]
+__all__ = [
+    "Aggressive",
+    "Amortized",
+    "FreeBitsELBO",
+    "Inference",
+    "NonAmortized",
+    "Refinement",
+    "SemiAmortized",
+    "StochasticVI",
+    "parse_schedule",
+]

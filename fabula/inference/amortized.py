@@ -84,17 +84,20 @@ class Amortized(Inference):
             yield from self.story.parameters()
         yield from self.guide.parameters()
 
-    def _guide(self, batch):
-        return self.guide(batch, self.local_params(batch))
-
     def loss(self, batch) -> torch.Tensor:
-        """The annealed negative ELBO per datum of a training step (word dropout applied)."""
+        """The annealed negative ELBO per datum of a training step (word dropout applied).
+
+        λ is computed before the guide is traced, so that inference objects whose
+        :meth:`local_params` run Pyro themselves (refinement) stay out of the trace."""
         beta = self.annealing(self.num_steps)
+        params = self.local_params(batch)
         if self.word_dropout:
             batch = word_dropout(batch, self.word_dropout)
-        loss = self.elbo.differentiable_loss(
-            annealed(self.story.model, beta), annealed(self._guide, beta), batch
-        )
+
+        def guide(b):
+            return self.guide(b, params)
+
+        loss = self.elbo.differentiable_loss(annealed(self.story.model, beta), annealed(guide, beta), batch)
         return loss / batch.size
 
     def descend(self, loss: torch.Tensor, params, *optimizers: torch.optim.Optimizer) -> float:

@@ -7,14 +7,16 @@ from fabula.inference.base import Inference
 from fabula.inference.free_bits import FreeBitsELBO
 from fabula.inference.non_amortized import NonAmortized
 from fabula.inference.refinement import Refinement
-from fabula.inference.semi_amortized import SemiAmortized, StochasticVI
+from fabula.inference.semi_amortized import AmortizedSVI, Refined, SemiAmortized, StochasticVI
 
 __all__ = [
     "Aggressive",
     "Amortized",
+    "AmortizedSVI",
     "FreeBitsELBO",
     "Inference",
     "NonAmortized",
+    "Refined",
     "Refinement",
     "SemiAmortized",
     "StochasticVI",

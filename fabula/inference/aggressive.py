@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from fabula.evaluation.bounds import mutual_information, trace_guide
-from fabula.inference.amortized import Amortized, make_optimizer
+from fabula.inference.amortized import Amortized
 
 
 class Aggressive(Amortized):
@@ -34,26 +34,20 @@ class Aggressive(Amortized):
         inner_steps: int = 100,
         patience: int = 15,
         seed: int = 0,
-        optimizer=torch.optim.Adam,
-        optim_args: dict | None = None,
         **settings,
     ):
         if not story.latent_sites:
             raise ValueError(
                 "aggressive encoder training needs a story with latent sites (it has no latent sites)"
             )
-        super().__init__(story, guide, optimizer=optimizer, optim_args=optim_args, **settings)
+        super().__init__(story, guide, **settings)
         if not self.learn_story:
             raise ValueError(
                 "aggressive encoder training alternates encoder and story updates; learn_story must be True"
             )
         self.data, self.validation, self.batch_size = data, validation, batch_size
         self.inner_steps, self.patience, self.seed = inner_steps, patience, seed
-        args = optim_args or {"lr": 1e-3}
-        self.guide_params = [p for p in guide.parameters() if p.requires_grad]
-        self.story_params = [p for p in story.parameters() if p.requires_grad]
-        self.guide_optimizer = make_optimizer(optimizer, self.guide_params, args)
-        self.story_optimizer = make_optimizer(optimizer, self.story_params, args)
+        self.split_optimizers()
         self.aggressive = True
         self.best_mi = float("-inf")
         self._stream = None

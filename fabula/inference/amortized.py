@@ -84,6 +84,16 @@ class Amortized(Inference):
             yield from self.story.parameters()
         yield from self.guide.parameters()
 
+    def split_optimizers(self) -> None:
+        """Give story and guide separate optimizers of the joint one's kind and settings
+        (``story_params``/``story_optimizer``, ``guide_params``/``guide_optimizer``), for
+        inference objects that update them on different losses."""
+        kind, settings = type(self.optimizer), dict(self.optimizer.defaults)
+        self.story_params = [p for p in self.story.parameters() if p.requires_grad]
+        self.guide_params = [p for p in self.guide.parameters() if p.requires_grad]
+        self.story_optimizer = kind(self.story_params, **settings)
+        self.guide_optimizer = kind(self.guide_params, **settings)
+
     def loss(self, batch) -> torch.Tensor:
         """The annealed negative ELBO per datum of a training step (word dropout applied).
 

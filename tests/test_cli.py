@@ -35,6 +35,11 @@ def test_train_evaluate_topics_on_the_embedded_default(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "| trained |" in table and "| generating model |" in table and "estimator elbo (S=1)" in table
 
+    assert main(["evaluate", run, "--samples", "10", "--gaps", "--gap-steps", "5", "--json"]) == 0
+    gaps = json.loads(capsys.readouterr().out)["gaps"]
+    total = gaps["log_likelihood"] - gaps["elbo_amortized"]
+    assert gaps["approximation_gap"] + gaps["amortization_gap"] == pytest.approx(total)
+
     assert main(["topics", run, "--k", "3"]) == 0
     rows = capsys.readouterr().out.strip().splitlines()
     assert [r.split("\t")[0] for r in rows] == ["z[0]", "z[1]", "z[2]", "z[3]"]

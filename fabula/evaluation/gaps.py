@@ -18,7 +18,9 @@ from __future__ import annotations
 from fabula.evaluation.report import evaluate
 
 
-def inference_gaps(inference, refined, data, iw_samples: int = 500, elbo_samples: int = 20, batch_size: int = 64):
+def inference_gaps(
+    inference, refined, data, iw_samples: int = 500, elbo_samples: int = 20, batch_size: int = 64
+):
     """Approximation and amortization gaps (nats per datum) of ``inference`` on ``data``;
     ``refined`` gives λ* (the same story and guide, refined per datum)."""
     elbo_amortized = -evaluate(inference, data, "elbo", elbo_samples, batch_size).nll

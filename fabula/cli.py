@@ -8,12 +8,14 @@ import sys
 
 import torch
 
+from fabula.compare import compare
+from fabula.compare import markdown as compare_markdown
 from fabula.data.text import TextBatch
 from fabula.evaluation import ESTIMATORS, evaluate
 from fabula.evaluation.gaps import inference_gaps
 from fabula.generation import DECODERS, decode, homotopy
 from fabula.inference import Refined, Refinement
-from fabula.runs import STORIES, SYNTHETIC, TrainConfig, load_run, train
+from fabula.runs import STORIES, SYNTHETIC, TrainConfig, fit_reference, load_run, load_training_data, train
 
 EXAMPLES = """examples:
   fabula train nvdm --out runs/demo                      # synthetic corpus, no download
@@ -167,6 +169,48 @@ def cmd_interpolate(args) -> int:
         strict=True,
     ):
         print(f"{t:.2f}  " + " ".join(vocab.decode(ids)))
+    return 0
+
+
+def cmd_compare(args) -> int:
+    _threads(args)
+    config = TrainConfig(
+        story=args.story,
+        data=args.data,
+        data_dir=args.data_dir,
+        latent_dim=args.latent_dim,
+        embed_dim=args.hidden_dim,
+        hidden_dim=args.hidden_dim,
+        hidden=(args.hidden_dim,),
+        seed=args.seed,
+    )
+    splits, generator = load_training_data(config)
+    recipe = STORIES[config.story]
+    rows = compare(
+        lambda: recipe.new(config, splits["train"]),
+        splits,
+        args.inference,
+        args.epochs,
+        args.batch_size,
+        args.seed,
+        args.samples,
+        args.lr,
+        args.refinement_lr,
+        progress=not args.json,
+    )
+    reference = None
+    if generator is not None:
+        reference = evaluate(
+            fit_reference(generator, splits["train"], args.seed), splits["test"], "iw", args.samples
+        )
+        reference = reference.summary()
+    if args.json:
+        print(json.dumps({"rows": rows, "generator": reference}, indent=2))
+    else:
+        print(
+            f"{args.story} on {args.data} (test split), {args.epochs} epochs, seed {args.seed}; NLL in nats per datum"
+        )
+        print(compare_markdown(rows, reference))
     return 0
 
 
@@ -346,6 +390,32 @@ def parser() -> argparse.ArgumentParser:
     ip.add_argument("--max-length", type=int, default=50)
     ip.add_argument("--data-dir", help="where the run's dataset lies now, if it moved")
     ip.set_defaults(func=cmd_interpolate)
+    c = sub.add_parser(
+        "compare",
+        help="fit one story with several inference objects on the same data and seed; one table",
+        epilog="example: fabula compare --story lstm-vae --data synthetic --inference vae svi:20 vae+svi:20 sa-vae:20",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    c.add_argument("--story", default="lstm-vae", choices=[s for s in STORIES if s != "rnnlm"])
+    c.add_argument("--data", default=SYNTHETIC, help="'synthetic' (default, no download), '20news' or 'ptb'")
+    c.add_argument("--data-dir", help="folder with local copies of the dataset")
+    c.add_argument(
+        "--inference",
+        nargs="+",
+        default=["vae", "svi:20", "vae+svi:20", "sa-vae:20"],
+        help="inference objects: vae, svi:K, vae+svi:K, sa-vae:K (K refinement steps)",
+    )
+    c.add_argument("--epochs", type=int, default=3, help="epochs per inference object (default: 3)")
+    c.add_argument("--batch-size", type=int, default=50)
+    c.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    c.add_argument("--refinement-lr", type=float, default=1.0, help="step size of the K refinement steps")
+    c.add_argument("--latent-dim", type=int, default=2, help="size of z (default: 2, the oracle's)")
+    c.add_argument("--hidden-dim", type=int, default=100, help="network sizes (default: 100)")
+    c.add_argument("--samples", type=int, default=100, help="IW samples for the NLL bound (default: 100)")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--threads", type=int, help="torch CPU threads")
+    c.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+    c.set_defaults(func=cmd_compare)
     return p
 
 

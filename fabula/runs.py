@@ -160,6 +160,21 @@ def fit_reference(generator, train, seed: int) -> Amortized:
     return reference
 
 
+def training_data_config(config: TrainConfig) -> dict:
+    """The data part of a run's metadata: the synthetic corpus for the story's kind and seed, or
+    a registered dataset and where its local copy lies."""
+    if config.data == SYNTHETIC:
+        return {"name": SYNTHETIC, "kind": STORIES[config.story].kind, "seed": config.seed}
+    data_dir = str(Path(config.data_dir).resolve()) if config.data_dir else None
+    return {"name": config.data, "data_dir": data_dir}
+
+
+def load_training_data(config: TrainConfig):
+    """``({split: corpus}, generating story or None)`` for a training configuration."""
+    _validate(config)
+    return load_data(training_data_config(config))
+
+
 def eval_split(splits: dict) -> str:
     """The split evaluated after each epoch: validation where the data has one."""
     return "valid" if "valid" in splits else "test"
@@ -220,11 +235,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         saved.hidden = tuple(saved.hidden)
         if {**vars(saved), "epochs": 0} != {**vars(config), "epochs": 0}:
             raise ValueError(f"{out}: --resume needs the run's own settings (only --epochs may change)")
-    if config.data == SYNTHETIC:
-        data_config = {"name": SYNTHETIC, "kind": STORIES[config.story].kind, "seed": config.seed}
-    else:
-        data_dir = str(Path(config.data_dir).resolve()) if config.data_dir else None
-        data_config = {"name": config.data, "data_dir": data_dir}
+    data_config = training_data_config(config)
     splits, generator = load_data(data_config)
     if "train" not in splits:
         raise ValueError(f"dataset {config.data!r} has no train split (it has {sorted(splits)})")

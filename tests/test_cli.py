@@ -88,3 +88,14 @@ def test_sentence_stories_train_evaluate_and_generate(story, tmp_path, capsys):
 def test_stories_refuse_data_of_the_other_kind(tmp_path, capsys):
     assert main(["train", "rnnlm", "--data", "20news", "--out", str(tmp_path / "r")]) == 2
     assert "reads sentences data" in capsys.readouterr().err
+
+
+def test_compare_fits_one_story_with_several_inference_objects(capsys):
+    args = ["compare", "--epochs", "1", "--hidden-dim", "16", "--samples", "3", "--json"]
+    assert main([*args, "--inference", "vae", "svi:1", "vae+svi:1", "sa-vae:1"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert list(out["rows"]) == ["vae", "svi:1", "vae+svi:1", "sa-vae:1"]
+    assert all(r["estimator"] == "iw (S=3)" and r["steps_per_second"] > 0 for r in out["rows"].values())
+    assert out["generator"]["nll"] < min(r["nll"] for r in out["rows"].values())
+    assert main(["compare", "--inference", "vae:3"]) == 2
+    assert "takes no refinement steps" in capsys.readouterr().err

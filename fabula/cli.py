@@ -403,7 +403,8 @@ def parser() -> argparse.ArgumentParser:
         "--inference",
         nargs="+",
         default=["vae", "svi:20", "vae+svi:20", "sa-vae:20"],
-        help="inference objects: vae, svi:K, vae+svi:K, sa-vae:K (K refinement steps)",
+        help="inference objects: vae, svi:K, vae+svi:K, sa-vae:K, sa-vae-fd:K (K refinement steps; "
+        "-fd: finite-difference Hessian-vector products)",
     )
     c.add_argument("--epochs", type=int, default=3, help="epochs per inference object (default: 3)")
     c.add_argument("--batch-size", type=int, default=50)

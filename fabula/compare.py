@@ -11,21 +11,29 @@ import torch
 from fabula.evaluation import evaluate
 from fabula.inference import Amortized, AmortizedSVI, Refinement, SemiAmortized, StochasticVI
 
-INFERENCE_KINDS = {"vae": Amortized, "svi": StochasticVI, "vae+svi": AmortizedSVI, "sa-vae": SemiAmortized}
+INFERENCE_KINDS = {
+    "vae": Amortized,
+    "svi": StochasticVI,
+    "vae+svi": AmortizedSVI,
+    "sa-vae": SemiAmortized,
+    "sa-vae-fd": SemiAmortized,
+}
 
 
 def parse_inference(spec: str, refinement_lr: float = 1.0):
-    """``"vae"``, ``"svi:K"``, ``"vae+svi:K"`` or ``"sa-vae:K"`` -> (inference class, settings)."""
+    """``"vae"``, ``"svi:K"``, ``"vae+svi:K"``, ``"sa-vae:K"`` (exact Hessian-vector products) or
+    ``"sa-vae-fd:K"`` (finite-difference ones) -> (inference class, settings)."""
     name, _, steps = spec.partition(":")
     if name not in INFERENCE_KINDS:
-        raise ValueError(f"unknown inference {spec!r}; use vae, svi:K, vae+svi:K or sa-vae:K")
+        raise ValueError(f"unknown inference {spec!r}; use vae, svi:K, vae+svi:K, sa-vae:K or sa-vae-fd:K")
     if name == "vae":
         if steps:
             raise ValueError(f"{spec!r}: plain amortized VI takes no refinement steps")
         return Amortized, {}
     if not steps.isdigit():
         raise ValueError(f"{spec!r}: give the refinement steps, e.g. {name}:20")
-    return INFERENCE_KINDS[name], {"refinement": Refinement(steps=int(steps), lr=refinement_lr)}
+    hvp = "finite-difference" if name == "sa-vae-fd" else "exact"
+    return INFERENCE_KINDS[name], {"refinement": Refinement(steps=int(steps), lr=refinement_lr, hvp=hvp)}
 
 
 def compare(

@@ -44,6 +44,8 @@ def make(name, story, guide, data):
         return StochasticVI(story, guide, Refinement(steps=2, lr=0.1))
     if name == "sa-vae":
         return SemiAmortized(story, guide, Refinement(steps=2, lr=0.1))
+    if name == "sa-vae-fd":
+        return SemiAmortized(story, guide, Refinement(steps=2, lr=0.1, hvp="finite-difference"))
     raise KeyError(name)
 
 

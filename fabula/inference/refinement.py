@@ -11,8 +11,14 @@ run at :math:`\lambda_k`; because the data are independent, the gradient of the 
 with respect to datum ``b``'s :math:`\lambda_b` is that datum's own gradient. With
 ``differentiable=True`` every step stays in the autograd graph (``create_graph``), so the
 result can be differentiated with respect to :math:`\lambda_0` and the story's parameters
-through all K steps, with exact Hessian-vector products (Kim et al. 2018). Pyro has no such
-unrolled optimiser; it is written here.
+through all K steps: with exact Hessian-vector products (``hvp="exact"``, autograd with
+``create_graph``) or, as in Kim et al.'s Algorithm 2, with finite differences
+(``hvp="finite-difference"``): the K steps run without a graph, and the backward pass walks
+them in reverse, each Hessian-vector product taken as
+:math:`H u \approx (\nabla f(\lambda + r u) - \nabla f(\lambda - r u)) / 2r`,
+:math:`r = \epsilon / \|u\|`, with the step's own random draws replayed; memory is that of
+one step. Per-datum clipping factors are treated as constants there. Pyro has no such unrolled
+optimiser; it is written here.
 
 References:
   M. Hoffman, D. Blei, C. Wang, J. Paisley. Stochastic Variational Inference. JMLR 2013.
@@ -42,10 +48,14 @@ class Refinement:
     lr: float = 1.0
     momentum: float = 0.5
     clip_norm: float | None = 5.0
+    hvp: str = "exact"
+    epsilon: float = 1e-5
 
     def __post_init__(self):
-        if self.steps < 0 or self.lr <= 0 or not 0 <= self.momentum < 1:
+        if self.steps < 0 or self.lr <= 0 or not 0 <= self.momentum < 1 or self.epsilon <= 0:
             raise ValueError(f"bad refinement settings {self}")
+        if self.hvp not in ("exact", "finite-difference"):
+            raise ValueError(f"hvp must be 'exact' or 'finite-difference', got {self.hvp!r}")
 
     def run(self, story, guide, batch, params: dict[str, torch.Tensor], differentiable: bool = False):
         """λ_K from λ_0 = ``params``. Without ``differentiable`` the result is detached.
@@ -56,18 +66,105 @@ class Refinement:
     def _run(self, story, guide, batch, params, differentiable):
         if not params:  # a story without latents has nothing to refine
             return params
+        if differentiable and self.hvp == "finite-difference":
+            keys = list(params)
+            theta = [p for p in story.parameters() if p.requires_grad]
+            out = _FiniteDifferenceUnroll.apply(self, story, guide, batch, keys, *params.values(), *theta)
+            return dict(zip(keys, out, strict=True))
         lam = {k: v if differentiable else v.detach().requires_grad_() for k, v in params.items()}
         velocity = {k: torch.zeros_like(v) for k, v in lam.items()}
         for _ in range(self.steps):
             loss = negative_elbo(story, guide, batch, lam)
             grads = torch.autograd.grad(loss, list(lam.values()), create_graph=differentiable)
             grads = dict(zip(lam, grads, strict=True))
-            if self.clip_norm is not None:
-                norm = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads.values()))  # per datum
-                factor = (self.clip_norm / (norm + 1e-12)).clamp(max=1.0)
-                grads = {k: g * factor.view(-1, *[1] * (g.dim() - 1)) for k, g in grads.items()}
+            factor = _clip_factors(grads, self.clip_norm)
+            grads = {k: _scale(g, factor) for k, g in grads.items()}
             velocity = {k: self.momentum * velocity[k] - grads[k] for k in lam}
             lam = {k: lam[k] + self.lr * velocity[k] for k in lam}
             if not differentiable:
                 lam = {k: v.detach().requires_grad_() for k, v in lam.items()}
         return lam if differentiable else {k: v.detach() for k, v in lam.items()}
+
+
+def _clip_factors(grads: dict[str, torch.Tensor], clip_norm: float | None) -> torch.Tensor | float:
+    """Per-datum factors that bring the gradient's norm down to ``clip_norm`` (1 below it)."""
+    if clip_norm is None:
+        return 1.0
+    norm = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads.values()))
+    return (clip_norm / (norm + 1e-12)).clamp(max=1.0)
+
+
+def _scale(g: torch.Tensor, factor) -> torch.Tensor:
+    return g * (factor.view(-1, *[1] * (g.dim() - 1)) if torch.is_tensor(factor) else factor)
+
+
+def _get_rng(device: torch.device):
+    return torch.cuda.get_rng_state(device) if device.type == "cuda" else torch.get_rng_state()
+
+
+def _set_rng(device: torch.device, state) -> None:
+    if device.type == "cuda":
+        torch.cuda.set_rng_state(state, device)
+    else:
+        torch.set_rng_state(state)
+
+
+class _FiniteDifferenceUnroll(torch.autograd.Function):
+    """λ_K as a function of (λ_0, θ), differentiated by Kim et al.'s finite-difference backward."""
+
+    @staticmethod
+    def forward(ctx, refinement, story, guide, batch, keys, *tensors):
+        n = len(keys)
+        theta = tensors[n:]
+        device = tensors[0].device
+        lam = {k: t.detach() for k, t in zip(keys, tensors[:n], strict=True)}
+        velocity = {k: torch.zeros_like(v) for k, v in lam.items()}
+        record = []  # (λ_k, rng state, clip factors) per step
+        with torch.enable_grad():
+            for _ in range(refinement.steps):
+                state = _get_rng(device)
+                leaves = {k: v.detach().requires_grad_() for k, v in lam.items()}
+                grads = torch.autograd.grad(negative_elbo(story, guide, batch, leaves), list(leaves.values()))
+                grads = dict(zip(keys, grads, strict=True))
+                factor = _clip_factors(grads, refinement.clip_norm)
+                record.append((lam, state, factor))
+                velocity = {k: refinement.momentum * velocity[k] - _scale(grads[k], factor) for k in keys}
+                lam = {k: lam[k] + refinement.lr * velocity[k] for k in keys}
+        ctx.refinement, ctx.story, ctx.guide, ctx.batch, ctx.keys = refinement, story, guide, batch, keys
+        ctx.record, ctx.theta, ctx.device = record, theta, device
+        return tuple(lam[k] for k in keys)
+
+    @staticmethod
+    def backward(ctx, *lam_grads):
+        r, keys, theta, device = ctx.refinement, ctx.keys, ctx.theta, ctx.device
+        resume = _get_rng(device)
+        lam_bar = dict(zip(keys, lam_grads, strict=True))
+        v_bar = {k: torch.zeros_like(g) for k, g in lam_bar.items()}
+        theta_bar = [torch.zeros_like(p) for p in theta]
+
+        def gradient(lam, state):
+            _set_rng(device, state)
+            with torch.enable_grad():
+                leaves = {k: v.detach().requires_grad_() for k, v in lam.items()}
+                loss = negative_elbo(ctx.story, ctx.guide, ctx.batch, leaves)
+                grads = torch.autograd.grad(loss, [*leaves.values(), *theta], allow_unused=True)
+            return [
+                torch.zeros_like(x) if g is None else g
+                for g, x in zip(grads, [*leaves.values(), *theta], strict=True)
+            ]
+
+        for lam, state, factor in reversed(ctx.record):
+            v_bar = {k: v_bar[k] + r.lr * lam_bar[k] for k in keys}  # from λ_{k+1} = λ_k + α v_{k+1}
+            u = {k: -_scale(v_bar[k], factor) for k in keys}  # adjoint of the raw gradient g_k
+            v_bar = {k: r.momentum * v_bar[k] for k in keys}  # from v_{k+1} = μ v_k - c_k g_k
+            norm = torch.sqrt(sum(x.pow(2).sum() for x in u.values()))
+            if norm == 0:
+                continue
+            step = r.epsilon / norm
+            plus = gradient({k: lam[k] + step * u[k] for k in keys}, state)
+            minus = gradient({k: lam[k] - step * u[k] for k in keys}, state)
+            hvp = [(a - b) / (2 * step) for a, b in zip(plus, minus, strict=True)]
+            lam_bar = {k: lam_bar[k] + h for k, h in zip(keys, hvp[: len(keys)], strict=True)}
+            theta_bar = [t + h for t, h in zip(theta_bar, hvp[len(keys) :], strict=True)]
+        _set_rng(device, resume)
+        return (None, None, None, None, None, *(lam_bar[k] for k in keys), *theta_bar)

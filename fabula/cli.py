@@ -82,7 +82,7 @@ def cmd_train(args) -> int:
 
 
 def _table(rows: dict[str, dict]) -> str:
-    keys = ["nll", "perplexity", "corpus_perplexity", "kl", "active_units"]
+    keys = ["nll", "perplexity", "corpus_perplexity", "kl", "mi", "active_units"]
     lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, r in rows.items():
         cells = [f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for k in keys]
@@ -115,8 +115,8 @@ def cmd_evaluate(args) -> int:
     if run.reference is not None:
         rows["generating model"] = result["generator"]
     print(
-        f"{args.run}: {args.split} split, {result['num_data']} documents, estimator {args.estimator} "
-        f"(S={args.samples}); NLL in nats per document"
+        f"{args.run}: {args.split} split, {result['num_data']} data, estimator {args.estimator} "
+        f"(S={args.samples}); NLL, KL and MI in nats per datum"
     )
     print(_table(rows))
     if args.gaps:

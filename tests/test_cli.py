@@ -33,7 +33,12 @@ def test_train_evaluate_topics_on_the_embedded_default(tmp_path, capsys):
 
     assert main(["evaluate", run]) == 0
     table = capsys.readouterr().out
-    assert "| trained |" in table and "| generating model |" in table and "estimator elbo (S=1)" in table and "| mi |" in table
+    assert (
+        "| trained |" in table
+        and "| generating model |" in table
+        and "estimator elbo (S=1)" in table
+        and "| mi |" in table
+    )
 
     assert main(["evaluate", run, "--samples", "10", "--gaps", "--gap-steps", "5", "--json"]) == 0
     gaps = json.loads(capsys.readouterr().out)["gaps"]

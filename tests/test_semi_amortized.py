@@ -173,3 +173,12 @@ def test_finite_difference_hvps_give_the_exact_unrolled_gradient():
             assert torch.allclose(exact, fd, rtol=1e-5, atol=1e-7)
     finally:
         torch.set_default_dtype(torch.float32)
+
+
+def test_a_diverging_refinement_is_reported_as_such():
+    story, guide, data = linear_gaussian_setup(num_data=8)
+    batch = data.batch(torch.arange(8))
+    with pytest.raises(FloatingPointError, match="refinement diverged at step"):
+        Refinement(steps=50, lr=50.0, momentum=0.9, clip_norm=None).run(
+            story, guide, batch, guide.init_params(8)
+        )

@@ -41,10 +41,6 @@ class Aggressive(Amortized):
                 "aggressive encoder training needs a story with latent sites (it has no latent sites)"
             )
         super().__init__(story, guide, **settings)
-        if not self.learn_story:
-            raise ValueError(
-                "aggressive encoder training alternates encoder and story updates; learn_story must be True"
-            )
         self.data, self.validation, self.batch_size = data, validation, batch_size
         self.inner_steps, self.patience, self.seed = inner_steps, patience, seed
         self.split_optimizers()

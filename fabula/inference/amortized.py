@@ -77,7 +77,11 @@ class Amortized(Inference):
         self.word_dropout = word_dropout
         self.learn_story = learn_story
         self.params = [p for p in self.trainable_parameters() if p.requires_grad]
-        self.optimizer = make_optimizer(optimizer, self.params, optim_args or {"lr": 1e-3})
+        # nothing to train (a fixed story and no guide weights, as for per-instance SVI of a
+        # given model): the object still refines and evaluates, but refuses to step
+        self.optimizer = (
+            make_optimizer(optimizer, self.params, optim_args or {"lr": 1e-3}) if self.params else None
+        )
 
     def trainable_parameters(self):
         if self.learn_story:
@@ -88,6 +92,8 @@ class Amortized(Inference):
         """Give story and guide separate optimizers of the joint one's kind and settings
         (``story_params``/``story_optimizer``, ``guide_params``/``guide_optimizer``), for
         inference objects that update them on different losses."""
+        if not self.learn_story:
+            raise ValueError(f"{type(self).__name__} trains the story; learn_story=False is not supported")
         kind, settings = type(self.optimizer), dict(self.optimizer.defaults)
         self.story_params = [p for p in self.story.parameters() if p.requires_grad]
         self.guide_params = [p for p in self.guide.parameters() if p.requires_grad]
@@ -129,14 +135,20 @@ class Amortized(Inference):
         return value
 
     def step(self, batch) -> dict[str, float]:
+        if self.optimizer is None:
+            raise ValueError(
+                "this inference object has no parameters to train (a fixed story and no guide weights)"
+            )
         beta = self.annealing(self.num_steps)
         value = self.descend(self.loss(batch), self.params, self.optimizer)
         self.num_steps += 1
         return {"loss": value, "beta": beta}
 
     def state_dict(self) -> dict:
-        return {**super().state_dict(), "optimizer": self.optimizer.state_dict()}
+        optimizer = self.optimizer.state_dict() if self.optimizer is not None else None
+        return {**super().state_dict(), "optimizer": optimizer}
 
     def load_state_dict(self, state: dict) -> None:
         super().load_state_dict(state)
-        self.optimizer.load_state_dict(state["optimizer"])
+        if self.optimizer is not None:
+            self.optimizer.load_state_dict(state["optimizer"])

@@ -57,6 +57,20 @@ class Refinement:
         if self.hvp not in ("exact", "finite-difference"):
             raise ValueError(f"hvp must be 'exact' or 'finite-difference', got {self.hvp!r}")
 
+    def _loss(self, story, guide, batch, lam, step: int) -> torch.Tensor:
+        """The negative ELBO at step ``step``, with divergence reported as such."""
+        try:
+            loss = negative_elbo(story, guide, batch, lam)
+        except ValueError as e:  # a variational parameter left its support (a scale of 0, say)
+            raise FloatingPointError(
+                f"refinement diverged at step {step + 1} (lr={self.lr}): {str(e)[:120]}"
+            ) from None
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"refinement diverged at step {step + 1} (lr={self.lr}): non-finite ELBO"
+            )
+        return loss
+
     def run(self, story, guide, batch, params: dict[str, torch.Tensor], differentiable: bool = False):
         """λ_K from λ_0 = ``params``. Without ``differentiable`` the result is detached.
         Runs with gradients enabled even inside ``torch.no_grad`` (evaluation)."""
@@ -73,8 +87,8 @@ class Refinement:
             return dict(zip(keys, out, strict=True))
         lam = {k: v if differentiable else v.detach().requires_grad_() for k, v in params.items()}
         velocity = {k: torch.zeros_like(v) for k, v in lam.items()}
-        for _ in range(self.steps):
-            loss = negative_elbo(story, guide, batch, lam)
+        for step in range(self.steps):
+            loss = self._loss(story, guide, batch, lam, step)
             grads = torch.autograd.grad(loss, list(lam.values()), create_graph=differentiable)
             grads = dict(zip(lam, grads, strict=True))
             factor = _clip_factors(grads, self.clip_norm)
@@ -121,10 +135,12 @@ class _FiniteDifferenceUnroll(torch.autograd.Function):
         velocity = {k: torch.zeros_like(v) for k, v in lam.items()}
         record = []  # (λ_k, rng state, clip factors) per step
         with torch.enable_grad():
-            for _ in range(refinement.steps):
+            for step in range(refinement.steps):
                 state = _get_rng(device)
                 leaves = {k: v.detach().requires_grad_() for k, v in lam.items()}
-                grads = torch.autograd.grad(negative_elbo(story, guide, batch, leaves), list(leaves.values()))
+                grads = torch.autograd.grad(
+                    refinement._loss(story, guide, batch, leaves, step), list(leaves.values())
+                )
                 grads = dict(zip(keys, grads, strict=True))
                 factor = _clip_factors(grads, refinement.clip_norm)
                 record.append((lam, state, factor))

@@ -29,7 +29,8 @@ class StochasticVI(Amortized):
         super().__init__(story, guide, **settings)
 
     def trainable_parameters(self):
-        yield from self.story.parameters()
+        if self.learn_story:
+            yield from self.story.parameters()
 
     def local_params(self, batch) -> dict[str, torch.Tensor]:
         start = self.guide.init_params(batch.size, self.story.device)

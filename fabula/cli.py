@@ -409,7 +409,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--epochs", type=int, default=3, help="epochs per inference object (default: 3)")
     c.add_argument("--batch-size", type=int, default=50)
     c.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    c.add_argument("--refinement-lr", type=float, default=1.0, help="step size of the K refinement steps")
+    c.add_argument(
+        "--refinement-lr", type=float, default=0.1, help="step size of the K refinement steps (default: 0.1)"
+    )
     c.add_argument("--latent-dim", type=int, default=2, help="size of z (default: 2, the oracle's)")
     c.add_argument("--hidden-dim", type=int, default=100, help="network sizes (default: 100)")
     c.add_argument("--samples", type=int, default=100, help="IW samples for the NLL bound (default: 100)")

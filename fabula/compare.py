@@ -20,7 +20,7 @@ INFERENCE_KINDS = {
 }
 
 
-def parse_inference(spec: str, refinement_lr: float = 1.0):
+def parse_inference(spec: str, refinement_lr: float = 0.1):
     """``"vae"``, ``"svi:K"``, ``"vae+svi:K"``, ``"sa-vae:K"`` (exact Hessian-vector products) or
     ``"sa-vae-fd:K"`` (finite-difference ones) -> (inference class, settings)."""
     name, _, steps = spec.partition(":")
@@ -45,7 +45,7 @@ def compare(
     seed: int = 0,
     iw_samples: int = 100,
     lr: float = 1e-3,
-    refinement_lr: float = 1.0,
+    refinement_lr: float = 0.1,
     progress: bool = True,
     learn_story: bool = True,
 ) -> dict[str, dict]:

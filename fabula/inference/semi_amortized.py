@@ -42,8 +42,8 @@ class StochasticVI(Amortized):
 class SemiAmortized(Amortized):
     r"""Semi-amortized VI (SA-VAE): :math:`\lambda_0 = \mathrm{enc}(x)`, refined by K steps of
     :class:`~fabula.inference.refinement.Refinement`, and the loss taken at :math:`\lambda_K`.
-    While gradients are enabled (training) the K steps stay in the autograd graph, so encoder
-    and story receive gradients through them (exact Hessian-vector products); under
+    While gradients are enabled (training), encoder and story receive gradients through the K
+    steps (exact or finite-difference Hessian-vector products, as the refinement's ``hvp``); under
     ``torch.no_grad`` (evaluation) the refinement is run detached. With K = 0 this is
     :class:`~fabula.inference.Amortized`.
 

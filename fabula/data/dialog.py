@@ -1,0 +1,95 @@
+"""DailyDialog (Li et al. 2017) in the layout of Shi et al. (2020): utterances with dialogue-act
+and emotion labels, for stories whose discrete latents are compared with those labels."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fabula.data.errors import DataFormatError
+from fabula.data.text import TextCorpus, TextVocab
+
+ACTS = ("inform", "question", "directive", "commissive")  # label codes 1..4
+EMOTIONS = ("none", "anger", "disgust", "fear", "happiness", "sadness", "surprise")  # 0..6
+END_OF_UTTERANCE = "__eou__"
+
+
+class DataWarning(UserWarning):
+    """Input that was read with a stated repair (e.g. a dialogue left out)."""
+
+
+@dataclass
+class Dialogues:
+    """The utterances of a split, in order, with per-utterance labels and positions."""
+
+    utterances: TextCorpus
+    acts: torch.Tensor  # 1..4
+    emotions: torch.Tensor  # 0..6
+    dialogue: torch.Tensor  # index of the dialogue (line) each utterance comes from
+    turn: torch.Tensor  # position of the utterance in its dialogue
+
+
+def _labels(path: Path, line: str, n: int) -> list[int]:
+    try:
+        return [int(x) for x in line.split()]
+    except ValueError:
+        raise DataFormatError(path, f"labels {line.strip()!r} are not integers", n) from None
+
+
+def read_dailydialog(folder: str | Path, vocab: TextVocab | None = None, lowercase: bool = True):
+    """Read ``folder/dialogues.txt`` with its ``dialogues_act.txt`` and ``dialogues_emotion.txt``.
+
+    A dialogue whose utterance count differs from its label counts (train line 7,852 of the
+    official release has 12 utterances and 11 labels) is left out with a :class:`DataWarning`
+    naming the file and line. The vocabulary is built from these utterances unless given.
+
+    :returns: ``(Dialogues, vocab)``.
+    """
+    folder = Path(folder)
+    paths = [folder / name for name in ("dialogues.txt", "dialogues_act.txt", "dialogues_emotion.txt")]
+    for path in paths:
+        if not path.is_file():
+            raise DataFormatError(path, "file not found")
+    texts, acts, emotions = (p.read_text(encoding="utf-8").splitlines() for p in paths)
+    if not len(texts) == len(acts) == len(emotions):
+        raise DataFormatError(
+            folder, f"{len(texts)} dialogues but {len(acts)} act and {len(emotions)} emotion lines"
+        )
+    tokens, act_labels, emotion_labels, dialogue, turn = [], [], [], [], []
+    for n, (text, act_line, emotion_line) in enumerate(zip(texts, acts, emotions, strict=True), 1):
+        utterances = [u.split() for u in (text.lower() if lowercase else text).split(END_OF_UTTERANCE)]
+        utterances = [u for u in utterances if u]
+        a, e = _labels(paths[1], act_line, n), _labels(paths[2], emotion_line, n)
+        if not len(utterances) == len(a) == len(e):
+            warnings.warn(
+                f"{paths[0]}, line {n}: {len(utterances)} utterances but {len(a)} act and {len(e)} "
+                "emotion labels; the dialogue is left out",
+                DataWarning,
+                stacklevel=2,
+            )
+            continue
+        tokens += utterances
+        act_labels += a
+        emotion_labels += e
+        dialogue += [n - 1] * len(utterances)
+        turn += list(range(len(utterances)))
+    vocab = vocab or TextVocab.build(tokens)
+    corpus = TextCorpus([vocab.encode(u) for u in tokens], vocab, name=str(paths[0]))
+    labels = Dialogues(corpus, *(torch.tensor(x) for x in (act_labels, emotion_labels, dialogue, turn)))
+    return labels, vocab
+
+
+def load_dailydialog(data_dir: str | Path, lowercase: bool = True) -> dict[str, Dialogues]:
+    """The train, validation and test splits under ``data_dir`` (or ``data_dir/dailydialog``),
+    sharing the training split's vocabulary."""
+    root = Path(data_dir)
+    root = root / "dailydialog" if (root / "dailydialog").is_dir() else root
+    train, vocab = read_dailydialog(root / "train", lowercase=lowercase)
+    return {
+        "train": train,
+        "valid": read_dailydialog(root / "validation", vocab, lowercase)[0],
+        "test": read_dailydialog(root / "test", vocab, lowercase)[0],
+    }

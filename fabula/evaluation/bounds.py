@@ -101,12 +101,13 @@ def terms_from_traces(model_trace, guide_trace, analytic_kl: bool = True):
 
 
 def posterior_means(guide_trace, sites, batch_size: int) -> torch.Tensor:
-    """:math:`E_q[z]` of the given sites, flattened and concatenated per datum: ``[B, D]``
-    (``D = 0`` without latent sites).
+    """:math:`E_q[z]` of the given continuous sites, flattened and concatenated per datum:
+    ``[B, D]`` (``D = 0`` without such sites; discrete sites have no active units).
 
     The guide's distributions carry the particle dimension first; their means agree along it.
     """
-    means = [guide_trace.nodes[s]["fn"].mean.mean(0).flatten(1) for s in sites]
+    fns = [guide_trace.nodes[s]["fn"] for s in sites]
+    means = [fn.mean.mean(0).reshape(batch_size, -1) for fn in fns if not fn.support.is_discrete]
     return torch.cat(means, -1) if means else torch.zeros(batch_size, 0)
 
 

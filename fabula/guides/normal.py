@@ -144,3 +144,67 @@ class EmptyGuide(Guide):
 
     def config(self) -> dict:
         return {}
+
+
+class MixtureGuide(Guide):
+    r""":math:`q(c_m \mid x) = \mathrm{Cat}(\pi_m(x))` and :math:`q(z_m \mid x) = \mathcal N(\mu_m(x),
+    \sigma_m(x)^2)` for each latent pair of a :class:`~fabula.models.GMVAE`, from one LSTM
+    encoder of the sentence. The ``c`` sites are marked ``infer={"enumerate": "parallel"}``: under
+    ``TraceEnum_ELBO`` they are summed out exactly; other estimators sample them."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        num_components: int,
+        latent_dim: int,
+        num_pairs: int = 1,
+        embed_dim: int = 256,
+        hidden_dim: int = 256,
+    ):
+        super().__init__()
+        self.vocab_size, self.num_components, self.latent_dim, self.num_pairs = (
+            vocab_size,
+            num_components,
+            latent_dim,
+            num_pairs,
+        )
+        self.embed_dim, self.hidden_dim = embed_dim, hidden_dim
+        width = num_pairs * (num_components + 2 * latent_dim)
+        self.net = nn.Sequential(LSTMEncoder(vocab_size, embed_dim, hidden_dim), nn.Linear(hidden_dim, width))
+
+    def config(self) -> dict:
+        return {
+            "vocab_size": self.vocab_size,
+            "num_components": self.num_components,
+            "latent_dim": self.latent_dim,
+            "num_pairs": self.num_pairs,
+            "embed_dim": self.embed_dim,
+            "hidden_dim": self.hidden_dim,
+        }
+
+    def local_params(self, batch) -> dict[str, torch.Tensor]:
+        out = self.net(batch).reshape(batch.size, self.num_pairs, -1)
+        K, D = self.num_components, self.latent_dim
+        return {"c_logits": out[..., :K], "loc": out[..., K : K + D], "log_scale": out[..., K + D :]}
+
+    def init_params(self, num: int, device="cpu") -> dict[str, torch.Tensor]:
+        zeros = torch.zeros(num, self.num_pairs, self.latent_dim, device=device)
+        return {
+            "c_logits": torch.zeros(num, self.num_pairs, self.num_components, device=device),
+            "loc": zeros,
+            "log_scale": zeros.clone(),
+        }
+
+    def forward(self, batch, params: dict[str, torch.Tensor] | None = None) -> None:
+        if params is None:
+            params = self.local_params(batch)
+        with pyro.plate("data", batch.size, dim=DATA_DIM):
+            for m in range(self.num_pairs):
+                pyro.sample(
+                    f"c{m}",
+                    dist.Categorical(logits=params["c_logits"][:, m]),
+                    infer={"enumerate": "parallel"},
+                )
+                pyro.sample(
+                    f"z{m}", dist.Normal(params["loc"][:, m], params["log_scale"][:, m].exp()).to_event(1)
+                )

@@ -4,6 +4,7 @@ from fabula.inference.aggressive import Aggressive
 from fabula.inference.amortized import Amortized
 from fabula.inference.annealing import parse_schedule
 from fabula.inference.base import Inference
+from fabula.inference.dispersed import Dispersed
 from fabula.inference.free_bits import FreeBitsELBO
 from fabula.inference.non_amortized import NonAmortized
 from fabula.inference.refinement import Refinement
@@ -13,6 +14,7 @@ __all__ = [
     "Aggressive",
     "Amortized",
     "AmortizedSVI",
+    "Dispersed",
     "FreeBitsELBO",
     "Inference",
     "NonAmortized",

@@ -114,7 +114,11 @@ class Amortized(Inference):
             return self.guide(b, params)
 
         loss = self.elbo.differentiable_loss(annealed(self.story.model, beta), annealed(guide, beta), batch)
-        return loss / batch.size
+        return loss / batch.size + self.regularizer(batch, params)
+
+    def regularizer(self, batch, params: dict[str, torch.Tensor]) -> torch.Tensor | float:
+        """A term added to the per-datum loss by the inference setup (default: none)."""
+        return 0.0
 
     def descend(self, loss: torch.Tensor, params, *optimizers: torch.optim.Optimizer) -> float:
         """One gradient step of each of ``optimizers`` on ``loss``; the gradients of ``params``

@@ -1,9 +1,10 @@
 """Generative stories."""
 
+from fabula.models.gmvae import GMVAE
 from fabula.models.linear_gaussian import LinearGaussian
 from fabula.models.lstm_vae import LSTMVAE
 from fabula.models.nvdm import NVDM
 from fabula.models.rnnlm import RNNLM
 from fabula.models.story import DATA_DIM, Story
 
-__all__ = ["DATA_DIM", "LSTMVAE", "LinearGaussian", "NVDM", "RNNLM", "Story"]
+__all__ = ["DATA_DIM", "GMVAE", "LSTMVAE", "LinearGaussian", "NVDM", "RNNLM", "Story"]

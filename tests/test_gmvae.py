@@ -1,0 +1,86 @@
+import math
+
+import pyro
+import pytest
+import torch
+from pyro.infer import TraceEnum_ELBO
+
+from fabula.evaluation import evaluate
+from fabula.guides import MixtureGuide
+from fabula.inference import Amortized, Dispersed
+from fabula.models import GMVAE
+from helpers import sentence_setup
+
+
+def tiny(num_pairs=1, K=3):
+    _, _, corpus = sentence_setup()
+    story = GMVAE(30, K, 2, num_pairs=num_pairs, embed_dim=8, hidden_dim=12)
+    guide = MixtureGuide(30, K, 2, num_pairs, 8, 12)
+    return story, guide, corpus
+
+
+def test_enumeration_gives_the_exact_sum_over_components():
+    story, guide, corpus = tiny()
+    batch = next(corpus["train"].batches(6))
+    pyro.set_rng_seed(7)
+    loss = TraceEnum_ELBO(max_plate_nesting=1).differentiable_loss(story.model, guide, batch)
+    # brute force with the same draw of z: sum over c by hand
+    pyro.set_rng_seed(7)
+    params = guide.local_params(batch)
+    loc, scale = params["loc"][:, 0], params["log_scale"][:, 0].exp()
+    z = loc + scale * torch.randn_like(loc)
+    q_c = params["c_logits"][:, 0].log_softmax(-1)  # [B, K]
+    log_p_c = story.mixture_logits.log_softmax(-1)
+    elbo = 0.0
+    for c in range(3):
+        component = story.component(0, torch.full((6,), c)).log_prob(z)
+        elbo = elbo + q_c[:, c].exp() * (log_p_c[c] + component - q_c[:, c])
+    logits = story.decoder(batch.decoder_inputs, z)
+    log_px = -(
+        torch.nn.functional.cross_entropy(logits.transpose(1, 2), batch.targets, reduction="none")
+        * batch.mask
+    ).sum(-1)
+    log_qz = torch.distributions.Normal(loc, scale).log_prob(z).sum(-1)
+    assert torch.isclose(loss, -(elbo + log_px - log_qz).sum(), rtol=1e-5)
+
+
+def test_zero_dispersion_and_mi_weights_give_exactly_the_gmvae_loss():
+    story, guide, corpus = tiny(num_pairs=2)
+    batch = next(corpus["train"].batches(8))
+    gmvae = Amortized(story, guide, elbo=TraceEnum_ELBO(max_plate_nesting=1))
+    dgmvae = Dispersed(story, guide, dispersion=0.0, mutual_information=0.0)
+    losses = []
+    for inference in (gmvae, dgmvae):
+        pyro.set_rng_seed(1)
+        losses.append(inference.loss(batch))
+    assert torch.equal(losses[0], losses[1])
+    pyro.set_rng_seed(1)
+    assert not torch.equal(Dispersed(story, guide, dispersion=1.0).loss(batch), losses[0])
+
+
+def test_dispersion_and_mutual_information_by_hand():
+    story, guide, corpus = tiny(num_pairs=1, K=2)
+    with torch.no_grad():
+        story.component_means.copy_(torch.tensor([[[1.0, 1.0], [-1.0, -1.0]]]))
+    batch = next(corpus["train"].batches(2))
+    half = {"c_logits": torch.zeros(2, 1, 2)}  # q(c|x) = (1/2, 1/2) for both data
+    # Var over c of mu_c: 1 per coordinate, 2 coordinates; I(x; c) = 0
+    assert Dispersed(story, guide, dispersion=1.0).regularizer(batch, half).item() == pytest.approx(-2.0)
+    onehot = {"c_logits": torch.tensor([[[50.0, -50.0]], [[-50.0, 50.0]]])}  # each datum sure of another c
+    # no variance within q(c|x); I(x; c) = H(1/2, 1/2) - 0 = log 2
+    value = Dispersed(story, guide, mutual_information=1.0).regularizer(batch, onehot).item()
+    assert value == pytest.approx(-math.log(2), abs=1e-6)
+
+
+def test_gmvae_trains_evaluates_and_generates_per_component():
+    story, guide, corpus = tiny(num_pairs=2)
+    inference = Dispersed(story, guide, dispersion=0.5, mutual_information=0.5)
+    before = story.component_means.detach().clone()
+    inference.fit(corpus["train"], epochs=1, batch_size=16, progress=False)
+    assert not torch.equal(before, story.component_means)
+    for estimator in ("elbo", "iw"):
+        report = evaluate(inference, corpus["test"], estimator, 4).summary()
+        assert math.isfinite(report["nll"]) and report["kl"] >= 0
+    z = story.generate_component(1, 2, 5)
+    assert z.shape == (5, 4)
+    assert story.latent_sites == ("c0", "z0", "c1", "z1")

@@ -6,6 +6,7 @@ from fabula.inference.annealing import parse_schedule
 from fabula.inference.base import Inference
 from fabula.inference.dispersed import Dispersed
 from fabula.inference.free_bits import FreeBitsELBO
+from fabula.inference.mcmc import MCMC
 from fabula.inference.non_amortized import NonAmortized
 from fabula.inference.refinement import Refinement
 from fabula.inference.semi_amortized import AmortizedSVI, Refined, SemiAmortized, StochasticVI
@@ -17,6 +18,7 @@ __all__ = [
     "Dispersed",
     "FreeBitsELBO",
     "Inference",
+    "MCMC",
     "NonAmortized",
     "Refined",
     "Refinement",

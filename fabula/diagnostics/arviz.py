@@ -1,0 +1,97 @@
+"""Conversion of fabula posteriors to ArviZ ``InferenceData`` and PSIS k-hat of q."""
+
+from __future__ import annotations
+
+import warnings
+
+import pyro
+import torch
+from pyro import poutine
+
+from fabula.evaluation.bounds import PARTICLE_DIM, log_weights, sample_sites
+from fabula.inference.mcmc import MCMC
+
+with warnings.catch_warnings():
+    # ArviZ 0.2x announces its 1.x refactor on import; fabula pins the 0.2x API here.
+    warnings.filterwarnings(
+        "ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning
+    )
+    import arviz as az
+
+
+@torch.no_grad()
+def _log_likelihood(
+    story, batch, samples: dict[str, torch.Tensor], chunk: int = 100
+) -> dict[str, torch.Tensor]:
+    """``{observed site: [chain, draw, B]}``: log p(x | z) of every draw, by replaying the story
+    conditioned on the draws (``chunk`` draws per pass)."""
+    chains, draws = next(iter(samples.values())).shape[:2]
+    out: dict[str, list] = {}
+    for c in range(chains):
+        parts: dict[str, list] = {}
+        for start in range(0, draws, chunk):
+            values = {s: v[c, start : start + chunk] for s, v in samples.items()}
+            with pyro.plate("particles", next(iter(values.values())).shape[0], dim=PARTICLE_DIM):
+                trace = poutine.trace(poutine.condition(story.model, data=values)).get_trace(batch)
+            for site in sample_sites(trace):
+                if site["is_observed"]:
+                    parts.setdefault(site["name"], []).append(site["fn"].log_prob(site["value"]))
+        for name, p in parts.items():
+            out.setdefault(name, []).append(torch.cat(p))
+    return {name: torch.stack(v) for name, v in out.items()}
+
+
+def _observed(story, batch) -> dict[str, torch.Tensor]:
+    trace = poutine.trace(story.model).get_trace(batch)
+    return {s["name"]: s["value"] for s in sample_sites(trace) if s["is_observed"]}
+
+
+def to_arviz(inference, batch, num_samples: int = 500):
+    """``az.InferenceData`` of ``inference``'s posterior for ``batch``.
+
+    * :class:`~fabula.inference.MCMC`: its last run for this batch (sampled if none), as
+      ``(chain, draw)``, with ``sample_stats`` (``energy``, ``diverging``, ``step_size``,
+      ``n_steps``, ``tree_depth``);
+    * any variational inference object: ``num_samples`` draws from q, as one chain.
+
+    Groups ``posterior``, ``log_likelihood`` (log p(x | z) per draw and datum) and
+    ``observed_data``; the ``"data"`` plate is the ``data`` dimension (coordinates: the data's
+    indices), event dimensions are ``<site>_dim_<i>``.
+    """
+    story = inference.story
+    with torch.no_grad():
+        if isinstance(inference, MCMC):
+            chains = inference.chains or inference.run(batch)
+            samples, stats = chains.samples, {k: v.numpy() for k, v in chains.stats.items()}
+        else:
+            samples = {s: v[None] for s, v in inference.posterior(batch, num_samples).items()}
+            stats = None
+    loglik = _log_likelihood(story, batch, samples)
+    observed = _observed(story, batch)
+    dims = {s: ["data", *(f"{s}_dim_{i}" for i in range(v.dim() - 3))] for s, v in samples.items()}
+    dims.update({s: ["data", *(f"{s}_dim_{i}" for i in range(v.dim() - 1))] for s, v in observed.items()})
+    return az.from_dict(
+        posterior={s: v.cpu().numpy() for s, v in samples.items()},
+        sample_stats=stats,
+        log_likelihood={s: v.cpu().numpy() for s, v in loglik.items()},
+        observed_data={s: v.cpu().numpy() for s, v in observed.items()},
+        coords={"data": batch.index.cpu().numpy()},
+        dims=dims,
+    )
+
+
+@torch.no_grad()
+def psis_khat(inference, batch, num_samples: int = 500) -> torch.Tensor:
+    r"""Pareto k-hat per datum of the importance weights :math:`p(x, z_s) / q(z_s \mid x)`,
+    :math:`z_s \sim q`: below 0.5 q is a good proposal for :math:`p(z\mid x)`, above 0.7 the
+    importance-weighted estimates are unreliable. Weights that are equal up to rounding
+    (q is the posterior) have no tail to fit and are given :math:`-\infty`.
+
+    References: Y. Yao, A. Vehtari, D. Simpson, A. Gelman. Yes, but Did It Work?: Evaluating
+    Variational Inference. ICML 2018.
+    """
+    logw = log_weights(inference.story, inference.guide, batch, num_samples, inference.local_params(batch))
+    logw = logw.T.double().cpu()
+    _, khat = az.psislw(logw.numpy())
+    khat = torch.as_tensor(khat)
+    return torch.where(logw.std(-1) < 1e-4, float("-inf"), khat)

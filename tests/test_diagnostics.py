@@ -1,0 +1,86 @@
+import math
+
+import pytest
+import torch
+
+from fabula.diagnostics import psis_khat, to_arviz
+from fabula.diagnostics.arviz import az
+from fabula.inference import MCMC, Amortized, Inference
+from helpers import linear_gaussian_setup, nvdm_setup
+
+
+class FixedQ(Inference):
+    """q given directly as per-datum parameters (for checking diagnostics)."""
+
+    def __init__(self, story, guide, params):
+        super().__init__(story, guide)
+        self.params = params
+
+    def local_params(self, batch):
+        return {k: v[batch.index] for k, v in self.params.items()}
+
+
+def exact_q(story, x, shift=0.0, widen=1.0):
+    post = story.posterior(x)
+    sd = post.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt()
+    return {"loc": post.loc + shift * sd, "log_scale": (sd * widen).log()}
+
+
+@pytest.fixture(scope="module")
+def sampled():
+    torch.manual_seed(0)
+    story, guide, data = linear_gaussian_setup(num_data=3)
+    batch = data.batch(torch.arange(3))
+    mcmc = MCMC(story, guide, num_samples=400, warmup=300, num_chains=2, progress=False)
+    mcmc.run(batch)
+    return story, guide, batch, mcmc
+
+
+def test_nuts_recovers_the_analytic_posterior_within_its_monte_carlo_error(sampled):
+    story, _, batch, mcmc = sampled
+    idata = to_arviz(mcmc, batch)
+    ess = torch.as_tensor(az.ess(idata, var_names=["z"])["z"].values)  # [data, dim]
+    draws = mcmc.chains.samples["z"].reshape(-1, 3, story.latent_dim)
+    post = story.posterior(batch.x)
+    sd = post.covariance_matrix.diagonal(dim1=-2, dim2=-1).sqrt().detach()
+    # the error of a posterior mean estimate is sd / sqrt(ESS); allow 4 of them
+    assert ((draws.mean(0) - post.loc.detach()).abs() <= 4 * sd / ess.sqrt()).all()
+    # a variance estimate has relative error about sqrt(2 / ESS)
+    assert ((draws.var(0) / sd**2 - 1).abs() <= 4 * (2 / ess).sqrt()).all()
+
+
+def test_mcmc_arviz_groups_dims_statistics_and_r_hat(sampled):
+    _, _, batch, mcmc = sampled
+    idata = to_arviz(mcmc, batch)
+    assert {"posterior", "sample_stats", "log_likelihood", "observed_data"} <= set(idata.groups())
+    assert idata.posterior["z"].dims == ("chain", "draw", "data", "z_dim_0")
+    assert idata.posterior["z"].shape == (2, 400, 3, 3)
+    assert idata.log_likelihood["x"].dims == ("chain", "draw", "data")
+    assert {"energy", "diverging", "step_size", "n_steps", "tree_depth"} <= set(idata.sample_stats)
+    assert int(idata.sample_stats["diverging"].sum()) == 0
+    summary = az.summary(idata, var_names=["z"])
+    assert (summary["r_hat"] < 1.02).all()
+    assert math.isfinite(float(az.bfmi(idata).min()))
+
+
+def test_variational_arviz_is_one_chain_of_draws_from_q():
+    story, guide, corpus = nvdm_setup()
+    batch = corpus["test"].batch(torch.arange(5))
+    idata = to_arviz(Amortized(story, guide), batch, num_samples=30)
+    assert idata.posterior["z"].shape == (1, 30, 5, story.latent_dim)
+    assert idata.log_likelihood["x"].shape == (1, 30, 5)
+    assert idata.observed_data["x"].dims == ("data", "x_dim_0")
+    assert "sample_stats" not in idata.groups()
+
+
+def test_psis_khat_is_small_for_the_true_posterior_and_large_for_a_misplaced_q():
+    story, guide, data = linear_gaussian_setup(num_data=20)
+    batch = data.batch(torch.arange(20))
+    with torch.no_grad():
+        good = psis_khat(FixedQ(story, guide, exact_q(story, data.x)), batch, 1000)
+        wide = psis_khat(FixedQ(story, guide, exact_q(story, data.x, widen=1.2)), batch, 1000)
+        bad = psis_khat(FixedQ(story, guide, exact_q(story, data.x, shift=3.0, widen=0.5)), batch, 1000)
+    # q = p(z|x) gives equal weights (no tail: -inf); a q slightly wider than p(z|x) bounded
+    # weights (k-hat < 0.5); a narrow q 3 sd away, heavy-tailed weights (k-hat > 0.7)
+    assert good.max() < 0.5 and torch.isfinite(wide).all() and wide.max() < 0.5
+    assert bad.min() > 0.7

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -14,7 +15,7 @@ from fabula.data.text import TextBatch
 from fabula.evaluation import ESTIMATORS, evaluate
 from fabula.evaluation.gaps import inference_gaps
 from fabula.generation import DECODERS, decode, homotopy
-from fabula.inference import Refined, Refinement
+from fabula.inference import MCMC, Refined, Refinement, StochasticVI
 from fabula.runs import STORIES, SYNTHETIC, TrainConfig, fit_reference, load_run, load_training_data, train
 
 EXAMPLES = """examples:
@@ -29,6 +30,8 @@ EXAMPLES = """examples:
   fabula sample runs/vae --n 5 --decode beam
   fabula sample runs/vae --n 3 --from "the company said it would sell its stake"
   fabula interpolate runs/vae "he said the market was weak" "the stock rose N %" --steps 5
+  fabula compare --story lstm-vae --data synthetic --inference vae svi:20 vae+svi:20 sa-vae:20
+  fabula diagnose runs/demo --inference nuts --items 0:10 --out diag/nuts
 """
 
 
@@ -211,6 +214,44 @@ def cmd_compare(args) -> int:
             f"{args.story} on {args.data} (test split), {args.epochs} epochs, seed {args.seed}; NLL in nats per datum"
         )
         print(compare_markdown(rows, reference))
+    return 0
+
+
+DIAGNOSED = ("nuts", "vae", "svi", "sa-vae")
+
+
+def cmd_diagnose(args) -> int:
+    _threads(args)
+    from fabula.diagnostics import az, plot_diagnostics, psis_khat, to_arviz
+
+    run = load_run(args.run, data_dir=args.data_dir)
+    if args.split not in run.splits:
+        raise UsageError(f"no split {args.split!r}; the data has {sorted(run.splits)}")
+    data = run.splits[args.split]
+    start, _, stop = args.items.partition(":")
+    index = torch.arange(int(start or 0), min(int(stop or len(data)), len(data)))
+    if len(index) == 0:
+        raise UsageError(f"--items {args.items} selects no data of the {len(data)} in {args.split}")
+    batch = data.batch(index)
+    story, guide = run.inference.story, run.inference.guide
+    refinement = Refinement(steps=args.steps, lr=args.refinement_lr)
+    inference = {
+        "nuts": lambda: MCMC(story, guide, args.samples, args.warmup, args.chains, progress=True),
+        "vae": lambda: run.inference,
+        "svi": lambda: StochasticVI(story, guide, refinement, learn_story=False),
+        "sa-vae": lambda: Refined(run.inference, refinement),
+    }[args.inference]()
+    idata = to_arviz(inference, batch, args.samples)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    idata.to_netcdf(str(out / "posterior.nc"))
+    written = plot_diagnostics(idata, out)
+    summary = az.summary(idata, var_names=[s for s in story.latent_sites if not s.startswith("c")])
+    print(summary.to_string())
+    if args.inference != "nuts":
+        khat = psis_khat(inference, batch, args.samples)
+        print("PSIS k-hat of q per datum: " + " ".join(f"{k:.2f}" for k in khat.tolist()))
+    print(f"wrote {out / 'posterior.nc'} and {', '.join(written)}")
     return 0
 
 
@@ -419,6 +460,32 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--threads", type=int, help="torch CPU threads")
     c.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     c.set_defaults(func=cmd_compare)
+
+    d = sub.add_parser(
+        "diagnose",
+        help="a posterior of a run's data in ArviZ: NetCDF, summary (r_hat, ESS), PSIS k-hat, plots",
+        epilog="example: fabula diagnose runs/demo --inference nuts --items 0:10 --out diag/nuts",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    d.add_argument("run", help="run directory")
+    d.add_argument(
+        "--inference",
+        default="nuts",
+        choices=DIAGNOSED,
+        help="nuts (MCMC), vae (the run's guide), svi (per-datum refinement from the prior), "
+        "sa-vae (refinement from the guide)",
+    )
+    d.add_argument("--items", default="0:10", help="data to diagnose, START:STOP (default: 0:10)")
+    d.add_argument("--out", required=True, help="folder for posterior.nc and the plots")
+    d.add_argument("--split", default="test")
+    d.add_argument("--samples", type=int, default=500, help="draws (per chain for nuts; default: 500)")
+    d.add_argument("--warmup", type=int, default=500, help="nuts warm-up steps (default: 500)")
+    d.add_argument("--chains", type=int, default=2, help="nuts chains (default: 2)")
+    d.add_argument("--steps", type=int, default=20, help="refinement steps of svi and sa-vae (default: 20)")
+    d.add_argument("--refinement-lr", type=float, default=0.1)
+    d.add_argument("--data-dir", help="where the run's dataset lies now, if it moved")
+    d.add_argument("--threads", type=int, help="torch CPU threads")
+    d.set_defaults(func=cmd_diagnose)
     return p
 
 

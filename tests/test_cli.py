@@ -104,3 +104,19 @@ def test_compare_fits_one_story_with_several_inference_objects(capsys):
     assert out["generator"]["nll"] < min(r["nll"] for r in out["rows"].values())
     assert main(["compare", "--inference", "vae:3"]) == 2
     assert "takes no refinement steps" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("inference", ["nuts", "sa-vae"])
+def test_diagnose_writes_netcdf_plots_and_a_summary(inference, tmp_path, capsys):
+    run = str(tmp_path / "run")
+    tiny = ["--epochs", "1", "--latent-dim", "2", "--hidden", "8", "--quiet"]
+    assert main(["train", "nvdm", "--out", run, *tiny]) == 0
+    out = tmp_path / "diag"
+    args = ["diagnose", run, "--inference", inference, "--items", "0:2", "--out", str(out)]
+    assert main([*args, "--samples", "40", "--warmup", "40", "--chains", "2", "--steps", "3"]) == 0
+    printed = capsys.readouterr().out
+    assert "r_hat" in printed and "ess_bulk" in printed
+    assert ("PSIS k-hat" in printed) == (inference != "nuts")
+    assert (out / "posterior.nc").stat().st_size > 0
+    assert (out / "trace.png").exists() and (out / "pair.png").exists()
+    assert (out / "energy.png").exists() == (inference == "nuts")

@@ -2,6 +2,6 @@
 diagnostics of a variational posterior. The only module of fabula that imports ArviZ (built on
 ``arviz.from_dict``, so that the move to ArviZ 1.x changes this file alone)."""
 
-from fabula.diagnostics.arviz import psis_khat, to_arviz
+from fabula.diagnostics.arviz import az, plot_diagnostics, psis_khat, to_arviz
 
-__all__ = ["psis_khat", "to_arviz"]
+__all__ = ["az", "plot_diagnostics", "psis_khat", "to_arviz"]

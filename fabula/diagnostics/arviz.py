@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import warnings
+from pathlib import Path
 
+import matplotlib
 import pyro
 import torch
 from pyro import poutine
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 from fabula.evaluation.bounds import PARTICLE_DIM, log_weights, sample_sites
 from fabula.inference.mcmc import MCMC
@@ -95,3 +100,34 @@ def psis_khat(inference, batch, num_samples: int = 500) -> torch.Tensor:
     _, khat = az.psislw(logw.numpy())
     khat = torch.as_tensor(khat)
     return torch.where(logw.std(-1) < 1e-4, float("-inf"), khat)
+
+
+def plot_diagnostics(idata, out_dir, reference=None) -> list[str]:
+    """Trace, rank, pair and (for MCMC) energy plots of ``idata`` as PNG files in ``out_dir``;
+    with a ``reference`` (e.g. NUTS draws) also q-against-reference density overlays.
+    Returns the written file names."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    coords = {"data": idata.posterior["data"].values[:1]}  # one datum keeps the panels readable
+    names = [v for v, x in idata.posterior.data_vars.items() if x.dtype.kind == "f"]  # continuous sites
+    plots = {
+        "trace.png": lambda: az.plot_trace(idata, var_names=names, coords=coords, compact=True),
+        "rank.png": lambda: az.plot_rank(idata, var_names=names, coords=coords),
+        "pair.png": lambda: az.plot_pair(idata, var_names=names, coords=coords),
+    }
+    if "sample_stats" in idata.groups() and "energy" in idata.sample_stats:
+        plots["energy.png"] = lambda: az.plot_energy(idata)
+    if reference is not None:
+        plots["q_vs_reference.png"] = lambda: az.plot_density(
+            [idata, reference], data_labels=["q", "reference"], var_names=names, coords=coords, shade=0.1
+        )
+    written = []
+    for name, draw in plots.items():
+        with warnings.catch_warnings():
+            # ArviZ 0.2x plotting calls matplotlib APIs that matplotlib 3.11 deprecates
+            warnings.filterwarnings("ignore", category=matplotlib.MatplotlibDeprecationWarning)
+            draw()
+        plt.gcf().savefig(out / name, dpi=80)
+        plt.close("all")
+        written.append(name)
+    return written

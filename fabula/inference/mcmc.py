@@ -105,7 +105,8 @@ class MCMC(Inference):
                 hook_fn=hook,
                 disable_progbar=not self.progress,
             )
-            sampler.run(batch)
+            with torch.enable_grad():  # the sampler differentiates the potential even under no_grad
+                sampler.run(batch)
             draws.append({k: v.detach() for k, v in sampler.get_samples().items()})
             stats.append({k: torch.tensor(v) for k, v in record.items()})
         self.chains = Chains(

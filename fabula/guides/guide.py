@@ -5,8 +5,10 @@ from __future__ import annotations
 import torch
 from pyro.nn import PyroModule
 
+from fabula.rebuild import Rebuildable
 
-class Guide(PyroModule):
+
+class Guide(Rebuildable, PyroModule):
     """A variational family :math:`q_\\lambda(z \\mid x)` for a story's local latents.
 
     * :meth:`local_params` returns the per-datum variational parameters :math:`\\lambda`
@@ -32,8 +34,4 @@ class Guide(PyroModule):
         raise NotImplementedError
 
     def forward(self, batch, params: dict[str, torch.Tensor] | None = None) -> None:
-        raise NotImplementedError
-
-    def config(self) -> dict:
-        """The constructor arguments that rebuild this guide (saved in checkpoints)."""
         raise NotImplementedError

@@ -75,17 +75,8 @@ class NormalGuide(GaussianGuide):
         site: str = "z",
     ):
         super().__init__(latent_dim, site)
-        self.in_features, self.hidden, self.activation = in_features, list(hidden), activation
+        self.remember(locals())
         self.net = _Inputs(in_features, MLP(in_features, hidden, 2 * latent_dim, activation))
-
-    def config(self) -> dict:
-        return {
-            "in_features": self.in_features,
-            "latent_dim": self.latent_dim,
-            "hidden": self.hidden,
-            "activation": self.activation,
-            "site": self.site,
-        }
 
 
 class SentenceGuide(GaussianGuide):
@@ -103,14 +94,9 @@ class SentenceGuide(GaussianGuide):
         site: str = "z",
     ):
         super().__init__(latent_dim, site)
+        self.remember(locals())
         if encoder not in ("lstm", "bow"):
             raise ValueError(f"encoder must be 'lstm' or 'bow', got {encoder!r}")
-        self.vocab_size, self.embed_dim, self.hidden_dim, self.encoder = (
-            vocab_size,
-            embed_dim,
-            hidden_dim,
-            encoder,
-        )
         body = (
             LSTMEncoder(vocab_size, embed_dim, hidden_dim)
             if encoder == "lstm"
@@ -118,20 +104,14 @@ class SentenceGuide(GaussianGuide):
         )
         self.net = nn.Sequential(body, nn.Linear(hidden_dim, 2 * latent_dim))
 
-    def config(self) -> dict:
-        return {
-            "vocab_size": self.vocab_size,
-            "latent_dim": self.latent_dim,
-            "embed_dim": self.embed_dim,
-            "hidden_dim": self.hidden_dim,
-            "encoder": self.encoder,
-            "site": self.site,
-        }
-
 
 class EmptyGuide(Guide):
     """The guide of a story without local latents (an RNN language model): samples nothing,
     so every ELBO reduces to the exact log-likelihood."""
+
+    def __init__(self):
+        super().__init__()
+        self.remember({})
 
     def local_params(self, batch) -> dict[str, torch.Tensor]:
         return {}
@@ -141,9 +121,6 @@ class EmptyGuide(Guide):
 
     def forward(self, batch, params=None) -> None:
         return None
-
-    def config(self) -> dict:
-        return {}
 
 
 class MixtureGuide(Guide):
@@ -162,25 +139,10 @@ class MixtureGuide(Guide):
         hidden_dim: int = 256,
     ):
         super().__init__()
-        self.vocab_size, self.num_components, self.latent_dim, self.num_pairs = (
-            vocab_size,
-            num_components,
-            latent_dim,
-            num_pairs,
-        )
-        self.embed_dim, self.hidden_dim = embed_dim, hidden_dim
+        self.remember(locals())
+        self.num_components, self.latent_dim, self.num_pairs = num_components, latent_dim, num_pairs
         width = num_pairs * (num_components + 2 * latent_dim)
         self.net = nn.Sequential(LSTMEncoder(vocab_size, embed_dim, hidden_dim), nn.Linear(hidden_dim, width))
-
-    def config(self) -> dict:
-        return {
-            "vocab_size": self.vocab_size,
-            "num_components": self.num_components,
-            "latent_dim": self.latent_dim,
-            "num_pairs": self.num_pairs,
-            "embed_dim": self.embed_dim,
-            "hidden_dim": self.hidden_dim,
-        }
 
     def local_params(self, batch) -> dict[str, torch.Tensor]:
         out = self.net(batch).reshape(batch.size, self.num_pairs, -1)

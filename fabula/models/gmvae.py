@@ -37,28 +37,18 @@ class GMVAE(SentenceStory):
         hidden_dim: int = 256,
     ):
         super().__init__()
+        self.remember(locals())
         self.vocab_size, self.num_components, self.latent_dim, self.num_pairs = (
             vocab_size,
             num_components,
             latent_dim,
             num_pairs,
         )
-        self.embed_dim, self.hidden_dim = embed_dim, hidden_dim
         self.latent_sites = tuple(s for m in range(num_pairs) for s in (f"c{m}", f"z{m}"))
         self.component_means = nn.Parameter(torch.randn(num_pairs, num_components, latent_dim))
         self.component_log_scales = nn.Parameter(torch.zeros(num_pairs, num_components, latent_dim))
         self.register_buffer("mixture_logits", torch.zeros(num_components))
         self.decoder = LSTMDecoder(vocab_size, embed_dim, hidden_dim, latent_dim * num_pairs)
-
-    def config(self) -> dict:
-        return {
-            "vocab_size": self.vocab_size,
-            "num_components": self.num_components,
-            "latent_dim": self.latent_dim,
-            "num_pairs": self.num_pairs,
-            "embed_dim": self.embed_dim,
-            "hidden_dim": self.hidden_dim,
-        }
 
     def component(self, m: int, c: torch.Tensor) -> dist.Distribution:
         """:math:`p(z_m \\mid c_m)` for (possibly enumerated) component indices ``c``."""

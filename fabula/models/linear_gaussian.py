@@ -27,15 +27,13 @@ class LinearGaussian(Story):
 
     def __init__(self, data_dim: int, latent_dim: int, noise_scale: float = 1.0):
         super().__init__()
+        self.remember(locals())
         self.data_dim, self.latent_dim = data_dim, latent_dim
         self.weight = nn.Parameter(torch.randn(data_dim, latent_dim) / latent_dim**0.5)
         self.bias = nn.Parameter(torch.zeros(data_dim))
         self.log_noise = nn.Parameter(torch.tensor(float(noise_scale)).log())
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.register_buffer("prior_scale", torch.ones(latent_dim))
-
-    def config(self) -> dict:
-        return {"data_dim": self.data_dim, "latent_dim": self.latent_dim}
 
     def model(self, batch) -> None:
         with self.data_plate(batch):

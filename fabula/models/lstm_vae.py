@@ -38,27 +38,11 @@ class LSTMVAE(SentenceStory):
         dropout: float = 0.0,
     ):
         super().__init__()
-        self.vocab_size, self.latent_dim, self.embed_dim, self.hidden_dim = (
-            vocab_size,
-            latent_dim,
-            embed_dim,
-            hidden_dim,
-        )
-        self.z_every_step, self.tie, self.dropout = z_every_step, tie, dropout
+        self.remember(locals())
+        self.vocab_size, self.latent_dim = vocab_size, latent_dim
         self.decoder = LSTMDecoder(vocab_size, embed_dim, hidden_dim, latent_dim, z_every_step, tie, dropout)
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.register_buffer("prior_scale", torch.ones(latent_dim))
-
-    def config(self) -> dict:
-        return {
-            "vocab_size": self.vocab_size,
-            "latent_dim": self.latent_dim,
-            "embed_dim": self.embed_dim,
-            "hidden_dim": self.hidden_dim,
-            "z_every_step": self.z_every_step,
-            "tie": self.tie,
-            "dropout": self.dropout,
-        }
 
     def prior(self) -> dist.Distribution:
         return dist.Normal(self.prior_loc, self.prior_scale).to_event(1)

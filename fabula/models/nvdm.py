@@ -29,14 +29,12 @@ class NVDM(Story):
 
     def __init__(self, vocab_size: int, latent_dim: int = 50):
         super().__init__()
+        self.remember(locals())
         self.vocab_size = vocab_size
         self.latent_dim = latent_dim
         self.decoder = nn.Linear(latent_dim, vocab_size)
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.register_buffer("prior_scale", torch.ones(latent_dim))
-
-    def config(self) -> dict:
-        return {"vocab_size": self.vocab_size, "latent_dim": self.latent_dim}
 
     @torch.no_grad()
     def init_background(self, corpus) -> None:

@@ -25,18 +25,9 @@ class RNNLM(SentenceStory):
         dropout: float = 0.0,
     ):
         super().__init__()
-        self.vocab_size, self.embed_dim, self.hidden_dim = vocab_size, embed_dim, hidden_dim
-        self.tie, self.dropout = tie, dropout
+        self.remember(locals())
+        self.vocab_size = vocab_size
         self.decoder = LSTMDecoder(vocab_size, embed_dim, hidden_dim, tie=tie, dropout=dropout)
-
-    def config(self) -> dict:
-        return {
-            "vocab_size": self.vocab_size,
-            "embed_dim": self.embed_dim,
-            "hidden_dim": self.hidden_dim,
-            "tie": self.tie,
-            "dropout": self.dropout,
-        }
 
     def model(self, batch) -> None:
         with self.data_plate(batch):

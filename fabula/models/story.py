@@ -8,6 +8,8 @@ import pyro
 import torch
 from pyro.nn import PyroModule
 
+from fabula.rebuild import Rebuildable
+
 # Stories and guides keep their parameters in their own modules, not in Pyro's global
 # parameter store: two stories in one process (a trained model and the corpus generator,
 # say) may then share attribute names without sharing weights.
@@ -17,7 +19,7 @@ DATA_DIM = -1
 """The batch dimension of the ``"data"`` plate; outer plates (particles, chains) sit left of it."""
 
 
-class Story(PyroModule):
+class Story(Rebuildable, PyroModule):
     """A generative story (Pyro model).
 
     Subclasses implement :meth:`model`: global parameters are module parameters and buffers;
@@ -63,7 +65,3 @@ class Story(PyroModule):
     @property
     def device(self) -> torch.device:
         return next(itertools.chain(self.buffers(), self.parameters())).device
-
-    def config(self) -> dict:
-        """The constructor arguments that rebuild this story (saved in checkpoints)."""
-        raise NotImplementedError

@@ -297,7 +297,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         plot_curves(read_metrics(out / METRICS), out / CURVES)
         clock[0] = time.perf_counter()
 
-    # Pyro's argument and shape checks cost up to a tenth of an NVDM step (benchmarks/overhead.py);
+    # Pyro's argument and shape checks add about half to an NVDM step (benchmarks/overhead.py);
     # the built-in stories are checked with them on in the test suite
     with pyro.validation_enabled(config.validate):
         return inference.fit(

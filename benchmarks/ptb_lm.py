@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 from fabula.evaluation import evaluate
-from fabula.runs import TrainConfig, load_run, read_metrics, train
+from fabula.runs import CHECKPOINT, TrainConfig, load_run, read_metrics, train
 from results_log import record
 
 PAPER = {"rnnlm": {"nll": 100, "ppl": 116}, "lstm-vae": {"nll": 101, "kl": 2, "ppl": 119}}
@@ -35,7 +34,9 @@ def main(argv=None):
     p.add_argument("--word-dropout", type=float, default=0.25, help="lstm-vae: word dropout rate")
     p.add_argument("--iw-samples", type=int, default=500)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", help="run directory (default: a temporary one)")
+    p.add_argument(
+        "--out", help="run directory (default: a temporary one); an existing run there is continued"
+    )
     p.add_argument("--no-record", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -56,10 +57,10 @@ def main(argv=None):
         clip_norm=5.0,
     )
     out = args.out or tempfile.mkdtemp(prefix=f"ptb-{args.story}-")
-    start = time.perf_counter()
-    train(config, out)
-    train_wall = time.perf_counter() - start
+    # an existing run in --out is continued up to --epochs (or only evaluated, if it has them)
+    train(config, out, resume=(Path(out) / CHECKPOINT).exists())
     history = read_metrics(Path(out) / "metrics.jsonl")
+    train_seconds = sum(m["train_seconds"] for m in history)
     run = load_run(out)
     test = run.splits["test"]
     reports = {"elbo": evaluate(run.inference, test, "elbo", 1, batch_size=64).summary()}
@@ -81,7 +82,7 @@ def main(argv=None):
             f"{r['kl']:.2f} | {r['mi']:.2f} | {r['active_units']} |"
         )
     table = "\n".join(rows) + (
-        f"\n\nTraining: {train_wall:.0f} s wall for {args.epochs} epochs (evaluation included); best validation "
+        f"\n\nTraining: {train_seconds:.0f} s for {args.epochs} epochs (evaluation excluded); best validation "
         f"ELBO PPL {best['eval_corpus_perplexity']:.1f} at epoch {best['epoch']}. Settings: {vars(config)}."
     )
     print(table)

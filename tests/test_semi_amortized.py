@@ -5,6 +5,7 @@ import pytest
 import torch
 from pyro.distributions import MultivariateNormal
 
+from fabula.data import Vectors
 from fabula.evaluation import evaluate
 from fabula.guides import NormalGuide
 from fabula.inference import Amortized, AmortizedSVI, Refined, Refinement, SemiAmortized, StochasticVI
@@ -24,37 +25,40 @@ def test_sa_vae_with_zero_steps_is_amortized_vi():
         assert torch.equal(p, q)
 
 
-def test_unrolled_gradient_matches_finite_differences_of_the_total_derivative():
+@pytest.fixture
+def float64_story():
+    """A small linear-Gaussian story, its encoder guide and 6 data, all in float64."""
     torch.set_default_dtype(torch.float64)
     try:
         story = orthogonal_linear_gaussian(data_dim=4, latent_dim=2)
         torch.manual_seed(0)
-        from fabula.data import Vectors
-
-        data = Vectors(story.generate(5))
-        guide = NormalGuide(4, 2, hidden=[3], activation="tanh")
-        refinement = Refinement(steps=3, lr=0.1, momentum=0.5, clip_norm=None)
-        batch = data.batch(torch.arange(5))
-
-        def final_loss():
-            pyro.set_rng_seed(11)  # the same draws on every call: a deterministic function
-            lam = refinement.run(story, guide, batch, guide.local_params(batch), differentiable=True)
-            return negative_elbo(story, guide, batch, lam)
-
-        checked = [guide.net.mlp[0].weight, story.weight]  # an encoder and a story parameter
-        grads = torch.autograd.grad(final_loss(), checked)
-        h = 1e-6
-        for param, grad in zip(checked, grads, strict=True):
-            for index in [(0, 0), (1, 1)]:
-                values = []
-                for shift in (h, -2 * h, h):
-                    with torch.no_grad():
-                        param[index] += shift
-                    values.append(final_loss().item())
-                up, down = values[0], values[1]
-                assert grad[index].item() == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-8)
+        yield story, NormalGuide(4, 2, hidden=[3], activation="tanh"), Vectors(story.generate(6))
     finally:
         torch.set_default_dtype(torch.float32)
+
+
+def test_unrolled_gradient_matches_finite_differences_of_the_total_derivative(float64_story):
+    story, guide, data = float64_story
+    refinement = Refinement(steps=3, lr=0.1, momentum=0.5, clip_norm=None)
+    batch = data.batch(torch.arange(5))
+
+    def final_loss():
+        pyro.set_rng_seed(11)  # the same draws on every call: a deterministic function
+        lam = refinement.run(story, guide, batch, guide.local_params(batch), differentiable=True)
+        return negative_elbo(story, guide, batch, lam)
+
+    checked = [guide.net.mlp[0].weight, story.weight]  # an encoder and a story parameter
+    grads = torch.autograd.grad(final_loss(), checked)
+    h = 1e-6
+    for param, grad in zip(checked, grads, strict=True):
+        for index in [(0, 0), (1, 1)]:
+            values = []
+            for shift in (h, -2 * h, h):
+                with torch.no_grad():
+                    param[index] += shift
+                values.append(final_loss().item())
+            up, down = values[0], values[1]
+            assert grad[index].item() == pytest.approx((up - down) / (2 * h), rel=1e-5, abs=1e-8)
 
 
 def test_per_instance_svi_reaches_the_exact_posterior():
@@ -150,29 +154,20 @@ def test_gaps_split_the_inference_gap_on_a_linear_gaussian_story():
     assert gaps["approximation_gap"] + gaps["amortization_gap"] == pytest.approx(total)
 
 
-def test_finite_difference_hvps_give_the_exact_unrolled_gradient():
+def test_finite_difference_hvps_give_the_exact_unrolled_gradient(float64_story):
     """Kim et al.'s finite-difference backward agrees with differentiating the unrolled steps
     (float64, no clipping: the finite-difference path treats clipping factors as constants)."""
-    torch.set_default_dtype(torch.float64)
-    try:
-        from fabula.data import Vectors
-
-        story = orthogonal_linear_gaussian(data_dim=4, latent_dim=2)
-        torch.manual_seed(0)
-        data = Vectors(story.generate(6))
-        guide = NormalGuide(4, 2, hidden=[3], activation="tanh")
-        batch = data.batch(torch.arange(6))
-        checked = [*guide.parameters(), *story.parameters()]
-        grads = {}
-        for hvp in ("exact", "finite-difference"):
-            refinement = Refinement(steps=4, lr=0.1, momentum=0.5, clip_norm=None, hvp=hvp, epsilon=1e-6)
-            pyro.set_rng_seed(3)
-            lam = refinement.run(story, guide, batch, guide.local_params(batch), differentiable=True)
-            grads[hvp] = torch.autograd.grad(negative_elbo(story, guide, batch, lam), checked)
-        for exact, fd in zip(grads["exact"], grads["finite-difference"], strict=True):
-            assert torch.allclose(exact, fd, rtol=1e-5, atol=1e-7)
-    finally:
-        torch.set_default_dtype(torch.float32)
+    story, guide, data = float64_story
+    batch = data.batch(torch.arange(6))
+    checked = [*guide.parameters(), *story.parameters()]
+    grads = {}
+    for hvp in ("exact", "finite-difference"):
+        refinement = Refinement(steps=4, lr=0.1, momentum=0.5, clip_norm=None, hvp=hvp, epsilon=1e-6)
+        pyro.set_rng_seed(3)
+        lam = refinement.run(story, guide, batch, guide.local_params(batch), differentiable=True)
+        grads[hvp] = torch.autograd.grad(negative_elbo(story, guide, batch, lam), checked)
+    for exact, fd in zip(grads["exact"], grads["finite-difference"], strict=True):
+        assert torch.allclose(exact, fd, rtol=1e-5, atol=1e-7)
 
 
 def test_a_diverging_refinement_is_reported_as_such():

@@ -10,6 +10,7 @@ from pathlib import Path
 import torch
 
 from fabula.data.errors import DataFormatError
+from fabula.data.files import numbered_lines
 from fabula.data.vocab import Vocab
 
 
@@ -105,50 +106,41 @@ class BagOfWords:
         Every malformed line raises :class:`DataFormatError` naming the file, line and problem.
         """
         path = Path(path)
-        if not path.is_file():
-            raise DataFormatError(path, "feature file not found")
         V = len(vocab)
         indptr, ids, counts, labels = [0], [], [], []
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                fields = line.split()
-                if not fields:
-                    raise DataFormatError(path, "empty line (a document needs a label and words)", n)
+        for n, line in numbered_lines(path, "feature file"):
+            fields = line.split()
+            if not fields:
+                raise DataFormatError(path, "empty line (a document needs a label and words)", n)
+            try:
+                labels.append(int(fields[0]))
+            except ValueError:
+                raise DataFormatError(path, f"label {fields[0]!r} is not an integer", n) from None
+            if len(fields) == 1:
+                raise DataFormatError(path, "empty document (a label and no words)", n)
+            seen = set()
+            for tok in fields[1:]:
+                word, sep, count = tok.partition(":")
+                if not sep:
+                    raise DataFormatError(path, f"token {tok!r} is not of the form ID:COUNT", n)
                 try:
-                    labels.append(int(fields[0]))
+                    i = int(word)
                 except ValueError:
-                    raise DataFormatError(path, f"label {fields[0]!r} is not an integer", n) from None
-                if len(fields) == 1:
-                    raise DataFormatError(path, "empty document (a label and no words)", n)
-                seen = set()
-                for tok in fields[1:]:
-                    word, sep, count = tok.partition(":")
-                    if not sep:
-                        raise DataFormatError(path, f"token {tok!r} is not of the form ID:COUNT", n)
-                    try:
-                        i = int(word)
-                    except ValueError:
-                        raise DataFormatError(
-                            path, f"word id {word!r} in {tok!r} is not an integer", n
-                        ) from None
-                    if not 1 <= i <= V:
-                        raise DataFormatError(
-                            path, f"word id {i} out of range 1..{V} (vocabulary size {V})", n
-                        )
-                    if i in seen:
-                        raise DataFormatError(path, f"word id {i} appears twice", n)
-                    seen.add(i)
-                    try:
-                        c = int(count)
-                    except ValueError:
-                        raise DataFormatError(
-                            path, f"count {count!r} in {tok!r} is not an integer", n
-                        ) from None
-                    if c <= 0:
-                        raise DataFormatError(path, f"count {c} in {tok!r} is not positive", n)
-                    ids.append(i - 1)
-                    counts.append(c)
-                indptr.append(len(ids))
+                    raise DataFormatError(path, f"word id {word!r} in {tok!r} is not an integer", n) from None
+                if not 1 <= i <= V:
+                    raise DataFormatError(path, f"word id {i} out of range 1..{V} (vocabulary size {V})", n)
+                if i in seen:
+                    raise DataFormatError(path, f"word id {i} appears twice", n)
+                seen.add(i)
+                try:
+                    c = int(count)
+                except ValueError:
+                    raise DataFormatError(path, f"count {count!r} in {tok!r} is not an integer", n) from None
+                if c <= 0:
+                    raise DataFormatError(path, f"count {c} in {tok!r} is not positive", n)
+                ids.append(i - 1)
+                counts.append(c)
+            indptr.append(len(ids))
         if len(indptr) == 1:
             raise DataFormatError(path, "file has no documents")
         return cls(

@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 
 from fabula.data.errors import DataFormatError
+from fabula.data.files import numbered_lines
 from fabula.data.vocab import Vocab
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
@@ -53,17 +54,14 @@ class TextVocab(Vocab):
         """Read ``TOKEN<TAB>INDEX`` lines (the Yahoo ``vocab.txt``) whose first four entries are
         ``<pad> <bos> <eos>`` and the unknown word ``unk``."""
         path = Path(path)
-        if not path.is_file():
-            raise DataFormatError(path, "vocabulary file not found")
         words = []
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                token, sep, index = line.rstrip("\n").partition("\t")
-                if not sep or not index.strip().isdigit():
-                    raise DataFormatError(path, f"expected TOKEN<TAB>INDEX, got {line.rstrip()!r}", n)
-                if int(index) != n - 1:
-                    raise DataFormatError(path, f"index {index} out of order (expected {n - 1})", n)
-                words.append(token)
+        for n, line in numbered_lines(path, "vocabulary file"):
+            token, sep, index = line.rstrip("\n").partition("\t")
+            if not sep or not index.strip().isdigit():
+                raise DataFormatError(path, f"expected TOKEN<TAB>INDEX, got {line.rstrip()!r}", n)
+            if int(index) != n - 1:
+                raise DataFormatError(path, f"index {index} out of order (expected {n - 1})", n)
+            words.append(token)
         if len(words) < 4 or words[3] != unk:
             raise DataFormatError(path, f"entry 3 must be the unknown word {unk!r}")
         try:
@@ -190,23 +188,20 @@ class TextCorpus:
         if empty_lines not in EMPTY_LINE_RULES:
             raise ValueError(f"empty_lines must be one of {EMPTY_LINE_RULES}")
         path = Path(path)
-        if not path.is_file():
-            raise DataFormatError(path, "text file not found")
         sentences = []
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                tokens = line.split()
-                if not tokens:
-                    if empty_lines == "error":
-                        raise DataFormatError(path, "empty line (pass empty_lines='skip' to leave it out)", n)
+        for n, line in numbered_lines(path, "text file"):
+            tokens = line.split()
+            if not tokens:
+                if empty_lines == "error":
+                    raise DataFormatError(path, "empty line (pass empty_lines='skip' to leave it out)", n)
+                continue
+            if max_length is not None and len(tokens) > max_length:
+                if long_lines == "error":
+                    raise DataFormatError(path, f"{len(tokens)} tokens > max_length {max_length}", n)
+                if long_lines == "drop":
                     continue
-                if max_length is not None and len(tokens) > max_length:
-                    if long_lines == "error":
-                        raise DataFormatError(path, f"{len(tokens)} tokens > max_length {max_length}", n)
-                    if long_lines == "drop":
-                        continue
-                    tokens = tokens[:max_length]
-                sentences.append(vocab.encode(tokens))
+                tokens = tokens[:max_length]
+            sentences.append(vocab.encode(tokens))
         if not sentences:
             raise DataFormatError(path, "file has no sentences")
         return cls(sentences, vocab, name=str(path))

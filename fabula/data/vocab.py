@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fabula.data.errors import DataFormatError
+from fabula.data.files import numbered_lines
 
 
 class Vocab:
@@ -37,16 +38,12 @@ class Vocab:
     @classmethod
     def from_nvdm_file(cls, path: str | Path) -> Vocab:
         """Read an NVDM ``vocab.new``: one ``WORD COUNT`` entry per line, line k is id k."""
-        path = Path(path)
-        if not path.is_file():
-            raise DataFormatError(path, "vocabulary file not found")
         words = []
-        with path.open(encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                fields = line.split()
-                if not fields:
-                    raise DataFormatError(path, "empty vocabulary entry", n)
-                words.append(fields[0])
+        for n, line in numbered_lines(path, "vocabulary file"):
+            fields = line.split()
+            if not fields:
+                raise DataFormatError(path, "empty vocabulary entry", n)
+            words.append(fields[0])
         if not words:
             raise DataFormatError(path, "vocabulary is empty")
         try:

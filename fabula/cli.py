@@ -273,9 +273,14 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     sub = p.add_subparsers(dest="command", required=True)
+    threads = argparse.ArgumentParser(add_help=False)
+    threads.add_argument("--threads", type=int, help="torch CPU threads")
+    run_data = argparse.ArgumentParser(add_help=False)
+    run_data.add_argument("--data-dir", help="where the run's dataset lies now, if it moved")
 
     t = sub.add_parser(
         "train",
+        parents=[threads],
         help="train a story on a corpus into a run directory",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -348,12 +353,12 @@ def parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--quiet", action="store_true", help="no progress bars")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser(
         "evaluate",
+        parents=[threads, run_data],
         help="bound the NLL of a run's test data; report perplexity, KL, active units",
         epilog="example: fabula evaluate runs/demo --estimator iw --samples 500 --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -369,10 +374,8 @@ def parser() -> argparse.ArgumentParser:
         "--samples", type=int, default=1, help="samples S from the guide per document (default: 1)"
     )
     e.add_argument("--split", default="test", help="data split (default: test)")
-    e.add_argument("--data-dir", help="where the run's dataset lies now, if it moved")
     e.add_argument("--batch-size", type=int, default=200)
     e.add_argument("--device", default="cpu")
-    e.add_argument("--threads", type=int, help="torch CPU threads")
     e.add_argument(
         "--gaps",
         action="store_true",
@@ -389,17 +392,18 @@ def parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser(
         "topics",
+        parents=[run_data],
         help="the top words of each latent dimension of a topic story",
         epilog="example: fabula topics runs/nvdm20 --k 10",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     k.add_argument("run", help="run directory")
     k.add_argument("--k", type=int, default=10, help="words per dimension (default: 10)")
-    k.add_argument("--data-dir", help="where the run's dataset lies now, if it moved")
     k.set_defaults(func=cmd_topics)
 
     sm = sub.add_parser(
         "sample",
+        parents=[run_data],
         help="generate sentences from a sentence story (prior, or q(z|x) of a sentence)",
         epilog="examples:\n  fabula sample runs/vae --n 5 --decode beam\n"
         '  fabula sample runs/vae --n 3 --from "the company said it would sell its stake"',
@@ -412,11 +416,11 @@ def parser() -> argparse.ArgumentParser:
     sm.add_argument("--beam-size", type=int, default=5)
     sm.add_argument("--max-length", type=int, default=50)
     sm.add_argument("--seed", type=int, default=0)
-    sm.add_argument("--data-dir", help="where the run's dataset lies now, if it moved")
     sm.set_defaults(func=cmd_sample)
 
     ip = sub.add_parser(
         "interpolate",
+        parents=[run_data],
         help="decode the homotopy between two sentences' posterior means",
         epilog='example: fabula interpolate runs/vae "he said the market was weak" '
         '"the stock rose N %" --steps 5',
@@ -429,10 +433,10 @@ def parser() -> argparse.ArgumentParser:
     ip.add_argument("--decode", default="greedy", choices=DECODERS)
     ip.add_argument("--beam-size", type=int, default=5)
     ip.add_argument("--max-length", type=int, default=50)
-    ip.add_argument("--data-dir", help="where the run's dataset lies now, if it moved")
     ip.set_defaults(func=cmd_interpolate)
     c = sub.add_parser(
         "compare",
+        parents=[threads],
         help="fit one story with several inference objects on the same data and seed; one table",
         epilog="example: fabula compare --story lstm-vae --data synthetic --inference vae svi:20 vae+svi:20 sa-vae:20",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -457,12 +461,12 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--hidden-dim", type=int, default=100, help="network sizes (default: 100)")
     c.add_argument("--samples", type=int, default=100, help="IW samples for the NLL bound (default: 100)")
     c.add_argument("--seed", type=int, default=0)
-    c.add_argument("--threads", type=int, help="torch CPU threads")
     c.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     c.set_defaults(func=cmd_compare)
 
     d = sub.add_parser(
         "diagnose",
+        parents=[threads, run_data],
         help="a posterior of a run's data in ArviZ: NetCDF, summary (r_hat, ESS), PSIS k-hat, plots",
         epilog="example: fabula diagnose runs/demo --inference nuts --items 0:10 --out diag/nuts",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -483,8 +487,6 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--chains", type=int, default=2, help="nuts chains (default: 2)")
     d.add_argument("--steps", type=int, default=20, help="refinement steps of svi and sa-vae (default: 20)")
     d.add_argument("--refinement-lr", type=float, default=0.1)
-    d.add_argument("--data-dir", help="where the run's dataset lies now, if it moved")
-    d.add_argument("--threads", type=int, help="torch CPU threads")
     d.set_defaults(func=cmd_diagnose)
     return p
 

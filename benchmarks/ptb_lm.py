@@ -26,12 +26,16 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--story", choices=sorted(PAPER), required=True)
     p.add_argument("--data-dir", default="../shared/data", help="folder holding ptb/")
-    p.add_argument("--epochs", type=int, default=12)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--epochs", type=int, default=13)
+    p.add_argument("--optimizer", choices=["adam", "sgd"], default="sgd")
+    p.add_argument("--lr", type=float, default=1.0)
+    p.add_argument("--lr-decay", type=float, default=0.5, help="per epoch after --decay-after")
+    p.add_argument("--decay-after", type=int, default=6)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--anneal", default="linear:10000", help="lstm-vae: KL annealing schedule")
-    p.add_argument("--word-dropout", type=float, default=0.25, help="lstm-vae: word dropout rate")
+    p.add_argument("--anneal", default="linear:8000", help="lstm-vae: KL annealing schedule")
+    p.add_argument("--free-bits", type=float, default=0.2, help="lstm-vae: free bits per coordinate")
+    p.add_argument("--word-dropout", type=float, default=0.0, help="lstm-vae: word dropout rate")
     p.add_argument("--iw-samples", type=int, default=500)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument(
@@ -47,12 +51,16 @@ def main(argv=None):
         data_dir=args.data_dir,
         epochs=args.epochs,
         lr=args.lr,
+        optimizer=args.optimizer,
+        lr_decay=args.lr_decay,
+        decay_after=args.decay_after,
         batch_size=args.batch_size,
         embed_dim=353,
         hidden_dim=191,
         latent_dim=13,
         dropout=args.dropout,
         anneal=args.anneal if vae else None,
+        free_bits=args.free_bits if vae else None,
         word_dropout=args.word_dropout if vae else 0.0,
         clip_norm=5.0,
     )

@@ -54,6 +54,9 @@ def cmd_train(args) -> int:
         epochs=args.epochs,
         batch_size=args.batch_size,
         lr=args.lr,
+        optimizer=args.optimizer,
+        lr_decay=args.lr_decay,
+        decay_after=args.decay_after,
         latent_dim=args.latent_dim,
         hidden=tuple(args.hidden) if args.hidden is not None else defaults.hidden,
         activation=args.activation,
@@ -300,7 +303,20 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     t.add_argument("--epochs", type=int, default=30, help="total epochs (default: 30)")
     t.add_argument("--batch-size", type=int, default=64, help="documents per step (default: 64)")
-    t.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
+    t.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
+    t.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="(default: adam)")
+    t.add_argument(
+        "--lr-decay",
+        type=float,
+        default=1.0,
+        help="multiply the learning rate by this each epoch after --decay-after (default: 1, none)",
+    )
+    t.add_argument(
+        "--decay-after",
+        type=int,
+        default=0,
+        help="epochs at the full learning rate before decay (default: 0)",
+    )
     t.add_argument("--latent-dim", type=int, default=50, help="size of z (default: 50)")
     t.add_argument("--hidden", type=int, nargs="*", help="nvdm: encoder hidden sizes (default: 500)")
     t.add_argument(

@@ -42,6 +42,9 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 64
     lr: float = 1e-3
+    optimizer: str = "adam"
+    lr_decay: float = 1.0
+    decay_after: int = 0
     latent_dim: int = 50
     hidden: tuple[int, ...] = (500,)
     activation: str = "tanh"
@@ -183,7 +186,8 @@ def eval_split(splits: dict) -> str:
 def _make_inference(config: TrainConfig, story, guide, splits) -> Amortized:
     settings = dict(
         elbo={"meanfield": None, "trace": pyro.infer.Trace_ELBO()}[config.elbo],
-        optim_args={"lr": config.lr},
+        optimizer=OPTIMIZERS[config.optimizer],
+        optim_args={"lr": epoch_lr(config, 1)},
         clip_norm=config.clip_norm,
         annealing=parse_schedule(config.anneal) if config.anneal else None,
         free_bits=config.free_bits,
@@ -202,7 +206,20 @@ def _make_inference(config: TrainConfig, story, guide, splits) -> Amortized:
     return Amortized(story, guide, **settings)
 
 
+OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
+
+
+def epoch_lr(config: TrainConfig, epoch: int) -> float:
+    """The step size of (1-based) ``epoch``: ``lr`` until epoch ``decay_after``, then multiplied
+    by ``lr_decay`` each epoch (the schedule of Zaremba et al. 2014's PTB language models)."""
+    return config.lr * config.lr_decay ** max(0, epoch - config.decay_after)
+
+
 def _validate(config: TrainConfig) -> None:
+    if config.optimizer not in OPTIMIZERS:
+        raise ValueError(f"unknown optimizer {config.optimizer!r}; choose from {sorted(OPTIMIZERS)}")
+    if not 0 < config.lr_decay <= 1:
+        raise ValueError(f"lr_decay must lie in (0, 1], got {config.lr_decay}")
     if config.story not in STORIES:
         raise ValueError(f"unknown story {config.story!r}; choose from {sorted(STORIES)}")
     if config.elbo not in ("meanfield", "trace"):
@@ -283,9 +300,11 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
 
     def on_epoch_end(epoch: int, metrics: dict) -> None:
         metrics["train_seconds"] = time.perf_counter() - clock[0]
+        metrics["lr"] = epoch_lr(config, epoch)
         report = evaluate(inference, splits[split], "elbo", 1).summary()
         metrics["eval_split"] = split
         metrics.update({f"eval_{k}": v for k, v in report.items() if k not in ("estimator", "samples")})
+        inference.set_lr(epoch_lr(config, epoch + 1))
         save_checkpoint(
             ckpt_path,
             modules,

@@ -54,10 +54,15 @@ def small_config(**kw):
     return TrainConfig(**{"epochs": 2, "latent_dim": 4, "hidden": (16,), "batch_size": 128, **kw})
 
 
-def test_resume_equals_an_uninterrupted_run(tmp_path):
-    train(small_config(epochs=3), tmp_path / "straight", progress=False)
-    train(small_config(epochs=1), tmp_path / "split", progress=False)
-    train(small_config(epochs=3), tmp_path / "split", resume=True, progress=False)
+@pytest.mark.parametrize(
+    "settings",
+    [{}, {"optimizer": "sgd", "lr": 0.004, "lr_decay": 0.5, "decay_after": 1, "clip_norm": 1.0}],
+    ids=["adam", "sgd-decay"],
+)
+def test_resume_equals_an_uninterrupted_run(tmp_path, settings):
+    train(small_config(epochs=3, **settings), tmp_path / "straight", progress=False)
+    train(small_config(epochs=1, **settings), tmp_path / "split", progress=False)
+    train(small_config(epochs=3, **settings), tmp_path / "split", resume=True, progress=False)
     a = load_checkpoint(tmp_path / "straight" / CHECKPOINT)
     b = load_checkpoint(tmp_path / "split" / CHECKPOINT)
     assert a.metadata == b.metadata and a.metadata["epoch"] == 3
@@ -67,6 +72,16 @@ def test_resume_equals_an_uninterrupted_run(tmp_path):
     ma, mb = (read_metrics(tmp_path / run / METRICS) for run in ("straight", "split"))
     drop = lambda ms: [{k: v for k, v in m.items() if k != "train_seconds"} for m in ms]  # noqa: E731
     assert drop(ma) == drop(mb) and len(ma) == 3
+    if settings:  # the step size halves after the first epoch; the checkpoint holds the next epoch's
+        assert [m["lr"] for m in ma] == [0.004, 0.002, 0.001]
+        assert b.state["inference"]["optimizer"]["param_groups"][0]["lr"] == 0.0005
+
+
+def test_unknown_optimizer_and_bad_decay_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
+        train(small_config(optimizer="rmsprop"), tmp_path / "a", progress=False)
+    with pytest.raises(ValueError, match="lr_decay must lie in"):
+        train(small_config(lr_decay=0.0), tmp_path / "b", progress=False)
 
 
 def test_resume_refuses_changed_settings_and_existing_runs(tmp_path):

@@ -148,6 +148,13 @@ class Amortized(Inference):
         self.num_steps += 1
         return {"loss": value, "beta": beta}
 
+    def set_lr(self, lr: float) -> None:
+        """Set the step size of every optimizer this object steps (learning-rate schedules)."""
+        for optimizer in vars(self).values():
+            if isinstance(optimizer, torch.optim.Optimizer):
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+
     def state_dict(self) -> dict:
         optimizer = self.optimizer.state_dict() if self.optimizer is not None else None
         return {**super().state_dict(), "optimizer": optimizer}

@@ -26,12 +26,14 @@ def exact_q(story, x, shift=0.0, widen=1.0):
     return {"loc": post.loc + shift * sd, "log_scale": (sd * widen).log()}
 
 
-@pytest.fixture(scope="module")
-def sampled():
+@pytest.fixture(scope="module", params=MCMC.BACKENDS)
+def sampled(request):
     torch.manual_seed(0)
     story, guide, data = linear_gaussian_setup(num_data=3)
     batch = data.batch(torch.arange(3))
-    mcmc = MCMC(story, guide, num_samples=400, warmup=300, num_chains=2, progress=False)
+    mcmc = MCMC(
+        story, guide, num_samples=400, warmup=300, num_chains=2, progress=False, backend=request.param
+    )
     mcmc.run(batch)
     return story, guide, batch, mcmc
 
@@ -60,7 +62,11 @@ def test_mcmc_arviz_groups_dims_statistics_and_r_hat(sampled):
     assert int(idata.sample_stats["diverging"].sum()) == 0
     summary = az.summary(idata, var_names=["z"])
     assert (summary["r_hat"] < 1.02).all()
-    assert math.isfinite(float(az.bfmi(idata).min()))
+    stats = idata.sample_stats
+    per_datum = "data" in stats["energy"].dims  # the NumPyro backend's chains are per datum
+    assert stats["energy"].dims == ("chain", "draw", "data")[: 2 + per_datum]
+    for d in range(3 if per_datum else 1):
+        assert math.isfinite(float(az.bfmi(stats.isel(data=d) if per_datum else stats).min()))
 
 
 def test_variational_arviz_is_one_chain_of_draws_from_q():

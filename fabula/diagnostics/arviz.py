@@ -56,7 +56,7 @@ def to_arviz(inference, batch, num_samples: int = 500):
 
     * :class:`~fabula.inference.MCMC`: its last run for this batch (sampled if none), as
       ``(chain, draw)``, with ``sample_stats`` (``energy``, ``diverging``, ``step_size``,
-      ``n_steps``, ``tree_depth``);
+      ``n_steps``, ``tree_depth``; per datum, dimension ``data``, for the NumPyro backend);
     * any variational inference object: ``num_samples`` draws from q, as one chain.
 
     Groups ``posterior``, ``log_likelihood`` (log p(x | z) per draw and datum) and
@@ -75,6 +75,8 @@ def to_arviz(inference, batch, num_samples: int = 500):
     observed = _observed(story, batch)
     dims = {s: ["data", *(f"{s}_dim_{i}" for i in range(v.dim() - 3))] for s, v in samples.items()}
     dims.update({s: ["data", *(f"{s}_dim_{i}" for i in range(v.dim() - 1))] for s, v in observed.items()})
+    if stats is not None:  # per-datum chains (the NumPyro backend) have per-datum statistics
+        dims.update({k: ["data"] for k, v in stats.items() if v.ndim == 3})
     return az.from_dict(
         posterior={s: v.cpu().numpy() for s, v in samples.items()},
         sample_stats=stats,
@@ -116,7 +118,10 @@ def plot_diagnostics(idata, out_dir, reference=None) -> list[str]:
         "pair.png": lambda: az.plot_pair(idata, var_names=names, coords=coords),
     }
     if "sample_stats" in idata.groups() and "energy" in idata.sample_stats:
-        plots["energy.png"] = lambda: az.plot_energy(idata)
+        stats = idata.sample_stats
+        if "data" in stats["energy"].dims:  # per-datum chains: the first datum's energy
+            stats = stats.isel(data=0)
+        plots["energy.png"] = lambda: az.plot_energy(stats)
     if reference is not None:
         plots["q_vs_reference.png"] = lambda: az.plot_density(
             [idata, reference], data_labels=["q", "reference"], var_names=names, coords=coords, shade=0.1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import pyro
@@ -42,13 +43,21 @@ class MCMC(Inference):
     r"""No-U-Turn sampling of :math:`p(z \mid x)` for a plated batch of independent posteriors
     (one joint chain over all the batch's latents), the story's global parameters held fixed.
 
-    Chains run one after another, each from the guide's posterior mean when a guide is given
-    (else from a prior draw). :meth:`posterior` returns the draws pooled over chains;
-    :attr:`chains` keeps them per chain with the sampler's statistics (energy, divergences, step
-    size, leapfrog steps, tree depth) for :func:`fabula.diagnostics.to_arviz`.
+    Chains start from the guide's posterior mean when a guide is given (else from a prior
+    draw). :meth:`posterior` returns the draws pooled over chains; :attr:`chains` keeps them per
+    chain with the sampler's statistics (energy, divergences, step size, leapfrog steps, tree
+    depth) for :func:`fabula.diagnostics.to_arviz`.
+
+    Backends: ``"pyro"`` runs Pyro's NUTS on the story itself, chains one after another, one
+    joint chain over the whole batch (statistics ``[chain, draw]``). ``"numpyro"`` runs NumPyro's
+    NUTS on the story's JAX twin (:mod:`fabula.backends.numpyro`): every datum gets its own
+    chains and adaptation, all chains and data vectorized in one compiled program (statistics
+    ``[chain, draw, B]``; discrete sites summed out, so only continuous sites are drawn).
 
     References: M. Hoffman, A. Gelman. The No-U-Turn Sampler. JMLR 2014.
     """
+
+    BACKENDS = ("pyro", "numpyro")
 
     def __init__(
         self,
@@ -60,8 +69,14 @@ class MCMC(Inference):
         target_accept: float = 0.8,
         max_tree_depth: int = 10,
         progress: bool = True,
+        backend: str = "pyro",
+        seed: int = 0,
     ):
+        if backend not in self.BACKENDS:
+            raise ValueError(f"unknown MCMC backend {backend!r}; choose from {self.BACKENDS}")
         super().__init__(story, guide)
+        self.backend, self.seed = backend, seed
+        self.seconds: dict[str, float] = {}
         self.num_samples, self.warmup, self.num_chains = num_samples, warmup, num_chains
         self.target_accept, self.max_tree_depth, self.progress = target_accept, max_tree_depth, progress
         self.chains: Chains | None = None
@@ -69,15 +84,22 @@ class MCMC(Inference):
     def step(self, batch):
         raise NotImplementedError("MCMC samples posteriors of a trained story; it does not train")
 
+    def _guide_means(self, batch) -> dict[str, torch.Tensor]:
+        with torch.no_grad():
+            trace = pyro.poutine.trace(self.guide).get_trace(batch, self.guide.local_params(batch))
+        return {s: trace.nodes[s]["fn"].mean for s in self.story.latent_sites}
+
     def _init_strategy(self, batch):
         if self.guide is None:
             return init_to_sample
-        with torch.no_grad():
-            trace = pyro.poutine.trace(self.guide).get_trace(batch, self.guide.local_params(batch))
-        return init_to_value(values={s: trace.nodes[s]["fn"].mean for s in self.story.latent_sites})
+        return init_to_value(values=self._guide_means(batch))
 
     def run(self, batch) -> Chains:
-        """Sample every chain for ``batch``; the result is also kept in :attr:`chains`."""
+        """Sample every chain for ``batch``; the result is also kept in :attr:`chains`, and the
+        seconds spent in :attr:`seconds` (``compile`` and ``sample``, warmup included)."""
+        if self.backend == "numpyro":
+            return self._run_numpyro(batch)
+        clock = time.perf_counter()
         draws, stats = [], []
         for _ in range(self.num_chains):
             kernel = _RecordingNUTS(
@@ -113,6 +135,32 @@ class MCMC(Inference):
             {s: torch.stack([d[s] for d in draws]) for s in self.story.latent_sites},
             {k: torch.stack([s[k] for s in stats]) for k in stats[0]},
         )
+        self.seconds = {"compile": 0.0, "sample": time.perf_counter() - clock}
+        return self.chains
+
+    def _run_numpyro(self, batch) -> Chains:
+        from fabula.backends.numpyro import nuts, twin
+
+        jax_twin = twin(self.story)
+        init = self._guide_means(batch) if self.guide is not None else self.story.prior_sample(batch.size)
+        result = nuts(
+            jax_twin,
+            batch,
+            {s: init[s].detach().cpu().numpy() for s in jax_twin.sites},
+            num_samples=self.num_samples,
+            warmup=self.warmup,
+            num_chains=self.num_chains,
+            target_accept=self.target_accept,
+            max_tree_depth=self.max_tree_depth,
+            seed=self.seed,
+            progress=self.progress,
+        )
+        device = self.story.device
+        self.chains = Chains(
+            {s: torch.as_tensor(v, device=device) for s, v in result.samples.items()},
+            {k: torch.as_tensor(v) for k, v in result.stats.items()},
+        )
+        self.seconds = {"compile": result.compile_seconds, "sample": result.sample_seconds}
         return self.chains
 
     def posterior(self, batch, num_samples: int | None = None) -> dict[str, torch.Tensor]:

@@ -1,0 +1,1 @@
+"""Second backends of the stories (see :mod:`fabula.backends.numpyro`)."""

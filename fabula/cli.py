@@ -32,6 +32,7 @@ EXAMPLES = """examples:
   fabula interpolate runs/vae "he said the market was weak" "the stock rose N %" --steps 5
   fabula compare --story lstm-vae --data synthetic --inference vae svi:20 vae+svi:20 sa-vae:20
   fabula diagnose runs/demo --inference nuts --items 0:10 --out diag/nuts
+  fabula diagnose runs/demo --inference vae --against-nuts --backend numpyro --items 0:5 --out diag/vae
 """
 
 
@@ -225,7 +226,7 @@ DIAGNOSED = ("nuts", "vae", "svi", "sa-vae")
 
 def cmd_diagnose(args) -> int:
     _threads(args)
-    from fabula.diagnostics import az, plot_diagnostics, psis_khat, to_arviz
+    from fabula.diagnostics import az, plot_diagnostics, posterior_error, psis_khat, to_arviz
 
     run = load_run(args.run, data_dir=args.data_dir)
     if args.split not in run.splits:
@@ -238,8 +239,12 @@ def cmd_diagnose(args) -> int:
     batch = data.batch(index)
     story, guide = run.inference.story, run.inference.guide
     refinement = Refinement(steps=args.steps, lr=args.refinement_lr)
+
+    def nuts():
+        return MCMC(story, guide, args.samples, args.warmup, args.chains, backend=args.backend)
+
     inference = {
-        "nuts": lambda: MCMC(story, guide, args.samples, args.warmup, args.chains, progress=True),
+        "nuts": nuts,
         "vae": lambda: run.inference,
         "svi": lambda: StochasticVI(story, guide, refinement, learn_story=False),
         "sa-vae": lambda: Refined(run.inference, refinement),
@@ -248,12 +253,28 @@ def cmd_diagnose(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     idata.to_netcdf(str(out / "posterior.nc"))
-    written = plot_diagnostics(idata, out)
-    summary = az.summary(idata, var_names=[s for s in story.latent_sites if not s.startswith("c")])
-    print(summary.to_string())
+    reference = None
+    if args.against_nuts and args.inference != "nuts":
+        reference = to_arviz(nuts(), batch)
+        reference.to_netcdf(str(out / "nuts.nc"))
+    written = plot_diagnostics(idata, out, reference)
+    continuous = [
+        s for s in story.latent_sites if s in idata.posterior and idata.posterior[s].dtype.kind == "f"
+    ]
+    print(az.summary(idata, var_names=continuous).to_string())
     if args.inference != "nuts":
         khat = psis_khat(inference, batch, args.samples)
         print("PSIS k-hat of q per datum: " + " ".join(f"{k:.2f}" for k in khat.tolist()))
+    if reference is not None:
+        print("error of q against NUTS per datum (mean error in NUTS sd, |log variance ratio|, Gaussian KL):")
+        for site in continuous:
+            draws, ref = (torch.as_tensor(d.posterior[site].values) for d in (idata, reference))
+            error = posterior_error(draws.flatten(0, 1), ref.flatten(0, 1))
+            for i, datum in enumerate(index.tolist()):
+                print(
+                    f"  {site} item {datum}: {error['mean_error'][i]:.3f}  "
+                    f"{error['log_var_ratio'][i]:.3f}  {error['kl'][i]:.3f}"
+                )
     print(f"wrote {out / 'posterior.nc'} and {', '.join(written)}")
     return 0
 
@@ -484,7 +505,8 @@ def parser() -> argparse.ArgumentParser:
         "diagnose",
         parents=[threads, run_data],
         help="a posterior of a run's data in ArviZ: NetCDF, summary (r_hat, ESS), PSIS k-hat, plots",
-        epilog="example: fabula diagnose runs/demo --inference nuts --items 0:10 --out diag/nuts",
+        epilog="examples:\n  fabula diagnose runs/demo --inference nuts --items 0:10 --out diag/nuts\n"
+        "  fabula diagnose runs/demo --inference vae --against-nuts --backend numpyro --items 0:5 --out diag/vae",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     d.add_argument("run", help="run directory")
@@ -501,6 +523,17 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--samples", type=int, default=500, help="draws (per chain for nuts; default: 500)")
     d.add_argument("--warmup", type=int, default=500, help="nuts warm-up steps (default: 500)")
     d.add_argument("--chains", type=int, default=2, help="nuts chains (default: 2)")
+    d.add_argument(
+        "--backend",
+        default="pyro",
+        choices=MCMC.BACKENDS,
+        help="nuts: Pyro on the story, or NumPyro on its JAX twin with chains per datum (default: pyro)",
+    )
+    d.add_argument(
+        "--against-nuts",
+        action="store_true",
+        help="vae/svi/sa-vae: also run NUTS and report q's error against it, with density overlays",
+    )
     d.add_argument("--steps", type=int, default=20, help="refinement steps of svi and sa-vae (default: 20)")
     d.add_argument("--refinement-lr", type=float, default=0.1)
     d.set_defaults(func=cmd_diagnose)

@@ -106,13 +106,21 @@ def test_compare_fits_one_story_with_several_inference_objects(capsys):
     assert "takes no refinement steps" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("inference", ["nuts", "sa-vae"])
-def test_diagnose_writes_netcdf_plots_and_a_summary(inference, tmp_path, capsys):
+@pytest.mark.parametrize(
+    "inference, extra",
+    [
+        ("nuts", []),
+        ("nuts", ["--backend", "numpyro"]),
+        ("sa-vae", []),
+        ("vae", ["--against-nuts", "--backend", "numpyro"]),
+    ],
+)
+def test_diagnose_writes_netcdf_plots_and_a_summary(inference, extra, tmp_path, capsys):
     run = str(tmp_path / "run")
     tiny = ["--epochs", "1", "--latent-dim", "2", "--hidden", "8", "--quiet"]
     assert main(["train", "nvdm", "--out", run, *tiny]) == 0
     out = tmp_path / "diag"
-    args = ["diagnose", run, "--inference", inference, "--items", "0:2", "--out", str(out)]
+    args = ["diagnose", run, "--inference", inference, "--items", "0:2", "--out", str(out), *extra]
     assert main([*args, "--samples", "40", "--warmup", "40", "--chains", "2", "--steps", "3"]) == 0
     printed = capsys.readouterr().out
     assert "r_hat" in printed and "ess_bulk" in printed
@@ -120,3 +128,9 @@ def test_diagnose_writes_netcdf_plots_and_a_summary(inference, tmp_path, capsys)
     assert (out / "posterior.nc").stat().st_size > 0
     assert (out / "trace.png").exists() and (out / "pair.png").exists()
     assert (out / "energy.png").exists() == (inference == "nuts")
+    against = "--against-nuts" in extra
+    assert (out / "q_vs_reference.png").exists() == (out / "nuts.nc").exists() == against
+    assert ("error of q against NUTS" in printed) == against
+    if against:  # one line per site and item: mean error, |log variance ratio|, KL, all >= 0
+        rows = [line.split() for line in printed.splitlines() if line.startswith("  z item")]
+        assert len(rows) == 2 and all(float(v) >= 0 for row in rows for v in row[3:])

@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from fabula.diagnostics import psis_khat, to_arviz
+from fabula.diagnostics import posterior_error, psis_khat, to_arviz
 from fabula.diagnostics.arviz import az
 from fabula.inference import MCMC, Amortized, Inference
 from helpers import linear_gaussian_setup, nvdm_setup
@@ -90,3 +90,21 @@ def test_psis_khat_is_small_for_the_true_posterior_and_large_for_a_misplaced_q()
     # weights (k-hat < 0.5); a narrow q 3 sd away, heavy-tailed weights (k-hat > 0.7)
     assert good.max() < 0.5 and torch.isfinite(wide).all() and wide.max() < 0.5
     assert bad.min() > 0.7
+
+
+def test_posterior_error_is_zero_for_equal_draws_and_grows_with_shift_and_spread():
+    torch.manual_seed(0)
+    ref = torch.randn(4000, 2, 3) * torch.tensor([1.0, 2.0, 0.5])
+    same = posterior_error(ref, ref)
+    zero = torch.zeros(2, dtype=torch.float64)
+    assert torch.allclose(same["mean_error"], zero) and torch.allclose(same["kl"], zero)
+    # shifted by one reference sd in every coordinate: mean error 1, KL 3 * 1/2
+    shifted = posterior_error(ref + ref.std(0), ref)
+    assert torch.allclose(shifted["mean_error"], torch.ones(2, dtype=torch.float64), atol=1e-6)
+    assert torch.allclose(shifted["kl"], torch.full((2,), 1.5, dtype=torch.float64), atol=1e-6)
+    # twice as wide: |log variance ratio| = log 4, KL = 3 * (4 - 1 - log 4) / 2
+    wide = posterior_error(2 * (ref - ref.mean(0)) + ref.mean(0), ref)
+    assert torch.allclose(wide["log_var_ratio"], torch.full((2,), math.log(4), dtype=torch.float64))
+    assert torch.allclose(wide["kl"], torch.full((2,), 1.5 * (3 - math.log(4)), dtype=torch.float64))
+    with pytest.raises(ValueError, match="differ after dim 0"):
+        posterior_error(ref[:, :1], ref)

@@ -124,7 +124,10 @@ def plot_diagnostics(idata, out_dir, reference=None) -> list[str]:
         plots["energy.png"] = lambda: az.plot_energy(stats)
     if reference is not None:
         plots["q_vs_reference.png"] = lambda: az.plot_density(
-            [idata, reference], data_labels=["q", "reference"], var_names=names, coords=coords, shade=0.1
+            [idata.posterior.sel(coords), reference.posterior.sel(coords)],
+            data_labels=["q", "reference"],
+            var_names=names,
+            shade=0.1,
         )
     written = []
     for name, draw in plots.items():

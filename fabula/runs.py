@@ -363,8 +363,8 @@ def load_run(run: str | Path, data_dir: str | Path | None = None, device: str = 
         reference = reference_inference(generator)
         modules["reference_guide"] = reference.guide
     checkpoint.load_into(modules)
-    for module in modules.values():
-        module.to(device)
+    for module in modules.values():  # a loaded run is for evaluation and inference: no dropout
+        module.to(device).eval()
     if generator is not None:
-        generator.to(device)
+        generator.to(device).eval()
     return LoadedRun(inference, splits, meta, reference)

@@ -64,6 +64,25 @@ def test_word_dropout_changes_decoder_inputs_only_and_never_evaluation():
     assert torch.equal(reports[0], reports[1])
 
 
+def test_decoder_dropout_is_off_in_evaluation_and_the_training_mode_comes_back():
+    splits, _ = synthetic_sentence_corpus(num_train=20, num_valid=4, num_test=8, vocab_size=30)
+    story = RNNLM(30, 8, 12, dropout=0.5)
+    inference = Amortized(story, EmptyGuide())
+    assert story.training
+    with torch.no_grad():  # the exact NLL of an RNNLM without dropout, computed by hand
+        batch = splits["test"].batch(torch.arange(len(splits["test"])))
+        story.eval()
+        logits = story.decoder(batch.decoder_inputs)
+        story.train()
+        logp = logits.log_softmax(-1).gather(-1, batch.targets[..., None])[..., 0]
+        expected = -(logp * batch.mask).sum(-1)
+    for seed in (1, 2):  # dropout on would make these differ from each other and from expected
+        torch.manual_seed(seed)
+        report = evaluate(inference, splits["test"], "elbo", 1, batch_size=len(splits["test"]))
+        assert torch.allclose(report.nll.sort().values, expected.sort().values, atol=1e-4)
+    assert story.training and story.decoder.dropout.training
+
+
 def test_beam_of_one_is_greedy_and_wider_beams_score_at_least_as_well():
     torch.manual_seed(0)
     story, _ = small_vae(V=15)

@@ -16,6 +16,7 @@ from fabula.evaluation.bounds import (
     trace_guide,
 )
 from fabula.evaluation.metrics import active_units, perplexities
+from fabula.nn.mode import evaluation_mode
 
 ESTIMATORS = ("elbo", "iw")
 
@@ -72,12 +73,17 @@ def evaluate(
 
     ``kl`` is reported with both; active units read the guide's posterior means; ``mi`` is the
     batch-averaged estimate of :func:`~fabula.evaluation.bounds.mutual_information` (it depends
-    on ``batch_size``: at most its log).
+    on ``batch_size``: at most its log). Story and guide are evaluated without dropout.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(f"unknown estimator {estimator!r}; choose from {ESTIMATORS}")
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+    with evaluation_mode(inference.story, inference.guide):
+        return _evaluate(inference, data, estimator, num_samples, batch_size, progress)
+
+
+def _evaluate(inference, data, estimator, num_samples, batch_size, progress) -> Evaluation:
     story, guide = inference.story, inference.guide
     device = story.device
     nll, kl, tokens, means, mi = [], [], [], [], []

@@ -12,6 +12,7 @@ from pyro.infer import NUTS
 from pyro.infer.autoguide.initialization import init_to_sample, init_to_value
 
 from fabula.inference.base import Inference
+from fabula.nn.mode import evaluation_mode
 
 
 class _RecordingNUTS(NUTS):
@@ -127,7 +128,8 @@ class MCMC(Inference):
                 hook_fn=hook,
                 disable_progbar=not self.progress,
             )
-            with torch.enable_grad():  # the sampler differentiates the potential even under no_grad
+            # the sampler differentiates the potential even under no_grad; dropout stays off
+            with torch.enable_grad(), evaluation_mode(self.story):
                 sampler.run(batch)
             draws.append({k: v.detach() for k, v in sampler.get_samples().items()})
             stats.append({k: torch.tensor(v) for k, v in record.items()})

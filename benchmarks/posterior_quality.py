@@ -1,0 +1,86 @@
+"""How close each variational posterior comes to p(z | x), judged against NUTS: PSIS k-hat of q
+and q's error against a NUTS reference, for the same trained story and test items.
+
+Inference objects (all over the run's own story, so that the posterior is the same):
+  vae     the run's amortized guide, λ = enc(x);
+  svi     per-datum SVI from the prior, ``--svi-steps`` refinement steps (Hoffman et al. 2013);
+  sa-vae  SA-VAE's inference: enc(x) refined by ``--steps`` gradient steps (Kim et al. 2018),
+          applied here to the run's VAE-trained encoder.
+The reference is NumPyro NUTS (fabula's JAX twin of the story), ``--chains`` chains per item;
+its largest r-hat is reported. Errors: mean error in NUTS standard deviations, |log variance
+ratio|, and the KL of the moment-matched diagonal Gaussians (fabula.diagnostics.posterior_error).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from fabula.diagnostics import az, posterior_error, psis_khat
+from fabula.inference import MCMC, Refined, Refinement, StochasticVI
+from fabula.runs import load_run
+from results_log import record
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", nargs="+", help="NAME=RUN_DIR of trained NVDM / LSTM-VAE runs")
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--items", type=int, default=10, help="test items (default: 10)")
+    p.add_argument("--samples", type=int, default=500, help="draws from q and per NUTS chain")
+    p.add_argument("--warmup", type=int, default=500)
+    p.add_argument("--chains", type=int, default=2)
+    p.add_argument("--steps", type=int, default=20, help="sa-vae refinement steps (default: 20)")
+    p.add_argument("--svi-steps", type=int, default=100, help="svi refinement steps (default: 100)")
+    p.add_argument("--refinement-lr", type=float, default=0.1)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-record", action="store_true")
+    args = p.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    results, lines = {}, []
+    header = "| data | q | PSIS k-hat | mean error (NUTS sd) | abs log var ratio | KL (nats) |"
+    for spec in args.runs:
+        name, _, path = spec.partition("=")
+        run = load_run(path, data_dir=args.data_dir)
+        story, guide = run.inference.story, run.inference.guide
+        batch = run.splits["test"].batch(torch.arange(args.items))
+        nuts = MCMC(story, guide, args.samples, args.warmup, args.chains, backend="numpyro")
+        chains = nuts.run(batch)
+        reference = chains.samples["z"].flatten(0, 1)
+        rhat = float(az.rhat(az.convert_to_dataset({"z": chains.samples["z"].numpy()}))["z"].max())
+        inferences = {
+            "vae": run.inference,
+            f"svi:{args.svi_steps}": StochasticVI(
+                story, guide, Refinement(steps=args.svi_steps, lr=args.refinement_lr), learn_story=False
+            ),
+            f"sa-vae:{args.steps}": Refined(run.inference, Refinement(steps=args.steps, lr=args.refinement_lr)),
+        }
+        rows = {}
+        for label, inference in inferences.items():
+            torch.manual_seed(0)
+            draws = inference.posterior(batch, args.samples)["z"].detach()
+            khat = psis_khat(inference, batch, args.samples)
+            error = posterior_error(draws, reference)
+            rows[label] = {"khat": khat.tolist(), **{k: v.tolist() for k, v in error.items()}}
+        results[name] = {"run": path, "nuts_max_rhat": rhat, "nuts_seconds": nuts.seconds, "rows": rows}
+        lines += [f"**{name}** ({path}): NUTS reference max r-hat {rhat:.3f}", "", header, "|---|---|---|---|---|---|"]
+        for label, r in rows.items():
+            med = {k: statistics.median(v) for k, v in r.items()}
+            lines.append(
+                f"| {name} | {label} | {med['khat']:.2f} | {med['mean_error']:.3f} | "
+                f"{med['log_var_ratio']:.3f} | {med['kl']:.3f} |"
+            )
+        lines.append("")
+    table = "\n".join(lines) + (
+        f"\nMedians over test items 0-{args.items - 1}; {args.samples} draws from each q; NUTS "
+        f"{args.chains} x ({args.warmup} warmup + {args.samples}) per item; refinement lr {args.refinement_lr}."
+    )
+    print(table)
+    if not args.no_record:
+        record("posterior_quality", results, table)
+
+
+if __name__ == "__main__":
+    main()

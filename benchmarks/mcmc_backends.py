@@ -75,9 +75,15 @@ def main(argv=None):
         (
             "nvdm",
             args.nvdm_run,
-            TrainConfig(story="nvdm", data="20news", data_dir=args.data_dir, epochs=args.nvdm_epochs, lr=5e-4),
+            TrainConfig(
+                story="nvdm", data="20news", data_dir=args.data_dir, epochs=args.nvdm_epochs, lr=5e-4
+            ),
         ),
-        ("lstm-vae", args.lstm_run, TrainConfig(story="lstm-vae", epochs=5, latent_dim=2, anneal="linear:500")),
+        (
+            "lstm-vae",
+            args.lstm_run,
+            TrainConfig(story="lstm-vae", epochs=5, latent_dim=2, anneal="linear:500"),
+        ),
     ):
         if given is None:
             given = tempfile.mkdtemp(prefix=f"mcmc-{name}-")

@@ -55,7 +55,9 @@ def main(argv=None):
             f"svi:{args.svi_steps}": StochasticVI(
                 story, guide, Refinement(steps=args.svi_steps, lr=args.refinement_lr), learn_story=False
             ),
-            f"sa-vae:{args.steps}": Refined(run.inference, Refinement(steps=args.steps, lr=args.refinement_lr)),
+            f"sa-vae:{args.steps}": Refined(
+                run.inference, Refinement(steps=args.steps, lr=args.refinement_lr)
+            ),
         }
         rows = {}
         for label, inference in inferences.items():
@@ -65,7 +67,12 @@ def main(argv=None):
             error = posterior_error(draws, reference)
             rows[label] = {"khat": khat.tolist(), **{k: v.tolist() for k, v in error.items()}}
         results[name] = {"run": path, "nuts_max_rhat": rhat, "nuts_seconds": nuts.seconds, "rows": rows}
-        lines += [f"**{name}** ({path}): NUTS reference max r-hat {rhat:.3f}", "", header, "|---|---|---|---|---|---|"]
+        lines += [
+            f"**{name}** ({path}): NUTS reference max r-hat {rhat:.3f}",
+            "",
+            header,
+            "|---|---|---|---|---|---|",
+        ]
         for label, r in rows.items():
             med = {k: statistics.median(v) for k, v in r.items()}
             lines.append(
@@ -79,7 +86,7 @@ def main(argv=None):
     )
     print(table)
     if not args.no_record:
-        record("posterior_quality", results, table)
+        record("posterior_quality_" + "_".join(results), results, table)
 
 
 if __name__ == "__main__":

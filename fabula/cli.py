@@ -27,6 +27,7 @@ EXAMPLES = """examples:
   fabula evaluate runs/nvdm20 --estimator iw --samples 500 --json
   fabula evaluate runs/demo --estimator iw --samples 100 --gaps
   fabula topics runs/nvdm20 --k 10
+  fabula train gmvae --data ptb --data-dir ../shared/data --components 10 --dispersion 0.5 --mi-weight 1 --out runs/dgmvae
   fabula sample runs/vae --n 5 --decode beam
   fabula sample runs/vae --n 3 --from "the company said it would sell its stake"
   fabula interpolate runs/vae "he said the market was weak" "the stock rose N %" --steps 5
@@ -69,6 +70,10 @@ def cmd_train(args) -> int:
         dropout=args.dropout,
         word_dropout=args.word_dropout,
         aggressive=args.aggressive,
+        num_components=args.components,
+        num_pairs=args.pairs,
+        dispersion=args.dispersion,
+        mi_weight=args.mi_weight,
         validate=args.validate,
         elbo=args.elbo,
         anneal=args.anneal,
@@ -155,10 +160,15 @@ def cmd_sample(args) -> int:
         if not story.latent_sites:
             raise UsageError("--from needs a story with a latent code (lstm-vae)")
         batch = _encode(run, vocab, args.source)
-        z = run.inference.posterior(batch, args.n)["z"][:, 0]
+        z = story.code(run.inference.posterior(batch, args.n))[:, 0]
         print("input:  " + " ".join(vocab.decode(batch.targets[0])))
+    elif args.component is not None:
+        if not hasattr(story, "generate_component"):
+            raise UsageError("--component needs a mixture story (gmvae)")
+        pair, _, k = args.component.rpartition(":")
+        z = story.generate_component(int(pair or 0), int(k), args.n)
     else:
-        z = story.prior_sample(args.n).get("z")
+        z = story.code(story.prior_sample(args.n))
     for ids in decode(story.decoder, z, args.n, args.decode, args.beam_size, args.max_length):
         print(" ".join(vocab.decode(ids)))
     return 0
@@ -371,6 +381,17 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="lstm-vae: aggressive encoder training (He et al. 2019) until validation MI stops rising",
     )
+    t.add_argument("--components", type=int, default=10, help="gmvae: mixture components K (default: 10)")
+    t.add_argument("--pairs", type=int, default=1, help="gmvae: independent (c, z) pairs (default: 1)")
+    t.add_argument(
+        "--dispersion",
+        type=float,
+        default=0.0,
+        help="gmvae: DGMVAE's dispersion weight beta' (default: 0, the GMVAE)",
+    )
+    t.add_argument(
+        "--mi-weight", type=float, default=0.0, help="gmvae: weight of DGMVAE's I(x; c) term (default: 0)"
+    )
     t.add_argument(
         "--elbo",
         default="meanfield",
@@ -446,9 +467,12 @@ def parser() -> argparse.ArgumentParser:
         '  fabula sample runs/vae --n 3 --from "the company said it would sell its stake"',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sm.add_argument("run", help="run directory of an rnnlm or lstm-vae")
+    sm.add_argument("run", help="run directory of an rnnlm, lstm-vae or gmvae")
     sm.add_argument("--n", type=int, default=10, help="sentences to generate (default: 10)")
     sm.add_argument("--from", dest="source", help="encode this sentence and decode draws of z from q(z|x)")
+    sm.add_argument(
+        "--component", help="gmvae: draw pair M's z from component K ([M:]K; the other pairs from the prior)"
+    )
     sm.add_argument("--decode", default="sample", choices=DECODERS, help="decoding (default: sample)")
     sm.add_argument("--beam-size", type=int, default=5)
     sm.add_argument("--max-length", type=int, default=50)
@@ -478,7 +502,7 @@ def parser() -> argparse.ArgumentParser:
         epilog="example: fabula compare --story lstm-vae --data synthetic --inference vae svi:20 vae+svi:20 sa-vae:20",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    c.add_argument("--story", default="lstm-vae", choices=[s for s in STORIES if s != "rnnlm"])
+    c.add_argument("--story", default="lstm-vae", choices=[s for s in STORIES if s not in ("rnnlm", "gmvae")])
     c.add_argument("--data", default=SYNTHETIC, help="'synthetic' (default, no download), '20news' or 'ptb'")
     c.add_argument("--data-dir", help="folder with local copies of the dataset")
     c.add_argument(

@@ -1,10 +1,12 @@
-"""Training curves of a run, drawn to PNG (matplotlib, no display needed)."""
+"""Training curves of a run and, for mixture stories, its component means over training, drawn
+to PNG (matplotlib, no display needed)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib
+import torch
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -17,6 +19,8 @@ PANELS = (
     (("eval_kl", "eval_mi"), "KL(q || p) and MI I(x; z) per datum"),
     (("eval_reconstruction",), "reconstruction E_q[log p(x | z)] per datum"),
     (("eval_active_units",), "active units"),
+    (("eval_kl_c", "eval_kl_z", "eval_mi_c"), "mixture: KL(c), KL(z), MI(x; c) per datum"),
+    (("eval_vm", "eval_dispersion"), "mixture: variance of component means"),
 )
 
 
@@ -44,6 +48,36 @@ def plot_curves(history: list[dict], path: str | Path) -> None:
         ax.grid(alpha=0.3)
         if len(keys) > 1:
             ax.legend(fontsize=7)
+    fig.tight_layout()
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
+def plot_component_means(history: list[dict], path: str | Path) -> None:
+    """The mixture components' means ``history[e]["component_means"]`` (``[M, K, D]``) over the
+    epochs, one panel per latent pair: each component's path from its first to its last epoch
+    (a dot), projected on the two principal axes of all the drawn means when ``D > 2``. Means
+    that run together are mode collapse (Shi et al. 2020 draw this figure)."""
+    means = torch.tensor([m["component_means"] for m in history if "component_means" in m])  # [E, M, K, D]
+    if not len(means):
+        return
+    E, M, K, D = means.shape
+    fig, axes = plt.subplots(1, M, figsize=(4 * M, 3.6), squeeze=False)
+    for m, ax in enumerate(axes[0]):
+        points = means[:, m].reshape(E * K, D)
+        if D > 2:
+            centered = points - points.mean(0)
+            points = centered @ torch.linalg.svd(centered, full_matrices=False).Vh[:2].T
+        elif D == 1:
+            points = torch.cat([points, torch.zeros_like(points)], -1)
+        paths = points.reshape(E, K, 2)
+        for k in range(K):
+            line = ax.plot(paths[:, k, 0], paths[:, k, 1], alpha=0.6, linewidth=1)[0]
+            ax.scatter(paths[-1, k, 0], paths[-1, k, 1], color=line.get_color(), s=18, label=str(k))
+        ax.set_title(f"pair {m}: component means, epochs 1-{E}" + (" (PCA)" if D > 2 else ""), fontsize=9)
+        ax.grid(alpha=0.3)
+        if K <= 12:
+            ax.legend(fontsize=6, title="component", title_fontsize=6)
     fig.tight_layout()
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)

@@ -21,14 +21,16 @@ from fabula.data import DataFormatError, load_dataset, synthetic_nvdm_corpus
 from fabula.data.registry import DATASETS
 from fabula.data.synthetic import synthetic_sentence_corpus
 from fabula.evaluation import evaluate
-from fabula.guides import EmptyGuide, NormalGuide, SentenceGuide
-from fabula.inference import Aggressive, Amortized, parse_schedule
-from fabula.models import LSTMVAE, NVDM, RNNLM
-from fabula.plots import plot_curves
+from fabula.evaluation.mixture import mixture_diagnostics
+from fabula.guides import EmptyGuide, MixtureGuide, NormalGuide, SentenceGuide
+from fabula.inference import Aggressive, Amortized, Dispersed, parse_schedule
+from fabula.models import GMVAE, LSTMVAE, NVDM, RNNLM
+from fabula.plots import plot_component_means, plot_curves
 
 CHECKPOINT = "checkpoint.safetensors"
 METRICS = "metrics.jsonl"
 CURVES = "curves.png"
+COMPONENTS = "components.png"
 SYNTHETIC = "synthetic"
 
 
@@ -59,6 +61,10 @@ class TrainConfig:
     free_bits: float | None = None
     word_dropout: float = 0.0
     aggressive: bool = False
+    num_components: int = 10
+    num_pairs: int = 1
+    dispersion: float = 0.0
+    mi_weight: float = 0.0
     clip_norm: float | None = None
     validate: bool = False
     seed: int = 0
@@ -93,6 +99,12 @@ def new_lstm_vae(config: TrainConfig, train_corpus):
     return story, SentenceGuide(V, config.latent_dim, config.embed_dim, config.hidden_dim, config.encoder)
 
 
+def new_gmvae(config: TrainConfig, train_corpus):
+    V, K, D, M = len(train_corpus.vocab), config.num_components, config.latent_dim, config.num_pairs
+    story = GMVAE(V, K, D, M, config.embed_dim, config.hidden_dim)
+    return story, MixtureGuide(V, K, D, M, config.embed_dim, config.hidden_dim)
+
+
 @dataclass(frozen=True)
 class Recipe:
     """How to build and rebuild a story with its guide, and which data it reads."""
@@ -107,6 +119,7 @@ STORIES = {
     "nvdm": Recipe(NVDM, NormalGuide, new_nvdm, "bow"),
     "rnnlm": Recipe(RNNLM, EmptyGuide, new_rnnlm, "sentences"),
     "lstm-vae": Recipe(LSTMVAE, SentenceGuide, new_lstm_vae, "sentences"),
+    "gmvae": Recipe(GMVAE, MixtureGuide, new_gmvae, "sentences"),
 }
 KIND_OF_FORMAT = {"nvdm": "bow", "lines": "sentences"}
 
@@ -193,6 +206,9 @@ def _make_inference(config: TrainConfig, story, guide, splits) -> Amortized:
         free_bits=config.free_bits,
         word_dropout=config.word_dropout,
     )
+    if config.story == "gmvae":  # c is summed out by Dispersed's TraceEnum_ELBO
+        del settings["elbo"], settings["free_bits"]
+        return Dispersed(story, guide, config.dispersion, config.mi_weight, **settings)
     if config.aggressive:
         return Aggressive(
             story,
@@ -233,6 +249,13 @@ def _validate(config: TrainConfig) -> None:
         raise ValueError(f"the {config.story} story reads {kind} data; {config.data!r} is not such a dataset")
     if (config.aggressive or config.word_dropout) and kind != "sentences":
         raise ValueError("--aggressive and --word-dropout apply to sentence stories")
+    if config.story == "gmvae":
+        if config.elbo != "meanfield" or config.free_bits is not None or config.aggressive:
+            raise ValueError(
+                "the gmvae story trains on TraceEnum_ELBO; --elbo, --free-bits and --aggressive do not apply"
+            )
+    elif config.dispersion or config.mi_weight:
+        raise ValueError("--dispersion and --mi-weight apply to the gmvae story")
 
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> list[dict]:
@@ -304,6 +327,9 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         report = evaluate(inference, splits[split], "elbo", 1).summary()
         metrics["eval_split"] = split
         metrics.update({f"eval_{k}": v for k, v in report.items() if k not in ("estimator", "samples")})
+        if isinstance(story, GMVAE):  # mode-collapse diagnostics and the component means
+            metrics.update({f"eval_{k}": v for k, v in mixture_diagnostics(inference, splits[split]).items()})
+            metrics["component_means"] = story.component_means.tolist()
         inference.set_lr(epoch_lr(config, epoch + 1))
         save_checkpoint(
             ckpt_path,
@@ -313,7 +339,10 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         )
         with (out / METRICS).open("a") as f:
             f.write(json.dumps(metrics) + "\n")
-        plot_curves(read_metrics(out / METRICS), out / CURVES)
+        history = read_metrics(out / METRICS)
+        plot_curves(history, out / CURVES)
+        if isinstance(story, GMVAE):
+            plot_component_means(history, out / COMPONENTS)
         clock[0] = time.perf_counter()
 
     # Pyro's argument and shape checks add about half to an NVDM step (benchmarks/overhead.py);

@@ -134,3 +134,21 @@ def test_diagnose_writes_netcdf_plots_and_a_summary(inference, extra, tmp_path, 
     if against:  # one line per site and item: mean error, |log variance ratio|, KL, all >= 0
         rows = [line.split() for line in printed.splitlines() if line.startswith("  z item")]
         assert len(rows) == 2 and all(float(v) >= 0 for row in rows for v in row[3:])
+
+
+def test_gmvae_trains_with_mixture_diagnostics_and_samples_per_component(tmp_path, capsys):
+    run = tmp_path / "dgmvae"
+    tiny = ["--embed-dim", "8", "--hidden-dim", "12", "--latent-dim", "2", "--batch-size", "128", "--quiet"]
+    mixture = ["--components", "3", "--pairs", "2", "--dispersion", "0.5", "--mi-weight", "1"]
+    assert main(["train", "gmvae", "--out", str(run), "--epochs", "2", *tiny, *mixture]) == 0
+    history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    for key in ("eval_kl_c", "eval_kl_z", "eval_vm", "eval_dispersion", "eval_mi_c"):
+        assert all(m[key] >= 0 for m in history)
+    assert len(history[-1]["eval_usage"]) == 2 and len(history[-1]["component_means"][0]) == 3
+    assert (run / "components.png").stat().st_size > 0
+    capsys.readouterr()
+    assert main(["sample", str(run), "--n", "2", "--component", "1:2", "--max-length", "5"]) == 0
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert main(["sample", str(run), "--n", "2", "--from", "w0704 w0312", "--max-length", "5"]) == 0
+    assert main(["train", "lstm-vae", "--dispersion", "0.5", "--out", str(tmp_path / "x")]) == 2
+    assert "apply to the gmvae story" in capsys.readouterr().err

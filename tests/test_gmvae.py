@@ -4,8 +4,10 @@ import pyro
 import pytest
 import torch
 from pyro.infer import TraceEnum_ELBO
+from torch.distributions import Categorical, Normal, kl_divergence
 
 from fabula.evaluation import evaluate
+from fabula.evaluation.mixture import mixture_diagnostics
 from fabula.guides import MixtureGuide
 from fabula.inference import Amortized, Dispersed
 from fabula.models import GMVAE
@@ -84,3 +86,43 @@ def test_gmvae_trains_evaluates_and_generates_per_component():
     z = story.generate_component(1, 2, 5)
     assert z.shape == (5, 4)
     assert story.latent_sites == ("c0", "z0", "c1", "z1")
+
+
+def test_mixture_diagnostics_by_brute_force():
+    torch.manual_seed(0)
+    story, guide, corpus = tiny(num_pairs=2)
+    data = corpus["test"]
+    diag = mixture_diagnostics(Amortized(story, guide), data, batch_size=5)
+    with torch.no_grad():
+        params = guide.local_params(data.batch(torch.arange(len(data))))
+        pi = story.mixture_logits.softmax(-1)
+        kl_c = kl_z = dispersion = vm = 0.0
+        for m in range(2):
+            rho = params["c_logits"][:, m].softmax(-1)
+            q = Normal(params["loc"][:, m], params["log_scale"][:, m].exp())
+            kl_c += kl_divergence(Categorical(rho), Categorical(pi)).mean()
+            for k in range(3):
+                p = Normal(story.component_means[m, k], story.component_log_scales[m, k].exp())
+                kl_z += (rho[:, k] * kl_divergence(q, p).sum(-1)).mean()
+            mu = story.component_means[m]  # [K, D]
+            dispersion += ((rho @ mu**2) - (rho @ mu) ** 2).sum(-1).mean()
+            vm += (pi[:, None] * (mu - pi @ mu) ** 2).sum()
+    assert diag["kl_c"] == pytest.approx(float(kl_c), rel=1e-5)
+    assert diag["kl_z"] == pytest.approx(float(kl_z), rel=1e-5)
+    assert diag["dispersion"] == pytest.approx(float(dispersion), rel=1e-5)
+    assert diag["vm"] == pytest.approx(float(vm), rel=1e-5)
+    usage = torch.tensor(diag["usage"])
+    assert usage.shape == (2, 3) and torch.allclose(usage.sum(-1), torch.ones(2))
+    assert all(1 <= u <= 3 for u in diag["used"]) and diag["mi_c"] >= 0
+
+
+def test_collapsed_mixture_has_no_spread_and_no_information():
+    story, guide, corpus = tiny()
+    with torch.no_grad():
+        story.component_means.copy_(torch.ones_like(story.component_means))
+        guide.net[-1].weight.zero_()  # q(c | x) the same for every x
+    diag = mixture_diagnostics(Amortized(story, guide), corpus["test"])
+    assert diag["vm"] == pytest.approx(0, abs=1e-6) and diag["dispersion"] == pytest.approx(0, abs=1e-6)
+    assert diag["mi_c"] == pytest.approx(0, abs=1e-6)
+    with pytest.raises(TypeError, match="LSTMVAE is not a mixture story"):
+        mixture_diagnostics(Amortized(*sentence_setup()[:2]), corpus["test"])

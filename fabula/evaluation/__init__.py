@@ -1,5 +1,7 @@
-"""Bounds on log-likelihood, perplexity and posterior-collapse metrics for any inference object."""
+"""Bounds on log-likelihood, perplexity and posterior-collapse metrics for any inference object,
+and text (BLEU) and clustering (homogeneity, V-measure) metrics."""
 
+from fabula.evaluation.bleu import corpus_bleu, sample_bleu
 from fabula.evaluation.bounds import (
     elbo_terms,
     iw_log_likelihood,
@@ -10,21 +12,29 @@ from fabula.evaluation.bounds import (
     terms_from_traces,
     trace_guide,
 )
+from fabula.evaluation.clustering import completeness, homogeneity, v_measure
 from fabula.evaluation.metrics import active_units, perplexities
+from fabula.evaluation.mixture import mixture_diagnostics
 from fabula.evaluation.report import ESTIMATORS, Evaluation, evaluate
 
 __all__ = [
     "ESTIMATORS",
     "Evaluation",
     "active_units",
+    "completeness",
+    "corpus_bleu",
     "elbo_terms",
     "evaluate",
+    "homogeneity",
     "iw_log_likelihood",
     "log_weights",
+    "mixture_diagnostics",
     "mutual_information",
     "perplexities",
     "posterior_means",
     "run_traces",
+    "sample_bleu",
     "terms_from_traces",
     "trace_guide",
+    "v_measure",
 ]

@@ -21,6 +21,11 @@ class SentenceStory(Story):
             "x", MaskedSequenceCategorical(logits, batch.mask, validate_args=False), obs=batch.targets
         )
 
+    def code(self, latents: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """The decoder's conditioning vector from a draw of the latent sites (``None``: no latent)."""
+        continuous = [latents[s] for s in self.latent_sites if s.startswith("z")]
+        return torch.cat(continuous, -1) if continuous else None
+
     def num_tokens(self, batch) -> torch.Tensor:
         """Words plus ``<eos>`` per sentence, the convention of Bowman et al. and Kim et al."""
         return batch.lengths

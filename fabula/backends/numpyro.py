@@ -125,15 +125,12 @@ def _decoder_loglik(p, z, datum, z_every_step: bool):
     return jnp.sum(jnp.where(datum["mask"], token, 0.0))
 
 
-def _sentence_data(dtype):
-    def data(batch):
-        return {
-            "inputs": jnp.asarray(batch.decoder_inputs.cpu().numpy()),
-            "targets": jnp.asarray(batch.targets.cpu().numpy()),
-            "mask": jnp.asarray(batch.mask.cpu().numpy()),
-        }
-
-    return data
+def _sentence_data(batch) -> dict:
+    return {
+        "inputs": jnp.asarray(batch.decoder_inputs.cpu().numpy()),
+        "targets": jnp.asarray(batch.targets.cpu().numpy()),
+        "mask": jnp.asarray(batch.mask.cpu().numpy()),
+    }
 
 
 def _lstm_vae(story: LSTMVAE, dtype) -> Twin:
@@ -148,7 +145,7 @@ def _lstm_vae(story: LSTMVAE, dtype) -> Twin:
         z = z["z"]
         return _normal_logpdf(z, p["prior_loc"], p["prior_scale"]) + _decoder_loglik(p, z, datum, every)
 
-    return Twin(("z",), params, log_joint, _sentence_data(dtype))
+    return Twin(("z",), params, log_joint, _sentence_data)
 
 
 def _gmvae(story: GMVAE, dtype) -> Twin:
@@ -169,7 +166,7 @@ def _gmvae(story: GMVAE, dtype) -> Twin:
         )
         return prior + _decoder_loglik(p, jnp.concatenate([z[s] for s in sites]), datum, every)
 
-    return Twin(sites, params, log_joint, _sentence_data(dtype))
+    return Twin(sites, params, log_joint, _sentence_data)
 
 
 TWINS = {NVDM: _nvdm, LSTMVAE: _lstm_vae, GMVAE: _gmvae, LinearGaussian: _linear_gaussian}

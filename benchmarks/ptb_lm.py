@@ -2,9 +2,15 @@
 LSTM-VAE with the paper's sizes (353-d embeddings, 191-d LSTM, 13-d z), trained by ``fabula
 train`` and evaluated on the test split.
 
-The RNNLM's NLL is exact; the VAE's is the importance-weighted bound with S=500 (and the ELBO
-beside it). Perplexity is exp(sum NLL / sum tokens) with ``<eos>`` counted, as in Bowman et al.
-and Kim et al. Paper: RNNLM test PPL 116; VAE NLL 101 (KL 2), PPL 119.
+The RNNLM's NLL is exact; the VAE's is given as the ELBO bound (reconstruction plus KL, the
+estimator of Bowman et al.'s table, which shows the KL beside the total) and as the tighter
+importance-weighted bound with ``--iw-samples`` samples. Perplexity is exp(sum NLL / sum tokens)
+with ``<eos>`` counted, as in Bowman et al. and Kim et al. Paper: RNNLM test PPL 116; VAE NLL 101
+(KL 2), PPL 119.
+
+Recipe (the defaults): SGD at lr 1 on the per-sentence loss, clipped to global norm 5, halved
+each epoch after the sixth, 13 epochs, dropout 0.3; the VAE adds linear KL annealing over 8,000
+steps and 0.2 free nats per latent coordinate.
 """
 
 from __future__ import annotations
@@ -80,7 +86,7 @@ def main(argv=None):
     rows = [
         "| model | estimator | test NLL (nats/sentence) | test PPL | KL | MI | AU |",
         "|---|---|---|---|---|---|---|",
-        f"| {args.story}, Bowman et al. 2016 | {'IW' if vae else 'exact'} | {PAPER[args.story]['nll']} | "
+        f"| {args.story}, Bowman et al. 2016 | {'ELBO' if vae else 'exact'} | {PAPER[args.story]['nll']} | "
         f"{PAPER[args.story]['ppl']} | {PAPER[args.story].get('kl', '')} | | |",
     ]
     for name, r in reports.items():

@@ -28,8 +28,16 @@ import torch
 from fabula.nn.mode import evaluation_mode
 
 
-def _entropy(probs: torch.Tensor) -> torch.Tensor:
+def entropy(probs: torch.Tensor) -> torch.Tensor:
+    """Entropy of categorical ``probs`` over the last dimension (nats)."""
     return -(probs * probs.clamp_min(1e-30).log()).sum(-1)
+
+
+def dispersion(rho: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
+    r""":math:`\sum_m \mathrm{Var}_{\rho_m}[\mu_{m,c}]` per datum (``[B]``) for ``rho [B, M, K]``
+    and component means ``[M, K, D]``, summed over the coordinates."""
+    first = torch.einsum("bmk,mkd->bmd", rho, means)
+    return (torch.einsum("bmk,mkd->bmd", rho, means**2) - first**2).sum((-1, -2))
 
 
 @torch.no_grad()
@@ -41,7 +49,7 @@ def mixture_diagnostics(inference, data, batch_size: int = 256) -> dict:
     means, scales = story.component_means, story.component_log_scales.exp()  # [M, K, D]
     log_prior = story.mixture_logits.log_softmax(-1)  # [K]
     prior = log_prior.exp()
-    kl_c = kl_z = dispersion = 0.0
+    kl_c = kl_z = spread = 0.0
     rho_sum, entropy_sum = 0.0, 0.0
     with evaluation_mode(story, inference.guide):
         for batch in data.batches(batch_size, device=story.device):
@@ -53,10 +61,9 @@ def mixture_diagnostics(inference, data, batch_size: int = 256) -> dict:
             ratio = scale[:, :, None] / scales
             kl = 0.5 * (ratio**2 + ((loc[:, :, None] - means) / scales) ** 2 - 1) - ratio.log()
             kl_z += (rho * kl.sum(-1)).sum()
-            first = torch.einsum("bmk,mkd->bmd", rho, means)
-            dispersion += (torch.einsum("bmk,mkd->bmd", rho, means**2) - first**2).sum()
+            spread += dispersion(rho, means).sum()
             rho_sum = rho_sum + rho.sum(0)
-            entropy_sum = entropy_sum + _entropy(rho).sum(0)
+            entropy_sum = entropy_sum + entropy(rho).sum(0)
     n = len(data)
     usage = rho_sum / n  # [M, K]
     center = torch.einsum("k,mkd->md", prior, means)
@@ -65,8 +72,8 @@ def mixture_diagnostics(inference, data, batch_size: int = 256) -> dict:
         "kl_c": float(kl_c) / n,
         "kl_z": float(kl_z) / n,
         "vm": float(vm),
-        "dispersion": float(dispersion) / n,
-        "mi_c": float((_entropy(usage) - entropy_sum / n).sum()),
+        "dispersion": float(spread) / n,
+        "mi_c": float((entropy(usage) - entropy_sum / n).sum()),
         "usage": usage.tolist(),
-        "used": _entropy(usage).exp().tolist(),
+        "used": entropy(usage).exp().tolist(),
     }

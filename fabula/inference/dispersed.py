@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from pyro.infer import TraceEnum_ELBO
 
+from fabula.evaluation.mixture import dispersion, entropy
 from fabula.inference.amortized import Amortized
 
 
@@ -34,11 +35,6 @@ class Dispersed(Amortized):
         if not (self.dispersion or self.mutual_information):
             return 0.0
         probs = params["c_logits"].softmax(-1)  # [B, M, K]
-        means = self.story.component_means  # [M, K, D]
-        first = torch.einsum("bmk,mkd->bmd", probs, means)
-        second = torch.einsum("bmk,mkd->bmd", probs, means.pow(2))
-        variance = (second - first.pow(2)).sum((-1, -2)).mean()
-        entropy = -(probs * probs.clamp_min(1e-12).log()).sum(-1)  # [B, M]
-        aggregate = probs.mean(0)
-        mi = (-(aggregate * aggregate.clamp_min(1e-12).log()).sum(-1) - entropy.mean(0)).sum()
+        variance = dispersion(probs, self.story.component_means).mean()
+        mi = (entropy(probs.mean(0)) - entropy(probs).mean(0)).sum()
         return -self.dispersion * variance - self.mutual_information * mi

@@ -78,6 +78,11 @@ def main(argv=None):
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     out = Path(args.out or tempfile.mkdtemp(prefix="mixture-text-"))
+    labels = None
+    if args.data == "dailydialog":  # the test utterances' act and emotion labels, read once
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DataWarning)
+            labels = load_dailydialog(args.data_dir)["test"]
     results, rows = {}, []
     for name in args.models:
         mixture = name != "vae"
@@ -121,11 +126,9 @@ def main(argv=None):
         test_sentences = [test.sentence(i) for i in range(len(test))]
         r["bleu"] = sample_bleu(drawn, test_sentences)
         r["rppl"] = reverse_perplexity(drawn, vocab, test, args)
-        if args.data == "dailydialog" and mixture:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DataWarning)
-                labels = load_dailydialog(args.data_dir)["test"]
-            params = run.inference.local_params(test.batch(torch.arange(len(test))))
+        if labels is not None and mixture:
+            with torch.no_grad():
+                params = run.inference.local_params(test.batch(torch.arange(len(test))))
             c = params["c_logits"][:, 0].argmax(-1)
             r["homogeneity"] = {
                 "act": homogeneity(labels.acts, c),

@@ -245,8 +245,7 @@ def nuts(
 
         return lax.scan(body, state, None, length=chunk)
 
-    over_data = (0, 0, 0)
-    start_all = jax.vmap(jax.vmap(start, over_data), (0, 0, None))
+    start_all = jax.vmap(jax.vmap(start, (0, 0, 0)), (0, 0, None))
     advance_all = jax.vmap(jax.vmap(advance, (0, 0)), (0, None))
     keys = jax.random.split(jax.random.PRNGKey(seed), num_chains * size).reshape(num_chains, size, -1)
     clock = time.perf_counter()

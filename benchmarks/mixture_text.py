@@ -15,12 +15,14 @@ Paper (DailyDialog): DGMVAE homogeneity act 0.23, emotion 0.16.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import warnings
 from pathlib import Path
 
 import torch
 
+from fabula.checkpoint import atomic_write
 from fabula.data.dialog import DataWarning, load_dailydialog
 from fabula.data.text import TextCorpus
 from fabula.evaluation import evaluate, homogeneity, mixture_diagnostics, sample_bleu
@@ -28,7 +30,7 @@ from fabula.generation import sample
 from fabula.guides import EmptyGuide
 from fabula.inference import Amortized
 from fabula.models import RNNLM
-from fabula.runs import CHECKPOINT, TrainConfig, load_run, train
+from fabula.runs import CHECKPOINT, TrainConfig, load_run, read_metrics, train
 from results_log import record
 
 PAPER = {
@@ -49,6 +51,57 @@ def reverse_perplexity(samples, vocab, test, args) -> float:
     return evaluate(lm, test, "elbo", 1, batch_size=64).summary()["corpus_perplexity"]
 
 
+def config_for(name: str, args) -> TrainConfig:
+    """The training configuration of model ``name``: the same recipe for all three."""
+    mixture = name != "vae"
+    return TrainConfig(
+        story="gmvae" if mixture else "lstm-vae",
+        data=args.data,
+        data_dir=None if args.data == "synthetic" else args.data_dir,
+        epochs=args.epochs,
+        optimizer="sgd",
+        lr=args.lr,
+        lr_decay=0.5,
+        decay_after=args.decay_after,
+        dropout=args.dropout,
+        batch_size=32,
+        latent_dim=args.latent_dim,
+        embed_dim=args.embed_dim,
+        hidden_dim=args.hidden_dim,
+        anneal=args.anneal,
+        clip_norm=5.0,
+        num_components=args.components,
+        num_pairs=args.pairs,
+        dispersion=args.dispersion if name == "dgmvae" else 0.0,
+        mi_weight=args.mi_weight if name == "dgmvae" else 0.0,
+        seed=args.seed,
+    )
+
+
+def measure(run, labels, args) -> dict:
+    """Bounds, mixture diagnostics, BLEU and reverse PPL of a trained ``run`` on its test split."""
+    test, vocab = run.splits["test"], run.splits["train"].vocab
+    story = run.inference.story
+    r = {
+        "elbo": evaluate(run.inference, test, "elbo", 1, batch_size=64).summary(),
+        "iw": evaluate(run.inference, test, "iw", args.iw_samples, batch_size=16, progress=True).summary(),
+    }
+    mixture = hasattr(story, "component_means")
+    if mixture:
+        r["mixture"] = mixture_diagnostics(run.inference, test)
+    torch.manual_seed(args.seed)
+    with torch.no_grad():
+        drawn = [s for s in sample(story.decoder, story.code(story.prior_sample(args.samples))) if s]
+    r["bleu"] = sample_bleu(drawn, [test.sentence(i) for i in range(len(test))])
+    r["rppl"] = reverse_perplexity(drawn, vocab, test, args)
+    if labels is not None and mixture:
+        with torch.no_grad():
+            params = run.inference.local_params(test.batch(torch.arange(len(test))))
+        c = params["c_logits"][:, 0].argmax(-1)
+        r["homogeneity"] = {"act": homogeneity(labels.acts, c), "emotion": homogeneity(labels.emotions, c)}
+    return r
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument(
@@ -58,14 +111,27 @@ def main(argv=None):
     p.add_argument(
         "--models", nargs="+", default=["vae", "gmvae", "dgmvae"], choices=["vae", "gmvae", "dgmvae"]
     )
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=13)
+    p.add_argument("--decay-after", type=int, default=6, help="SGD lr halved each epoch after this one")
+    p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--components", type=int, default=10, help="K per pair (default: 10)")
     p.add_argument("--pairs", type=int, default=1, help="discrete-continuous pairs (default: 1)")
     p.add_argument("--latent-dim", type=int, default=13, help="z size (per pair for the mixtures)")
     p.add_argument("--embed-dim", type=int, default=353)
     p.add_argument("--hidden-dim", type=int, default=191)
-    p.add_argument("--dispersion", type=float, default=0.5, help="dgmvae's beta'")
-    p.add_argument("--mi-weight", type=float, default=1.0, help="dgmvae's MI weight")
+    p.add_argument(
+        "--dispersion",
+        type=float,
+        default=0.8,
+        help="dgmvae's beta': the share of the ELBO's dispersion penalty given back (default: 0.8; the authors' "
+        "code keeps a penalty beta = 1 - beta' and trains PTB with beta = 0.2)",
+    )
+    p.add_argument(
+        "--mi-weight",
+        type=float,
+        default=0.0,
+        help="dgmvae's MI(x; c) weight (default: 0, as the authors' PTB command)",
+    )
     p.add_argument("--lr", type=float, default=1.0)
     p.add_argument("--anneal", default="linear:8000")
     p.add_argument("--samples", type=int, default=10000, help="prior samples for BLEU and rPPL")
@@ -73,7 +139,15 @@ def main(argv=None):
     p.add_argument("--iw-samples", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", help="folder for the runs (default: a temporary one); runs there are continued")
+    p.add_argument(
+        "--out",
+        help="folder for the runs (default: a temporary one); runs there are continued, and a model "
+        "already evaluated there with the same settings is read back, not evaluated again",
+    )
+    p.add_argument(
+        "--vae-run",
+        help="evaluate this existing lstm-vae run (e.g. from ptb_lm.py) as the VAE instead of training one",
+    )
     p.add_argument("--no-record", action="store_true")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -85,55 +159,30 @@ def main(argv=None):
             labels = load_dailydialog(args.data_dir)["test"]
     results, rows = {}, []
     for name in args.models:
-        mixture = name != "vae"
-        config = TrainConfig(
-            story="gmvae" if mixture else "lstm-vae",
-            data=args.data,
-            data_dir=None if args.data == "synthetic" else args.data_dir,
-            epochs=args.epochs,
-            optimizer="sgd",
-            lr=args.lr,
-            lr_decay=0.5,
-            decay_after=max(1, args.epochs // 2),
-            batch_size=32,
-            latent_dim=args.latent_dim,
-            embed_dim=args.embed_dim,
-            hidden_dim=args.hidden_dim,
-            anneal=args.anneal,
-            clip_norm=5.0,
-            num_components=args.components,
-            num_pairs=args.pairs,
-            dispersion=args.dispersion if name == "dgmvae" else 0.0,
-            mi_weight=args.mi_weight if name == "dgmvae" else 0.0,
-            seed=args.seed,
-        )
-        run_dir = out / name
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", DataWarning)  # DailyDialog's one mislabelled train dialogue
-            train(config, run_dir, resume=(run_dir / CHECKPOINT).exists())
-            run = load_run(run_dir)
-        test, vocab = run.splits["test"], run.splits["train"].vocab
-        story = run.inference.story
-        r = {
-            "elbo": evaluate(run.inference, test, "elbo", 1, batch_size=64).summary(),
-            "iw": evaluate(run.inference, test, "iw", args.iw_samples, batch_size=16).summary(),
+        if name == "vae" and args.vae_run:
+            run_dir = Path(args.vae_run)
+        else:
+            run_dir = out / name
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DataWarning)  # DailyDialog's one mislabelled train dialogue
+                train(config_for(name, args), run_dir, resume=(run_dir / CHECKPOINT).exists())
+        settings = {
+            "run": str(run_dir.resolve()),
+            **{
+                k: getattr(args, k)
+                for k in ("iw_samples", "samples", "rppl_epochs", "seed", "embed_dim", "hidden_dim")
+            },
         }
-        if mixture:
-            r["mixture"] = mixture_diagnostics(run.inference, test)
-        torch.manual_seed(args.seed)
-        with torch.no_grad():
-            drawn = [s for s in sample(story.decoder, story.code(story.prior_sample(args.samples))) if s]
-        test_sentences = [test.sentence(i) for i in range(len(test))]
-        r["bleu"] = sample_bleu(drawn, test_sentences)
-        r["rppl"] = reverse_perplexity(drawn, vocab, test, args)
-        if labels is not None and mixture:
-            with torch.no_grad():
-                params = run.inference.local_params(test.batch(torch.arange(len(test))))
-            c = params["c_logits"][:, 0].argmax(-1)
-            r["homogeneity"] = {
-                "act": homogeneity(labels.acts, c),
-                "emotion": homogeneity(labels.emotions, c),
-            }
+        cached = out / f"{name}.json"
+        if cached.exists() and json.loads(cached.read_text())["settings"] == settings:
+            r = json.loads(cached.read_text())["results"]
+        else:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", DataWarning)
+                r = measure(load_run(run_dir), labels, args)
+            r["train_seconds"] = sum(m["train_seconds"] for m in read_metrics(run_dir / "metrics.jsonl"))
+            text = json.dumps({"settings": settings, "results": r}, indent=2)
+            atomic_write(cached, lambda tmp, text=text: Path(tmp).write_text(text))
         results[name] = r
         m = r.get("mixture", {})
         rows.append(
@@ -141,14 +190,14 @@ def main(argv=None):
             f"{r['rppl']:.1f} | {r['bleu']:.2f} | {r['elbo']['kl']:.2f} | {m.get('kl_z', float('nan')):.2f} | "
             f"{m.get('kl_c', float('nan')):.2f} | {m.get('vm', float('nan')):.3f} | {m.get('mi_c', float('nan')):.3f} | "
             + (" / ".join(f"{v:.3f}" for v in r["homogeneity"].values()) if "homogeneity" in r else "")
-            + " |"
+            + f" | {r['train_seconds'] / 60:.0f} |"
         )
     table = (
         "\n".join(
             [
                 f"| model | PPL (ELBO) | PPL (IW, S={args.iw_samples}) | rPPL | BLEU | KL | KL(z) | KL(c) | VM | MI(x;c) "
-                "| homogeneity act / emotion |",
-                "|---|---|---|---|---|---|---|---|---|---|---|",
+                "| homogeneity act / emotion | training (min) |",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|",
                 *rows,
             ]
         )

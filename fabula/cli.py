@@ -27,7 +27,7 @@ EXAMPLES = """examples:
   fabula evaluate runs/nvdm20 --estimator iw --samples 500 --json
   fabula evaluate runs/demo --estimator iw --samples 100 --gaps
   fabula topics runs/nvdm20 --k 10
-  fabula train gmvae --data ptb --data-dir ../shared/data --components 10 --dispersion 0.5 --mi-weight 1 --out runs/dgmvae
+  fabula train gmvae --data ptb --data-dir ../shared/data --components 10 --dispersion 0.2 --mi-weight 1 --out runs/dgmvae
   fabula sample runs/vae --n 5 --decode beam
   fabula sample runs/vae --n 3 --from "the company said it would sell its stake"
   fabula interpolate runs/vae "he said the market was weak" "the stock rose N %" --steps 5
@@ -387,7 +387,7 @@ def parser() -> argparse.ArgumentParser:
         "--dispersion",
         type=float,
         default=0.0,
-        help="gmvae: DGMVAE's dispersion weight beta' (default: 0, the GMVAE)",
+        help="gmvae: DGMVAE's dispersion weight beta' in [0, 1] (default: 0, the GMVAE)",
     )
     t.add_argument(
         "--mi-weight", type=float, default=0.0, help="gmvae: weight of DGMVAE's I(x; c) term (default: 0)"

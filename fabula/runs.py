@@ -101,7 +101,7 @@ def new_lstm_vae(config: TrainConfig, train_corpus):
 
 def new_gmvae(config: TrainConfig, train_corpus):
     V, K, D, M = len(train_corpus.vocab), config.num_components, config.latent_dim, config.num_pairs
-    story = GMVAE(V, K, D, M, config.embed_dim, config.hidden_dim)
+    story = GMVAE(V, K, D, M, config.embed_dim, config.hidden_dim, config.dropout)
     return story, MixtureGuide(V, K, D, M, config.embed_dim, config.hidden_dim)
 
 

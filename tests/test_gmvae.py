@@ -7,9 +7,10 @@ from pyro.infer import TraceEnum_ELBO
 from torch.distributions import Categorical, Normal, kl_divergence
 
 from fabula.evaluation import evaluate
-from fabula.evaluation.mixture import mixture_diagnostics
+from fabula.evaluation.mixture import dispersion, mixture_diagnostics
 from fabula.guides import MixtureGuide
 from fabula.inference import Amortized, Dispersed
+from fabula.inference.annealing import Linear
 from fabula.models import GMVAE
 from helpers import sentence_setup
 
@@ -66,12 +67,36 @@ def test_dispersion_and_mutual_information_by_hand():
         story.component_means.copy_(torch.tensor([[[1.0, 1.0], [-1.0, -1.0]]]))
     batch = next(corpus["train"].batches(2))
     half = {"c_logits": torch.zeros(2, 1, 2)}  # q(c|x) = (1/2, 1/2) for both data
-    # Var over c of mu_c: 1 per coordinate, 2 coordinates; I(x; c) = 0
-    assert Dispersed(story, guide, dispersion=1.0).regularizer(batch, half).item() == pytest.approx(-2.0)
+    # unit scales: Var over c of mu_c / 2 = 1/2 per coordinate, 2 coordinates; I(x; c) = 0
+    assert Dispersed(story, guide, dispersion=1.0).regularizer(batch, half).item() == pytest.approx(-1.0)
+    annealed = Dispersed(story, guide, dispersion=0.5, annealing=Linear(steps=10))
+    annealed.num_steps = 4  # beta_t = 0.4 weights the term too
+    assert annealed.regularizer(batch, half).item() == pytest.approx(-0.5 * 0.4)
     onehot = {"c_logits": torch.tensor([[[50.0, -50.0]], [[-50.0, 50.0]]])}  # each datum sure of another c
-    # no variance within q(c|x); I(x; c) = H(1/2, 1/2) - 0 = log 2
+    # no dispersion within q(c|x); I(x; c) = H(1/2, 1/2) - 0 = log 2
     value = Dispersed(story, guide, mutual_information=1.0).regularizer(batch, onehot).item()
     assert value == pytest.approx(-math.log(2), abs=1e-6)
+    with pytest.raises(ValueError, match=r"dispersion weight must lie in \[0, 1\]"):
+        Dispersed(story, guide, dispersion=1.5)
+
+
+def test_dispersion_is_the_gap_between_the_kl_to_each_component_and_to_their_natural_mean():
+    """E_rho KL(q || p_c) = KL(q || p with natural parameters E_rho eta_c) + dispersion (Shi et al.):
+    the ELBO's z-term bounds the dispersion, and a common rescaling leaves it unchanged."""
+    torch.manual_seed(0)
+    means, log_scales = torch.randn(1, 3, 4), 0.5 * torch.randn(1, 3, 4)
+    rho = torch.softmax(torch.randn(5, 1, 3), -1)
+    q = Normal(torch.randn(5, 4), torch.rand(5, 4) + 0.5)
+    gap = dispersion(rho, means, log_scales)
+    kl_each = torch.stack(
+        [kl_divergence(q, Normal(means[0, k], log_scales[0, k].exp())).sum(-1) for k in range(3)], -1
+    )
+    precision = (-2 * log_scales[0]).exp()
+    mixed_precision = rho[:, 0] @ precision
+    mixed = Normal((rho[:, 0] @ (means[0] * precision)) / mixed_precision, mixed_precision.rsqrt())
+    expected = (rho[:, 0] * kl_each).sum(-1) - kl_divergence(q, mixed).sum(-1)
+    assert torch.allclose(gap, expected, atol=1e-5) and (gap > 0).all()
+    assert torch.allclose(dispersion(rho, 7 * means, log_scales + math.log(7)), gap, atol=1e-4)
 
 
 def test_gmvae_trains_evaluates_and_generates_per_component():
@@ -91,12 +116,14 @@ def test_gmvae_trains_evaluates_and_generates_per_component():
 def test_mixture_diagnostics_by_brute_force():
     torch.manual_seed(0)
     story, guide, corpus = tiny(num_pairs=2)
+    with torch.no_grad():
+        story.component_log_scales.normal_(0, 0.3)
     data = corpus["test"]
     diag = mixture_diagnostics(Amortized(story, guide), data, batch_size=5)
     with torch.no_grad():
         params = guide.local_params(data.batch(torch.arange(len(data))))
         pi = story.mixture_logits.softmax(-1)
-        kl_c = kl_z = dispersion = vm = 0.0
+        kl_c = kl_z = spread = vm = 0.0
         for m in range(2):
             rho = params["c_logits"][:, m].softmax(-1)
             q = Normal(params["loc"][:, m], params["log_scale"][:, m].exp())
@@ -105,11 +132,14 @@ def test_mixture_diagnostics_by_brute_force():
                 p = Normal(story.component_means[m, k], story.component_log_scales[m, k].exp())
                 kl_z += (rho[:, k] * kl_divergence(q, p).sum(-1)).mean()
             mu = story.component_means[m]  # [K, D]
-            dispersion += ((rho @ mu**2) - (rho @ mu) ** 2).sum(-1).mean()
+            lam = (-2 * story.component_log_scales[m]).exp()  # natural parameters of each component
+            log_partition = 0.5 * mu**2 * lam - 0.5 * lam.log()
+            mixed = 0.5 * (rho @ (mu * lam)) ** 2 / (rho @ lam) - 0.5 * (rho @ lam).log()
+            spread += ((rho @ log_partition) - mixed).sum(-1).mean()
             vm += (pi[:, None] * (mu - pi @ mu) ** 2).sum()
     assert diag["kl_c"] == pytest.approx(float(kl_c), rel=1e-5)
     assert diag["kl_z"] == pytest.approx(float(kl_z), rel=1e-5)
-    assert diag["dispersion"] == pytest.approx(float(dispersion), rel=1e-5)
+    assert diag["dispersion"] == pytest.approx(float(spread), rel=1e-5)
     assert diag["vm"] == pytest.approx(float(vm), rel=1e-5)
     usage = torch.tensor(diag["usage"])
     assert usage.shape == (2, 3) and torch.allclose(usage.sum(-1), torch.ones(2))

@@ -9,8 +9,8 @@ For each latent pair :math:`m`, with :math:`q(c\mid x) = \mathrm{Cat}(\rho(x))`,
   mixture ELBO with c summed out;
 * ``vm``: the variance of the component means, :math:`\sum_k \pi_k \|\mu_k - \bar\mu\|^2` with
   :math:`\bar\mu = \sum_k \pi_k \mu_k`: it falls to 0 when the components collapse onto one;
-* ``dispersion``: :math:`E_x \mathrm{Var}_{q(c\mid x)}[\mu_c]`, the quantity DGMVAE's
-  dispersion term rewards;
+* ``dispersion``: :math:`E_x` of DGMVAE's dispersion under :math:`q(c\mid x)` (:func:`dispersion`),
+  the quantity its dispersion term rewards;
 * ``mi_c``: :math:`I_q(x; c) = H(E_x \rho(x)) - E_x H(\rho(x))` on the evaluated data;
 * ``usage``: :math:`E_x \rho(x)`, and ``used``: its perplexity :math:`\exp H(E_x \rho(x))`, the
   effective number of components in use.
@@ -33,11 +33,25 @@ def entropy(probs: torch.Tensor) -> torch.Tensor:
     return -(probs * probs.clamp_min(1e-30).log()).sum(-1)
 
 
-def dispersion(rho: torch.Tensor, means: torch.Tensor) -> torch.Tensor:
-    r""":math:`\sum_m \mathrm{Var}_{\rho_m}[\mu_{m,c}]` per datum (``[B]``) for ``rho [B, M, K]``
-    and component means ``[M, K, D]``, summed over the coordinates."""
-    first = torch.einsum("bmk,mkd->bmd", rho, means)
-    return (torch.einsum("bmk,mkd->bmd", rho, means**2) - first**2).sum((-1, -2))
+def dispersion(rho: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor) -> torch.Tensor:
+    r"""Shi et al.'s dispersion of Gaussian components under ``rho [B, M, K]``, per datum (``[B]``):
+    the Jensen gap of the log-partition function in natural parameters,
+
+    .. math::
+        \sum_m E_{\rho_m}[A(\eta_{m,c})] - A(E_{\rho_m}[\eta_{m,c}]), \qquad
+        \eta = (\mu/\sigma^2, -1/(2\sigma^2)), \quad A(\eta) = \mu^2/(2\sigma^2) + \log\sigma,
+
+    summed over the coordinates (``means`` and ``log_scales``: ``[M, K, D]``). It is
+    :math:`\mathrm{Var}_\rho[\mu_c]/(2\sigma^2)` for equal scales, is unchanged when means and
+    scales are multiplied by a common factor, and is at most the z-term
+    :math:`E_\rho KL(q(z\mid x)\,\|\,p(z\mid c))` of the ELBO, so that a weight up to the KL's keeps
+    the objective bounded."""
+    precision = (-2 * log_scales).exp()  # lambda = 1 / sigma^2
+    log_partition = 0.5 * means**2 * precision + log_scales  # A(eta_c): [M, K, D]
+    mixed_precision = torch.einsum("bmk,mkd->bmd", rho, precision)
+    mixed_natural = torch.einsum("bmk,mkd->bmd", rho, means * precision)
+    mixed = 0.5 * mixed_natural**2 / mixed_precision - 0.5 * mixed_precision.log()
+    return (torch.einsum("bmk,mkd->bmd", rho, log_partition) - mixed).sum((-1, -2))
 
 
 @torch.no_grad()
@@ -61,7 +75,7 @@ def mixture_diagnostics(inference, data, batch_size: int = 256) -> dict:
             ratio = scale[:, :, None] / scales
             kl = 0.5 * (ratio**2 + ((loc[:, :, None] - means) / scales) ** 2 - 1) - ratio.log()
             kl_z += (rho * kl.sum(-1)).sum()
-            spread += dispersion(rho, means).sum()
+            spread += dispersion(rho, means, story.component_log_scales).sum()
             rho_sum = rho_sum + rho.sum(0)
             entropy_sum = entropy_sum + entropy(rho).sum(0)
     n = len(data)

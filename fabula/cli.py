@@ -214,6 +214,7 @@ def cmd_compare(args) -> int:
         args.lr,
         args.refinement_lr,
         progress=not args.json,
+        anneal=args.anneal,
     )
     reference = None
     if generator is not None:
@@ -517,6 +518,9 @@ def parser() -> argparse.ArgumentParser:
     c.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
     c.add_argument(
         "--refinement-lr", type=float, default=0.1, help="step size of the K refinement steps (default: 0.1)"
+    )
+    c.add_argument(
+        "--anneal", help="KL annealing for every inference object, e.g. linear:2000 (default: none)"
     )
     c.add_argument("--latent-dim", type=int, default=2, help="size of z (default: 2, the oracle's)")
     c.add_argument("--hidden-dim", type=int, default=100, help="network sizes (default: 100)")

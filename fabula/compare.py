@@ -10,6 +10,7 @@ import torch
 
 from fabula.evaluation import evaluate
 from fabula.inference import Amortized, AmortizedSVI, Refinement, SemiAmortized, StochasticVI
+from fabula.inference.annealing import parse_schedule
 
 INFERENCE_KINDS = {
     "vae": Amortized,
@@ -48,18 +49,26 @@ def compare(
     refinement_lr: float = 0.1,
     progress: bool = True,
     learn_story: bool = True,
+    anneal: str | None = None,
 ) -> dict[str, dict]:
     """Train a fresh ``build()`` (story, guide) pair with each inference spec, from the same
     initial weights and seed, and evaluate each on ``splits["test"]`` with the negative ELBO
     (10 samples of its reconstruction term) and the IW bound. With ``learn_story=False`` the
-    story is held fixed (only guides are trained; per-instance SVI then trains nothing)."""
+    story is held fixed (only guides are trained; per-instance SVI then trains nothing). ``anneal``
+    is a KL-annealing schedule (e.g. ``"linear:2000"``) for every spec's training objective."""
     rows = {}
     for spec in specs:
         kind, settings = parse_inference(spec, refinement_lr)
         torch.manual_seed(seed)
         story, guide = build()
         inference = kind(
-            story, guide, optim_args={"lr": lr}, clip_norm=5.0, learn_story=learn_story, **settings
+            story,
+            guide,
+            optim_args={"lr": lr},
+            clip_norm=5.0,
+            learn_story=learn_story,
+            annealing=parse_schedule(anneal) if anneal else None,
+            **settings,
         )
         pyro.set_rng_seed(seed)
         start = time.perf_counter()

@@ -106,6 +106,17 @@ def test_compare_fits_one_story_with_several_inference_objects(capsys):
     assert "takes no refinement steps" in capsys.readouterr().err
 
 
+def test_compare_anneals_every_inference_objects_kl(capsys):
+    args = ["compare", "--epochs", "1", "--hidden-dim", "16", "--samples", "3", "--json", "--inference", "vae"]
+    losses = []
+    for anneal in ([], ["--anneal", "linear:1000000"]):  # beta stays near 0: the KL barely counts
+        assert main([*args, *anneal]) == 0
+        losses.append(json.loads(capsys.readouterr().out)["rows"]["vae"]["train_loss"])
+    assert losses[1] < losses[0]
+    assert main([*args, "--anneal", "sideways:3"]) == 2
+    assert "unknown annealing schedule 'sideways'" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize(
     "inference, extra",
     [

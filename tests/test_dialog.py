@@ -25,6 +25,11 @@ def test_a_label_count_mismatch_is_left_out_with_a_warning_naming_the_line(tmp_p
     assert dialogues.acts.tolist() == [2, 1, 4] and dialogues.emotions.tolist() == [0, 4, 5]
     assert dialogues.dialogue.tolist() == [0, 0, 2] and dialogues.turn.tolist() == [0, 1, 0]
     assert vocab.decode(dialogues.utterances.sentence(0)) == ["hi", "there", "!"]
+    with pytest.warns(DataWarning):
+        small, vocab = read_dailydialog(folder, max_vocab=len(vocab) - 2)
+    # "." is the most frequent word, ties go alphabetically: "hi" and "there" are cut
+    assert vocab.decode(small.utterances.sentence(0)) == ["<unk>", "<unk>", "!"]
+    assert vocab.decode(small.utterances.sentence(1)) == ["hello", "."]
 
 
 def test_malformed_labels_and_missing_files(tmp_path):
@@ -44,3 +49,4 @@ def test_dailydialog_splits_and_the_known_mismatch(shared_data):
     assert [len(splits[s].utterances) for s in ("valid", "test")] == [8069, 7740]
     assert set(splits["test"].acts.tolist()) == {1, 2, 3, 4}
     assert splits["valid"].utterances.vocab is splits["train"].utterances.vocab
+    assert len(splits["train"].utterances.vocab) == 10_000  # Shi et al.'s vocabulary size

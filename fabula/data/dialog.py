@@ -15,6 +15,7 @@ from fabula.data.text import TextCorpus, TextVocab
 ACTS = ("inform", "question", "directive", "commissive")  # label codes 1..4
 EMOTIONS = ("none", "anger", "disgust", "fear", "happiness", "sadness", "surprise")  # 0..6
 END_OF_UTTERANCE = "__eou__"
+VOCAB_SIZE = 10_000  # the vocabulary size in Shi et al.'s code
 
 
 class DataWarning(UserWarning):
@@ -39,12 +40,15 @@ def _labels(path: Path, line: str, n: int) -> list[int]:
         raise DataFormatError(path, f"labels {line.strip()!r} are not integers", n) from None
 
 
-def read_dailydialog(folder: str | Path, vocab: TextVocab | None = None, lowercase: bool = True):
+def read_dailydialog(
+    folder: str | Path, vocab: TextVocab | None = None, lowercase: bool = True, max_vocab: int | None = VOCAB_SIZE
+):
     """Read ``folder/dialogues.txt`` with its ``dialogues_act.txt`` and ``dialogues_emotion.txt``.
 
     A dialogue whose utterance count differs from its label counts (train line 7,852 of the
     official release has 12 utterances and 11 labels) is left out with a :class:`DataWarning`
-    naming the file and line. The vocabulary is built from these utterances unless given.
+    naming the file and line. Unless given, the vocabulary is built from these utterances: the
+``max_vocab`` most frequent entries, specials included (rarer words become ``<unk>``).
 
     :returns: ``(Dialogues, vocab)``.
     """
@@ -76,18 +80,20 @@ def read_dailydialog(folder: str | Path, vocab: TextVocab | None = None, lowerca
         emotion_labels += e
         dialogue += [n - 1] * len(utterances)
         turn += list(range(len(utterances)))
-    vocab = vocab or TextVocab.build(tokens)
+    vocab = vocab or TextVocab.build(tokens, max_size=max_vocab)
     corpus = TextCorpus([vocab.encode(u) for u in tokens], vocab, name=str(paths[0]))
     labels = Dialogues(corpus, *(torch.tensor(x) for x in (act_labels, emotion_labels, dialogue, turn)))
     return labels, vocab
 
 
-def load_dailydialog(data_dir: str | Path, lowercase: bool = True) -> dict[str, Dialogues]:
+def load_dailydialog(
+    data_dir: str | Path, lowercase: bool = True, max_vocab: int | None = VOCAB_SIZE
+) -> dict[str, Dialogues]:
     """The train, validation and test splits under ``data_dir`` (or ``data_dir/dailydialog``),
-    sharing the training split's vocabulary."""
+    sharing the training split's vocabulary of ``max_vocab`` entries."""
     root = Path(data_dir)
     root = root / "dailydialog" if (root / "dailydialog").is_dir() else root
-    train, vocab = read_dailydialog(root / "train", lowercase=lowercase)
+    train, vocab = read_dailydialog(root / "train", lowercase=lowercase, max_vocab=max_vocab)
     return {
         "train": train,
         "valid": read_dailydialog(root / "validation", vocab, lowercase)[0],

@@ -27,7 +27,7 @@ EXAMPLES = """examples:
   fabula evaluate runs/nvdm20 --estimator iw --samples 500 --json
   fabula evaluate runs/demo --estimator iw --samples 100 --gaps
   fabula topics runs/nvdm20 --k 10
-  fabula train gmvae --data ptb --data-dir ../shared/data --components 10 --dispersion 0.2 --mi-weight 1 --out runs/dgmvae
+  fabula train gmvae --data ptb --data-dir ../shared/data --components 10 --dispersion 0.8 --out runs/dgmvae
   fabula sample runs/vae --n 5 --decode beam
   fabula sample runs/vae --n 3 --from "the company said it would sell its stake"
   fabula interpolate runs/vae "he said the market was weak" "the stock rose N %" --steps 5

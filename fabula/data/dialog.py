@@ -48,7 +48,7 @@ def read_dailydialog(
     A dialogue whose utterance count differs from its label counts (train line 7,852 of the
     official release has 12 utterances and 11 labels) is left out with a :class:`DataWarning`
     naming the file and line. Unless given, the vocabulary is built from these utterances: the
-``max_vocab`` most frequent entries, specials included (rarer words become ``<unk>``).
+    ``max_vocab`` most frequent entries, specials included (rarer words become ``<unk>``).
 
     :returns: ``(Dialogues, vocab)``.
     """

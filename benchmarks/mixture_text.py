@@ -190,8 +190,9 @@ def main(argv=None):
             },
         }
         cached = out / f"{name}.json"
-        if cached.exists() and json.loads(cached.read_text())["settings"] == settings:
-            r = json.loads(cached.read_text())["results"]
+        previous = json.loads(cached.read_text()) if cached.exists() else {}
+        if previous.get("settings") == settings:
+            r = previous["results"]
         else:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DataWarning)

@@ -107,7 +107,8 @@ def test_compare_fits_one_story_with_several_inference_objects(capsys):
 
 
 def test_compare_anneals_every_inference_objects_kl(capsys):
-    args = ["compare", "--epochs", "1", "--hidden-dim", "16", "--samples", "3", "--json", "--inference", "vae"]
+    args = ["compare", "--epochs", "1", "--hidden-dim", "16", "--samples", "3", "--json"]
+    args += ["--inference", "vae"]
     losses = []
     for anneal in ([], ["--anneal", "linear:1000000"]):  # beta stays near 0: the KL barely counts
         assert main([*args, *anneal]) == 0

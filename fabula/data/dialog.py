@@ -41,7 +41,10 @@ def _labels(path: Path, line: str, n: int) -> list[int]:
 
 
 def read_dailydialog(
-    folder: str | Path, vocab: TextVocab | None = None, lowercase: bool = True, max_vocab: int | None = VOCAB_SIZE
+    folder: str | Path,
+    vocab: TextVocab | None = None,
+    lowercase: bool = True,
+    max_vocab: int | None = VOCAB_SIZE,
 ):
     """Read ``folder/dialogues.txt`` with its ``dialogues_act.txt`` and ``dialogues_emotion.txt``.
 

@@ -90,7 +90,8 @@ def main(argv=None):
     )
     print(table)
     if not args.no_record:
-        record("savae_synthetic", {"true": truth, **rows, "args": vars(args)}, table)
+        name = "savae_synthetic" + ("" if len(rows) == 2 else f"_{next(iter(rows))}")
+        record(name, {"true": truth, **rows, "args": vars(args)}, table)
 
 
 if __name__ == "__main__":

@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from fabula.evaluation import completeness, corpus_bleu, homogeneity, sample_bleu, v_measure
+from fabula.evaluation import (
+    chance_homogeneity,
+    completeness,
+    corpus_bleu,
+    homogeneity,
+    sample_bleu,
+    v_measure,
+)
 
 
 def toks(sentence: str) -> list[str]:
@@ -133,6 +140,21 @@ def test_uninformative_clusters_have_zero_homogeneity():
     assert homogeneity(labels, [0, 0, 1, 1, 1, 0]) == pytest.approx(0.0, abs=1e-12)
     # A single class: H(C) = 0 -> h = 1 by convention.
     assert homogeneity([5, 5, 5], [0, 1, 2]) == 1.0
+
+
+def test_chance_homogeneity_is_the_level_of_clusters_that_ignore_the_labels():
+    labels = [0, 1] * 500
+    # Clusters equal to the classes: homogeneous, while shuffled they carry almost nothing.
+    assert homogeneity(labels, labels) == 1.0
+    assert chance_homogeneity(labels, labels) < 0.01
+    # One item per cluster: homogeneous by construction, and just as homogeneous shuffled.
+    assert chance_homogeneity(labels, list(range(1000))) == 1.0
+    # Many small clusters inflate the figure: 250 clusters of 4 reach about a fifth by chance.
+    assert 0.15 < chance_homogeneity(labels, [i // 4 for i in range(1000)]) < 0.3
+    # A single cluster: 0 shuffled or not.
+    assert chance_homogeneity(labels, [0] * 1000) == 0.0
+    with pytest.raises(ValueError, match="shuffles must be >= 1"):
+        chance_homogeneity(labels, labels, shuffles=0)
 
 
 def test_hand_computed_intermediate_value():

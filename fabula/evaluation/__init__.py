@@ -12,7 +12,7 @@ from fabula.evaluation.bounds import (
     terms_from_traces,
     trace_guide,
 )
-from fabula.evaluation.clustering import completeness, homogeneity, v_measure
+from fabula.evaluation.clustering import chance_homogeneity, completeness, homogeneity, v_measure
 from fabula.evaluation.metrics import active_units, perplexities
 from fabula.evaluation.mixture import mixture_diagnostics
 from fabula.evaluation.report import ESTIMATORS, Evaluation, evaluate
@@ -21,6 +21,7 @@ __all__ = [
     "ESTIMATORS",
     "Evaluation",
     "active_units",
+    "chance_homogeneity",
     "completeness",
     "corpus_bleu",
     "elbo_terms",

@@ -13,6 +13,10 @@ completeness is :math:`c = 1 - H(K \mid C) / H(K)` (:math:`c = 1` when :math:`H(
 V-measure is their harmonic mean :math:`v = 2hc / (h + c)` (0 when :math:`h + c = 0`). Natural logs
 are used; the ratios do not depend on the base.
 
+Homogeneity grows with the number of clusters even when they ignore the classes (one item per
+cluster gives 1), so :func:`chance_homogeneity` gives the level to read a figure against: the
+mean homogeneity of the same clusters shuffled against the labels.
+
 References: A. Rosenberg, J. Hirschberg. V-Measure: A Conditional Entropy-Based External Cluster
 Evaluation Measure. EMNLP-CoNLL 2007.
 """
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["completeness", "homogeneity", "v_measure"]
+__all__ = ["chance_homogeneity", "completeness", "homogeneity", "v_measure"]
 
 
 def _as_array(values, name: str) -> np.ndarray:
@@ -67,6 +71,16 @@ def _conditional_ratio(counts: np.ndarray) -> float:
 def homogeneity(labels, clusters) -> float:
     r""":math:`h = 1 - H(C \mid K) / H(C)`: 1 when every cluster holds a single class."""
     return _conditional_ratio(_contingency(labels, clusters))
+
+
+def chance_homogeneity(labels, clusters, shuffles: int = 20, seed: int = 0) -> float:
+    """The mean :func:`homogeneity` of ``clusters`` randomly permuted against ``labels`` ``shuffles``
+    times: the homogeneity that clusters of these sizes reach by chance."""
+    labels, clusters = _as_array(labels, "labels"), _as_array(clusters, "clusters")
+    if shuffles < 1:
+        raise ValueError(f"shuffles must be >= 1, got {shuffles}")
+    rng = np.random.default_rng(seed)
+    return float(np.mean([homogeneity(labels, rng.permutation(clusters)) for _ in range(shuffles)]))
 
 
 def completeness(labels, clusters) -> float:

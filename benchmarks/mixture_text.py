@@ -46,10 +46,11 @@ PAPER = {
     "dailydialog": {"dgmvae": {"act": 0.23, "emotion": 0.16}},
 }
 
-# The authors' commands (wenxianxian/demvae README): PTB with beta = 0.2 and no MI term; DailyDialog
-# with 3 pairs of K = 5, z in 5-d, beta = 0.3 and the MI term. beta' = 1 - beta (see --dispersion).
+# The authors' commands (wenxianxian/demvae README): PTB with beta = 0.2 and no MI term, the latent
+# sizes left at their code's defaults (20 pairs of K = 5, z in 2-d per pair); DailyDialog with 3
+# pairs of K = 5, z in 5-d, beta = 0.3 and the MI term. beta' = 1 - beta (see --dispersion).
 PRESETS = {
-    "ptb": {"components": 10, "pairs": 1, "latent_dim": 13, "dispersion": 0.8, "mi_weight": 0.0},
+    "ptb": {"components": 5, "pairs": 20, "latent_dim": 2, "dispersion": 0.8, "mi_weight": 0.0},
     "dailydialog": {"components": 5, "pairs": 3, "latent_dim": 5, "dispersion": 0.7, "mi_weight": 1.0},
 }
 

@@ -204,19 +204,21 @@ def main(argv=None):
         }
         cached = out / f"{name}.json"
         previous = json.loads(cached.read_text()) if cached.exists() else {}
-        if previous.get("settings") == settings:
-            r = previous["results"]
-        else:
+        fresh = previous.get("settings") != settings
+        wants_clusters = labels is not None and name != "vae"  # cheap: computed afresh, not cached
+        if fresh or wants_clusters:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DataWarning)
-                r = measure(load_run(run_dir), args)
+                run = load_run(run_dir)
+        if fresh:
+            r = measure(run, args)
             r["train_seconds"] = sum(m["train_seconds"] for m in read_metrics(run_dir / "metrics.jsonl"))
             text = json.dumps({"settings": settings, "results": r}, indent=2)
             atomic_write(cached, lambda tmp, text=text: Path(tmp).write_text(text))
-        if labels is not None and "mixture" in r:  # cheap: computed afresh, not cached
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", DataWarning)
-                r = {**r, "clusters": cluster_scores(load_run(run_dir), labels, args.components)}
+        else:
+            r = previous["results"]
+        if wants_clusters:
+            r = {**r, "clusters": cluster_scores(run, labels, args.components)}
         results[name] = r
         m = r.get("mixture", {})
         rows.append(

@@ -4,8 +4,9 @@ Generation": VAE, GMVAE and DGMVAE trained by ``fabula train`` on the same data 
 For each model: test perplexity from the ELBO, the importance-weighted bound and the
 reconstruction term alone (the decoder's perplexity with z drawn from q(z | x)); KL(z), KL(c),
 the variance of the component means (VM) and MI(x; c) (fabula.evaluation.mixture); BLEU of
-``--samples`` prior samples against the test set (every test sentence a reference); and the
-reverse perplexity: an RNN language model trained by fabula on those samples, evaluated on the
+``--samples`` prior samples against the test set (every test sentence a reference), and of
+the greedy decodes of the test sentences' posterior means against themselves (the BLEU the
+authors' code computes on the test set); and the reverse perplexity: an RNN language model trained by fabula on those samples, evaluated on the
 real test set. On DailyDialog (``--data dailydialog``) also the homogeneity with the act and
 emotion labels of the test utterances of the discovered cluster (the joint code of the argmax of
 each q(c_m | x)), beside its chance level: the same clusters shuffled against the labels.
@@ -30,7 +31,14 @@ import torch
 from fabula.checkpoint import atomic_write
 from fabula.data.dialog import DataWarning, load_dailydialog
 from fabula.data.text import TextCorpus
-from fabula.evaluation import chance_homogeneity, evaluate, homogeneity, mixture_diagnostics, sample_bleu
+from fabula.evaluation import (
+    chance_homogeneity,
+    evaluate,
+    homogeneity,
+    mixture_diagnostics,
+    reconstruction_bleu,
+    sample_bleu,
+)
 from fabula.generation import sample
 from fabula.guides import EmptyGuide
 from fabula.inference import Amortized
@@ -78,17 +86,17 @@ def config_for(name: str, args) -> TrainConfig:
         data=args.data,
         data_dir=None if args.data == "synthetic" else args.data_dir,
         epochs=args.epochs,
-        optimizer="sgd",
+        optimizer=args.optimizer,
         lr=args.lr,
         lr_decay=0.5,
         decay_after=args.decay_after,
         dropout=args.dropout,
-        batch_size=32,
+        batch_size=args.batch_size,
         latent_dim=args.latent_dim,
         embed_dim=args.embed_dim,
         hidden_dim=args.hidden_dim,
         anneal=args.anneal,
-        clip_norm=5.0,
+        clip_norm=args.clip_norm,
         num_components=args.components,
         num_pairs=args.pairs,
         dispersion=args.dispersion if name == "dgmvae" else 0.0,
@@ -101,9 +109,11 @@ def measure(run, args) -> dict:
     """Bounds, mixture diagnostics, BLEU and reverse PPL of a trained ``run`` on its test split."""
     test, vocab = run.splits["test"], run.splits["train"].vocab
     story = run.inference.story
+    elbo = evaluate(run.inference, test, "elbo", 1, batch_size=64)
     r = {
-        "elbo": evaluate(run.inference, test, "elbo", 1, batch_size=64).summary(),
+        "elbo": elbo.summary(),
         "iw": evaluate(run.inference, test, "iw", args.iw_samples, batch_size=16, progress=True).summary(),
+        "recon_bleu": recon_bleu(run, elbo),
     }
     mixture = hasattr(story, "component_means")
     if mixture:
@@ -114,6 +124,16 @@ def measure(run, args) -> dict:
     r["bleu"] = sample_bleu(drawn, [test.sentence(i) for i in range(len(test))])
     r["rppl"] = reverse_perplexity(drawn, vocab, test, args)
     return r
+
+
+def recon_bleu(run, elbo=None) -> float:
+    """BLEU of the greedy decodes of the test sentences' posterior means against themselves (the
+    authors' code's BLEU); ``elbo``: the run's ELBO evaluation on the test split, if already made."""
+    test = run.splits["test"]
+    if elbo is None:
+        elbo = evaluate(run.inference, test, "elbo", 1, batch_size=64)
+    sentences = [test.sentence(i) for i in range(len(test))]
+    return reconstruction_bleu(run.inference.story.decoder, elbo.posterior_means, sentences)
 
 
 def cluster_scores(run, labels, components: int) -> dict:
@@ -144,7 +164,12 @@ def main(argv=None):
         "--models", nargs="+", default=["vae", "gmvae", "dgmvae"], choices=["vae", "gmvae", "dgmvae"]
     )
     p.add_argument("--epochs", type=int, default=13)
-    p.add_argument("--decay-after", type=int, default=6, help="SGD lr halved each epoch after this one")
+    p.add_argument(
+        "--optimizer", choices=["sgd", "adam"], default="sgd", help="the authors' code: adam, --lr 1e-3"
+    )
+    p.add_argument("--decay-after", type=int, default=6, help="lr halved each epoch after this one")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--clip-norm", type=float, default=5.0, help="gradient norm clip (the authors': 0.5)")
     p.add_argument("--dropout", type=float, default=0.3)
     p.add_argument("--components", type=int, help="K per pair (default: per corpus, see PRESETS)")
     p.add_argument("--pairs", type=int, help="discrete-continuous pairs (default: per corpus)")
@@ -174,6 +199,7 @@ def main(argv=None):
         "--vae-run",
         help="evaluate this existing lstm-vae run (e.g. from ptb_lm.py) as the VAE instead of training one",
     )
+    p.add_argument("--name", help="the name the results are recorded under (default: mixture_<data>)")
     p.add_argument("--no-record", action="store_true")
     args = p.parse_args(argv)
     for key, value in PRESETS.get(args.data, PRESETS["ptb"]).items():
@@ -206,17 +232,21 @@ def main(argv=None):
         previous = json.loads(cached.read_text()) if cached.exists() else {}
         fresh = previous.get("settings") != settings
         wants_clusters = labels is not None and name != "vae"  # cheap: computed afresh, not cached
-        if fresh or wants_clusters:
+        lacks_recon_bleu = not fresh and "recon_bleu" not in previous["results"]  # cached before it existed
+        if fresh or wants_clusters or lacks_recon_bleu:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DataWarning)
                 run = load_run(run_dir)
         if fresh:
             r = measure(run, args)
             r["train_seconds"] = sum(m["train_seconds"] for m in read_metrics(run_dir / "metrics.jsonl"))
-            text = json.dumps({"settings": settings, "results": r}, indent=2)
-            atomic_write(cached, lambda tmp, text=text: Path(tmp).write_text(text))
         else:
             r = previous["results"]
+            if lacks_recon_bleu:
+                r["recon_bleu"] = recon_bleu(run)
+        if fresh or lacks_recon_bleu:
+            text = json.dumps({"settings": settings, "results": r}, indent=2)
+            atomic_write(cached, lambda tmp, text=text: Path(tmp).write_text(text))
         if wants_clusters:
             r = {**r, "clusters": cluster_scores(run, labels, args.components)}
         results[name] = r
@@ -224,7 +254,7 @@ def main(argv=None):
         rows.append(
             f"| {name} | {r['elbo']['corpus_perplexity']:.1f} | {r['iw']['corpus_perplexity']:.1f} | "
             f"{reconstruction_perplexity(r['elbo']):.1f} | "
-            f"{r['rppl']:.1f} | {r['bleu']:.2f} | {r['elbo']['kl']:.2f} | {m.get('kl_z', float('nan')):.2f} | "
+            f"{r['rppl']:.1f} | {r['bleu']:.2f} | {r['recon_bleu']:.2f} | {r['elbo']['kl']:.2f} | {m.get('kl_z', float('nan')):.2f} | "
             f"{m.get('kl_c', float('nan')):.2f} | {m.get('vm', float('nan')):.3f} | {m.get('mi_c', float('nan')):.3f} | "
             + (
                 " / ".join(f"{r['clusters'][k]['homogeneity']:.3f}" for k in ("act", "emotion"))
@@ -239,9 +269,9 @@ def main(argv=None):
     table = (
         "\n".join(
             [
-                f"| model | PPL (ELBO) | PPL (IW, S={args.iw_samples}) | PPL (recon.) | rPPL | BLEU | KL | KL(z) | KL(c) | VM | MI(x;c) "
+                f"| model | PPL (ELBO) | PPL (IW, S={args.iw_samples}) | PPL (recon.) | rPPL | BLEU (samples) | BLEU (recon.) | KL | KL(z) | KL(c) | VM | MI(x;c) "
                 "| homogeneity act / emotion | training (min) |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
                 *rows,
             ]
         )
@@ -249,7 +279,7 @@ def main(argv=None):
     )
     print(table)
     if not args.no_record:
-        record(f"mixture_{args.data}", results, table)
+        record(args.name or f"mixture_{args.data}", results, table)
 
 
 if __name__ == "__main__":

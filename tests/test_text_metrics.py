@@ -12,6 +12,7 @@ from fabula.evaluation import (
     completeness,
     corpus_bleu,
     homogeneity,
+    reconstruction_bleu,
     sample_bleu,
     v_measure,
 )
@@ -116,6 +117,37 @@ def test_bleu_errors():
         sample_bleu([], [toks("a b")])
     with pytest.raises(ValueError, match="test_sentences is empty"):
         sample_bleu([toks("a b")], [])
+
+
+class _ReadingDecoder(torch.nn.Module):
+    """A decoder whose code is the sentence: at step t it emits word ``z[:, t]`` with certainty."""
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.vocab_size = vocab_size
+        self.out = torch.nn.Linear(1, vocab_size)
+
+    def start(self, z, n):
+        return 0
+
+    def step(self, tokens, t, z):
+        logits = torch.full((z.shape[0], 1, self.vocab_size), -10.0)
+        logits.scatter_(-1, z[:, t].long()[:, None, None], 10.0)
+        return logits, t + 1
+
+
+def test_reconstruction_bleu_scores_each_decode_against_its_own_sentence():
+    sentences = [[4, 5, 6, 7], [8, 9, 4, 5, 6], [10, 11, 12]]
+    eos = 2
+    codes = torch.tensor([s + [eos] * (7 - len(s)) for s in sentences], dtype=torch.float)
+    decoder = _ReadingDecoder(13)
+    assert reconstruction_bleu(decoder, codes, sentences) == pytest.approx(100.0)
+    # Codes one place off: sentence i is decoded as sentence i + 1 and scored against sentence i.
+    shifted = reconstruction_bleu(decoder, codes.roll(1, 0), sentences)
+    assert shifted == pytest.approx(corpus_bleu(sentences[-1:] + sentences[:-1], [[s] for s in sentences]))
+    assert shifted < 50.0
+    with pytest.raises(ValueError, match="2 codes for 3 sentences"):
+        reconstruction_bleu(decoder, codes[:2], sentences)
 
 
 # ---------------------------------------------------------------- clustering

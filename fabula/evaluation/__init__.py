@@ -1,7 +1,7 @@
 """Bounds on log-likelihood, perplexity and posterior-collapse metrics for any inference object,
 and text (BLEU) and clustering (homogeneity, V-measure) metrics."""
 
-from fabula.evaluation.bleu import corpus_bleu, sample_bleu
+from fabula.evaluation.bleu import corpus_bleu, reconstruction_bleu, sample_bleu
 from fabula.evaluation.bounds import (
     elbo_terms,
     iw_log_likelihood,
@@ -33,6 +33,7 @@ __all__ = [
     "mutual_information",
     "perplexities",
     "posterior_means",
+    "reconstruction_bleu",
     "run_traces",
     "sample_bleu",
     "terms_from_traces",

@@ -16,7 +16,8 @@ smoothing any :math:`p_n = 0` gives BLEU 0; with ``smooth=True`` the precisions 
 become :math:`(\text{matches} + 1) / (\text{total} + 1)` (Lin & Och 2004, "smoothing 2").
 
 :func:`sample_bleu` scores generated sentences with every test sentence as a reference for every
-sample (the convention of Shi et al. 2020 for BLEU of samples against the test set).
+sample. :func:`reconstruction_bleu` scores the greedy decode of each sentence's posterior mean
+against that sentence alone: the BLEU that Shi et al.'s (2020) released code reports on the test set.
 
 References:
 
@@ -35,7 +36,11 @@ from bisect import bisect_left
 from collections import Counter
 from collections.abc import Hashable, Mapping, Sequence
 
-__all__ = ["corpus_bleu", "sample_bleu"]
+import torch
+
+from fabula.generation import greedy
+
+__all__ = ["corpus_bleu", "reconstruction_bleu", "sample_bleu"]
 
 
 def _ngrams(tokens: Sequence[Hashable], n: int) -> Counter:
@@ -160,3 +165,18 @@ def sample_bleu(
     for sample in samples:
         stats.add(sample, max_counts, _closest_length(len(sample), lengths))
     return stats.bleu(smooth)
+
+
+def reconstruction_bleu(
+    decoder, codes: torch.Tensor, sentences, max_length: int = 50, batch_size: int = 512
+) -> float:
+    r"""Corpus BLEU of :math:`\mathrm{greedy}(E_q[z \mid x_i])` against :math:`x_i` alone, for each
+    sentence :math:`x_i` of ``sentences`` (token-id lists) and its row of ``codes`` (``[N, D]``, e.g.
+    :attr:`Evaluation.posterior_means`). High when the code carries the sentence; a collapsed
+    posterior decodes every sentence alike."""
+    if codes.shape[0] != len(sentences):
+        raise ValueError(f"{codes.shape[0]} codes for {len(sentences)} sentences: one code per sentence")
+    hypotheses = []
+    for chunk in codes.split(batch_size):
+        hypotheses += greedy(decoder, chunk, max_length=max_length)
+    return corpus_bleu(hypotheses, [[sentence] for sentence in sentences])

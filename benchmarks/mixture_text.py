@@ -3,11 +3,13 @@ Generation": VAE, GMVAE and DGMVAE trained by ``fabula train`` on the same data 
 
 For each model: test perplexity from the ELBO, the importance-weighted bound and the
 reconstruction term alone (the decoder's perplexity with z drawn from q(z | x)); KL(z), KL(c),
-the variance of the component means (VM) and MI(x; c) (fabula.evaluation.mixture); BLEU of
-``--samples`` prior samples against the test set (every test sentence a reference), and of
+the variance of the component means (VM) and MI(x; c) (fabula.evaluation.mixture); the BLEU of
 the greedy decodes of the test sentences' posterior means against themselves (the BLEU the
-authors' code computes on the test set); and the reverse perplexity: an RNN language model trained by fabula on those samples, evaluated on the
-real test set. On DailyDialog (``--data dailydialog``) also the homogeneity with the act and
+authors' code computes on the test set); and, for ``--samples`` sentences decoded from prior
+draws of the latents, greedily (as the authors' code samples) and/or ancestrally (``--decode``):
+their BLEU against the test set (every test sentence a reference), the share of distinct ones,
+and the reverse perplexity, that of an RNN language model trained by fabula on them, evaluated on
+the real test set. On DailyDialog (``--data dailydialog``) also the homogeneity with the act and
 emotion labels of the test utterances of the discovered cluster (the joint code of the argmax of
 each q(c_m | x)), beside its chance level: the same clusters shuffled against the labels.
 
@@ -20,6 +22,7 @@ Paper (DailyDialog): DGMVAE homogeneity act 0.23, emotion 0.16.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import tempfile
@@ -106,24 +109,39 @@ def config_for(name: str, args) -> TrainConfig:
 
 
 def measure(run, args) -> dict:
-    """Bounds, mixture diagnostics, BLEU and reverse PPL of a trained ``run`` on its test split."""
-    test, vocab = run.splits["test"], run.splits["train"].vocab
-    story = run.inference.story
+    """Bounds and mixture diagnostics of a trained ``run`` on its test split."""
+    test = run.splits["test"]
     elbo = evaluate(run.inference, test, "elbo", 1, batch_size=64)
     r = {
         "elbo": elbo.summary(),
         "iw": evaluate(run.inference, test, "iw", args.iw_samples, batch_size=16, progress=True).summary(),
         "recon_bleu": recon_bleu(run, elbo),
     }
-    mixture = hasattr(story, "component_means")
-    if mixture:
+    if hasattr(run.inference.story, "component_means"):
         r["mixture"] = mixture_diagnostics(run.inference, test)
-    torch.manual_seed(args.seed)
-    with torch.no_grad():
-        drawn = [s for s in sample(story.decoder, story.code(story.prior_sample(args.samples))) if s]
-    r["bleu"] = sample_bleu(drawn, [test.sentence(i) for i in range(len(test))])
-    r["rppl"] = reverse_perplexity(drawn, vocab, test, args)
     return r
+
+
+def prior_samples(story, num: int, method: str, seed: int) -> list[list[int]]:
+    """``num`` sentences decoded from draws of the prior's latents (the same draws for either
+    method): ancestral sampling of the words (``"sample"``), or the most likely word at each step
+    (``"greedy"``, the authors' code's default for its samples), empty sentences left out."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        z = story.code(story.prior_sample(num))
+        return [s for s in sample(story.decoder, z, greedy=method == "greedy") if s]
+
+
+def measure_samples(run, method: str, args) -> dict:
+    """BLEU of ``--samples`` prior samples decoded by ``method`` against the test set, the share of
+    distinct sentences among them, and their reverse perplexity."""
+    test, vocab = run.splits["test"], run.splits["train"].vocab
+    drawn = prior_samples(run.inference.story, args.samples, method, args.seed)
+    return {
+        "bleu": sample_bleu(drawn, [test.sentence(i) for i in range(len(test))]),
+        "distinct": len({tuple(s) for s in drawn}) / len(drawn),
+        "rppl": reverse_perplexity(drawn, vocab, test, args),
+    }
 
 
 def recon_bleu(run, elbo=None) -> float:
@@ -152,6 +170,68 @@ def cluster_scores(run, labels, components: int) -> dict:
             for kind, truth in (("act", labels.acts), ("emotion", labels.emotions))
         },
     }
+
+
+NAN = float("nan")
+DECODE_LABELS = {"greedy": "greedy", "sample": "sampled"}
+
+
+def table_header(args) -> str:
+    """The results table's header: a triple of sample columns per ``--decode`` method."""
+    per_decode = [f"{col} ({DECODE_LABELS[m]})" for m in args.decode for col in ("rPPL", "BLEU", "distinct")]
+    return (
+        "| "
+        + " | ".join(
+            [
+                "model",
+                "PPL (ELBO)",
+                f"PPL (IW, S={args.iw_samples})",
+                "PPL (recon.)",
+                *per_decode,
+                "BLEU (recon.)",
+                "KL",
+                "KL(z)",
+                "KL(c)",
+                "VM",
+                "MI(x;c)",
+                "homogeneity act / emotion",
+                "training (min)",
+            ]
+        )
+        + " |"
+    )
+
+
+def table_row(name: str, r: dict, decodes) -> str:
+    """Model ``name``'s row of the results table from its results ``r``."""
+    m = r.get("mixture", {})
+    clusters = ""
+    if "clusters" in r:
+        c = r["clusters"]
+        clusters = (
+            " / ".join(f"{c[k]['homogeneity']:.3f}" for k in ("act", "emotion"))
+            + " (chance "
+            + " / ".join(f"{c[k]['chance']:.3f}" for k in ("act", "emotion"))
+            + f"; {c['codes_used']} codes)"
+        )
+    cells = [
+        name,
+        f"{r['elbo']['corpus_perplexity']:.1f}",
+        f"{r['iw']['corpus_perplexity']:.1f}",
+        f"{reconstruction_perplexity(r['elbo']):.1f}",
+        *(
+            f"{r['decodes'][d]['rppl']:.1f} | {r['decodes'][d]['bleu']:.2f} | "
+            + (f"{r['decodes'][d]['distinct']:.3f}" if "distinct" in r["decodes"][d] else "")
+            for d in decodes
+        ),
+        f"{r['recon_bleu']:.2f}",
+        f"{r['elbo']['kl']:.2f}",
+        *(f"{m.get(k, NAN):.2f}" for k in ("kl_z", "kl_c")),
+        *(f"{m.get(k, NAN):.3f}" for k in ("vm", "mi_c")),
+        clusters,
+        f"{r['train_seconds'] / 60:.0f}",
+    ]
+    return "| " + " | ".join(cells) + " |"
 
 
 def main(argv=None):
@@ -186,6 +266,13 @@ def main(argv=None):
     p.add_argument("--lr", type=float, default=1.0)
     p.add_argument("--anneal", default="linear:8000")
     p.add_argument("--samples", type=int, default=10000, help="prior samples for BLEU and rPPL")
+    p.add_argument(
+        "--decode",
+        nargs="+",
+        choices=sorted(DECODE_LABELS),
+        default=["greedy", "sample"],
+        help="how the prior samples' words are chosen: greedy (the authors' code) and/or ancestral sampling",
+    )
     p.add_argument("--rppl-epochs", type=int, default=10)
     p.add_argument("--iw-samples", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
@@ -230,51 +317,31 @@ def main(argv=None):
         }
         cached = out / f"{name}.json"
         previous = json.loads(cached.read_text()) if cached.exists() else {}
-        fresh = previous.get("settings") != settings
+        r = copy.deepcopy(previous["results"]) if previous.get("settings") == settings else {}
+        if "bleu" in r:  # cached before the decoding method was a choice: those samples were ancestral
+            r["decodes"] = {"sample": {k: r.pop(k) for k in ("bleu", "rppl")}}
+        missing = [m for m in args.decode if m not in r.get("decodes", {})]
         wants_clusters = labels is not None and name != "vae"  # cheap: computed afresh, not cached
-        lacks_recon_bleu = not fresh and "recon_bleu" not in previous["results"]  # cached before it existed
-        if fresh or wants_clusters or lacks_recon_bleu:
+        if not r or "recon_bleu" not in r or missing or wants_clusters:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DataWarning)
                 run = load_run(run_dir)
-        if fresh:
+        if not r:
             r = measure(run, args)
             r["train_seconds"] = sum(m["train_seconds"] for m in read_metrics(run_dir / "metrics.jsonl"))
-        else:
-            r = previous["results"]
-            if lacks_recon_bleu:
-                r["recon_bleu"] = recon_bleu(run)
-        if fresh or lacks_recon_bleu:
+        elif "recon_bleu" not in r:  # cached before it existed
+            r["recon_bleu"] = recon_bleu(run)
+        for method in missing:
+            r.setdefault("decodes", {})[method] = measure_samples(run, method, args)
+        if r != previous.get("results"):
             text = json.dumps({"settings": settings, "results": r}, indent=2)
             atomic_write(cached, lambda tmp, text=text: Path(tmp).write_text(text))
         if wants_clusters:
             r = {**r, "clusters": cluster_scores(run, labels, args.components)}
         results[name] = r
-        m = r.get("mixture", {})
-        rows.append(
-            f"| {name} | {r['elbo']['corpus_perplexity']:.1f} | {r['iw']['corpus_perplexity']:.1f} | "
-            f"{reconstruction_perplexity(r['elbo']):.1f} | "
-            f"{r['rppl']:.1f} | {r['bleu']:.2f} | {r['recon_bleu']:.2f} | {r['elbo']['kl']:.2f} | {m.get('kl_z', float('nan')):.2f} | "
-            f"{m.get('kl_c', float('nan')):.2f} | {m.get('vm', float('nan')):.3f} | {m.get('mi_c', float('nan')):.3f} | "
-            + (
-                " / ".join(f"{r['clusters'][k]['homogeneity']:.3f}" for k in ("act", "emotion"))
-                + " (chance "
-                + " / ".join(f"{r['clusters'][k]['chance']:.3f}" for k in ("act", "emotion"))
-                + f"; {r['clusters']['codes_used']} codes)"
-                if "clusters" in r
-                else ""
-            )
-            + f" | {r['train_seconds'] / 60:.0f} |"
-        )
+        rows.append(table_row(name, r, args.decode))
     table = (
-        "\n".join(
-            [
-                f"| model | PPL (ELBO) | PPL (IW, S={args.iw_samples}) | PPL (recon.) | rPPL | BLEU (samples) | BLEU (recon.) | KL | KL(z) | KL(c) | VM | MI(x;c) "
-                "| homogeneity act / emotion | training (min) |",
-                "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-                *rows,
-            ]
-        )
+        "\n".join([table_header(args), "|---" * (13 + 3 * len(args.decode)) + "|", *rows])
         + f"\n\nPaper: {PAPER.get(args.data)}. Settings: {vars(args)}."
     )
     print(table)

@@ -53,17 +53,20 @@ def plot_curves(history: list[dict], path: str | Path) -> None:
     plt.close(fig)
 
 
-def plot_component_means(history: list[dict], path: str | Path) -> None:
+def plot_component_means(history: list[dict], path: str | Path, columns: int = 5) -> None:
     """The mixture components' means ``history[e]["component_means"]`` (``[M, K, D]``) over the
-    epochs, one panel per latent pair: each component's path from its first to its last epoch
-    (a dot), projected on the two principal axes of all the drawn means when ``D > 2``. Means
-    that run together are mode collapse (Shi et al. 2020 draw this figure)."""
+    epochs, one panel per latent pair (``columns`` to a row): each component's path from its first
+    to its last epoch (a dot), projected on the two principal axes of all the drawn means when
+    ``D > 2``. Means that run together are mode collapse (Shi et al. 2020 draw this figure)."""
     means = torch.tensor([m["component_means"] for m in history if "component_means" in m])  # [E, M, K, D]
     if not len(means):
         return
     E, M, K, D = means.shape
-    fig, axes = plt.subplots(1, M, figsize=(4 * M, 3.6), squeeze=False)
-    for m, ax in enumerate(axes[0]):
+    rows, cols = -(-M // columns), min(M, columns)
+    fig, axes = plt.subplots(rows, cols, figsize=(4 * cols, 3.6 * rows), squeeze=False)
+    for ax in axes.flat[M:]:
+        ax.set_visible(False)
+    for m, ax in enumerate(axes.flat[:M]):
         points = means[:, m].reshape(E * K, D)
         if D > 2:
             centered = points - points.mean(0)

@@ -156,3 +156,16 @@ def test_collapsed_mixture_has_no_spread_and_no_information():
     assert diag["mi_c"] == pytest.approx(0, abs=1e-6)
     with pytest.raises(TypeError, match="LSTMVAE is not a mixture story"):
         mixture_diagnostics(Amortized(*sentence_setup()[:2]), corpus["test"])
+
+
+@pytest.mark.parametrize(("pairs", "grid"), [(3, (1, 3)), (7, (2, 5)), (20, (4, 5))])
+def test_component_means_plot_wraps_pairs_into_rows(tmp_path, pairs, grid):
+    import matplotlib.image
+
+    from fabula.plots import plot_component_means
+
+    history = [{"component_means": torch.randn(pairs, 4, 2).tolist()} for _ in range(3)]
+    plot_component_means(history, tmp_path / "components.png", columns=5)
+    height, width = matplotlib.image.imread(tmp_path / "components.png").shape[:2]
+    rows, cols = grid
+    assert (height, width) == (round(360 * rows), 400 * cols)  # 4 x 3.6 inches a panel at 100 dpi

@@ -73,7 +73,7 @@ def reverse_perplexity(samples, vocab, test, args) -> float:
     torch.manual_seed(args.seed)
     lm = Amortized(RNNLM(len(vocab), args.embed_dim, args.hidden_dim, dropout=0.3), EmptyGuide())
     corpus = TextCorpus(samples, vocab, name="samples")
-    lm.fit(corpus, epochs=args.rppl_epochs, batch_size=32, seed=args.seed, progress=False)
+    lm.fit(corpus, epochs=args.rppl_epochs, batch_size=32, seed=args.seed)
     return evaluate(lm, test, "elbo", 1, batch_size=64).summary()["corpus_perplexity"]
 
 

@@ -8,9 +8,10 @@ the greedy decodes of the test sentences' posterior means against themselves (th
 authors' code computes on the test set); and, for ``--samples`` sentences decoded from prior
 draws of the latents, greedily and/or ancestrally (``--decode``): their BLEU against the test
 set (every test sentence a reference), the share of distinct ones, and the reverse perplexity,
-that of an RNN language model trained by fabula on them, evaluated on the real test set. On DailyDialog (``--data dailydialog``) also the homogeneity with the act and
-emotion labels of the test utterances of the discovered cluster (the joint code of the argmax of
-each q(c_m | x)), beside its chance level: the same clusters shuffled against the labels.
+that of an RNN language model trained by fabula on them, evaluated on the real test set. On
+DailyDialog (``--data dailydialog``) also the homogeneity with the act and emotion labels of the
+test utterances of the discovered cluster (the joint code of the argmax of each q(c_m | x)),
+beside its chance level: the same clusters shuffled against the labels.
 
 Paper (PTB): DGMVAE rPPL 244.30, BLEU 8.45, PPL 49.60; GMVAE 923.66 / 4.17 / 90.26. The authors'
 code reports the reconstruction perplexity while training and an importance-weighted NLL

@@ -179,30 +179,24 @@ NAN = float("nan")
 DECODE_LABELS = {"greedy": "greedy", "sample": "sampled"}
 
 
-def table_header(args) -> str:
-    """The results table's header: a triple of sample columns per ``--decode`` method."""
+def table_columns(args) -> list[str]:
+    """The results table's column names: a triple of sample columns per ``--decode`` method."""
     per_decode = [f"{col} ({DECODE_LABELS[m]})" for m in args.decode for col in ("rPPL", "BLEU", "distinct")]
-    return (
-        "| "
-        + " | ".join(
-            [
-                "model",
-                "PPL (ELBO)",
-                f"PPL (IW, S={args.iw_samples})",
-                "PPL (recon.)",
-                *per_decode,
-                "BLEU (recon.)",
-                "KL",
-                "KL(z)",
-                "KL(c)",
-                "VM",
-                "MI(x;c)",
-                "homogeneity act / emotion",
-                "training (min)",
-            ]
-        )
-        + " |"
-    )
+    return [
+        "model",
+        "PPL (ELBO)",
+        f"PPL (IW, S={args.iw_samples})",
+        "PPL (recon.)",
+        *per_decode,
+        "BLEU (recon.)",
+        "KL",
+        "KL(z)",
+        "KL(c)",
+        "VM",
+        "MI(x;c)",
+        "homogeneity act / emotion",
+        "training (min)",
+    ]
 
 
 def table_row(name: str, r: dict, decodes) -> str:
@@ -343,8 +337,9 @@ def main(argv=None):
             r = {**r, "clusters": cluster_scores(run, labels, args.components)}
         results[name] = r
         rows.append(table_row(name, r, args.decode))
+    columns = table_columns(args)
     table = (
-        "\n".join([table_header(args), "|---" * (13 + 3 * len(args.decode)) + "|", *rows])
+        "\n".join(["| " + " | ".join(columns) + " |", "|---" * len(columns) + "|", *rows])
         + f"\n\nPaper: {PAPER.get(args.data)}. Settings: {vars(args)}."
     )
     print(table)

@@ -1,5 +1,6 @@
 import math
 
+import matplotlib.image
 import pyro
 import pytest
 import torch
@@ -12,6 +13,7 @@ from fabula.guides import MixtureGuide
 from fabula.inference import Amortized, Dispersed
 from fabula.inference.annealing import Linear
 from fabula.models import GMVAE
+from fabula.plots import plot_component_means
 from helpers import sentence_setup
 
 
@@ -160,10 +162,6 @@ def test_collapsed_mixture_has_no_spread_and_no_information():
 
 @pytest.mark.parametrize(("pairs", "grid"), [(3, (1, 3)), (7, (2, 5)), (20, (4, 5))])
 def test_component_means_plot_wraps_pairs_into_rows(tmp_path, pairs, grid):
-    import matplotlib.image
-
-    from fabula.plots import plot_component_means
-
     history = [{"component_means": torch.randn(pairs, 4, 2).tolist()} for _ in range(3)]
     plot_component_means(history, tmp_path / "components.png", columns=5)
     height, width = matplotlib.image.imread(tmp_path / "components.png").shape[:2]

@@ -17,8 +17,10 @@ Paper (PTB): DGMVAE rPPL 244.30, BLEU 8.45, PPL 49.60; GMVAE 923.66 / 4.17 / 90.
 code reports the reconstruction perplexity while training and an importance-weighted NLL
 (500 samples) at the end. The paper does not say which its PPL column is; 49.6, far below any
 language model's perplexity on PTB, fits the reconstruction one, our ``PPL (recon.)``. Their
-decoder's generation mode takes a ``gen_type`` setting, greedy by default; whether their prior
-sampler uses it is not in the part of their code read here, so both decodings are measured.
+rPPL is that of 46,000 prior samples decoded by the ``gen_type`` setting, greedy by default and
+left so by their PTB command: the paper's rPPL is our ``rPPL (greedy)``. Ancestral samples
+(``--decode sample``) are measured too: where the latents carry little, greedy decodes repeat a
+few sentences, and their rPPL then measures that repetition more than the model's fit.
 Paper (DailyDialog): DGMVAE homogeneity act 0.23, emotion 0.16.
 """
 

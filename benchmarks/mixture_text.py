@@ -177,7 +177,6 @@ def cluster_scores(run, labels, components: int) -> dict:
     }
 
 
-NAN = float("nan")
 DECODE_LABELS = {"greedy": "greedy", "sample": "sampled"}
 
 
@@ -219,14 +218,18 @@ def table_row(name: str, r: dict, decodes) -> str:
         f"{r['iw']['corpus_perplexity']:.1f}",
         f"{reconstruction_perplexity(r['elbo']):.1f}",
         *(
-            f"{r['decodes'][d]['rppl']:.1f} | {r['decodes'][d]['bleu']:.2f} | "
-            + (f"{r['decodes'][d]['distinct']:.3f}" if "distinct" in r["decodes"][d] else "")
-            for d in decodes
+            cell
+            for d in (r["decodes"][method] for method in decodes)
+            for cell in (
+                f"{d['rppl']:.1f}",
+                f"{d['bleu']:.2f}",
+                f"{d['distinct']:.3f}" if "distinct" in d else "",
+            )
         ),
         f"{r['recon_bleu']:.2f}",
         f"{r['elbo']['kl']:.2f}",
-        *(f"{m.get(k, NAN):.2f}" for k in ("kl_z", "kl_c")),
-        *(f"{m.get(k, NAN):.3f}" for k in ("vm", "mi_c")),
+        *(f"{m.get(k, math.nan):.2f}" for k in ("kl_z", "kl_c")),
+        *(f"{m.get(k, math.nan):.3f}" for k in ("vm", "mi_c")),
         clusters,
         f"{r['train_seconds'] / 60:.0f}",
     ]

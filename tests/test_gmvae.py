@@ -166,4 +166,4 @@ def test_component_means_plot_wraps_pairs_into_rows(tmp_path, pairs, grid):
     plot_component_means(history, tmp_path / "components.png", columns=5)
     height, width = matplotlib.image.imread(tmp_path / "components.png").shape[:2]
     rows, cols = grid
-    assert (height, width) == (round(360 * rows), 400 * cols)  # 4 x 3.6 inches a panel at 100 dpi
+    assert (height, width) == (360 * rows, 400 * cols)  # 4 x 3.6 inches a panel at 100 dpi

@@ -14,10 +14,11 @@ import argparse
 
 import torch
 
-from fabula.compare import compare, markdown
+from fabula.compare import CompareSettings, compare, markdown
 from fabula.data.text import TextCorpus
-from fabula.runs import STORIES, TrainConfig, load_training_data
-from results_log import record
+from fabula.recipes import recipe
+from fabula.runs import TrainConfig, data_description, load_data
+from results_log import record, session
 
 STORY = {"20news": "nvdm", "ptb": "lstm-vae"}
 
@@ -47,46 +48,65 @@ def main(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-record", action="store_true")
-    args = p.parse_args(argv)
+    with session(
+        p,
+        argv,
+        epochs=1,
+        latent_dim=5,
+        hidden_dim=16,
+        inference=["vae", "svi:2", "vae+svi:2", "sa-vae:2"],
+        iw_samples=3,
+    ) as args:
+        return benchmark(args)
+
+
+def benchmark(args) -> dict:
+    """The benchmark with parsed ``args``; returns what it records."""
     torch.set_num_threads(args.threads)
     story = STORY[args.data]
-    config = TrainConfig(
-        story=story,
+    sizes = (
+        {"hidden": (args.hidden_dim,)}
+        if story == "nvdm"
+        else {"embed_dim": args.hidden_dim, "hidden_dim": args.hidden_dim}
+    )
+    config = TrainConfig.create(
+        story,
         data=args.data,
         data_dir=args.data_dir,
         latent_dim=args.latent_dim or (50 if story == "nvdm" else 13),
-        embed_dim=args.hidden_dim,
-        hidden_dim=args.hidden_dim,
         seed=args.seed,
+        **sizes,
     )
-    splits, _ = load_training_data(config)
+    splits, _ = load_data(data_description(config))
     if story != "nvdm":
         splits = {
             **splits,
             "train": first(splits["train"], args.train_size),
             "test": first(splits["test"], args.test_size),
         }
-    rows = compare(
-        lambda: STORIES[story].new(config, splits["train"]),
-        splits,
-        args.inference,
-        args.epochs,
-        args.batch_size,
-        args.seed,
-        args.iw_samples,
-        args.lr,
-        args.refinement_lr,
+    settings = CompareSettings(
+        inference=tuple(args.inference),
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        train_size=None,
+        test_size=None,
+        lr=args.lr,
+        refinement_lr=args.refinement_lr,
         anneal=args.anneal,
+        samples=args.iw_samples,
+        seed=args.seed,
     )
+    rows = compare(lambda: recipe(story).build(config.model, splits["train"]), splits, settings)
     sizes = ", ".join(f"{name} {len(splits[name])}" for name in ("train", "test"))
     table = (
-        f"{story} on {args.data} ({sizes}; z in R^{config.latent_dim}), {args.epochs} epochs, Adam {args.lr}, "
+        f"{story} on {args.data} ({sizes}; z in R^{config.model.latent_dim}), {args.epochs} epochs, Adam {args.lr}, "
         f"batch {args.batch_size}, refinement step {args.refinement_lr}, KL annealing {args.anneal or 'none'}; "
         f"NLL in nats per datum, IW S={args.iw_samples}:\n\n" + markdown(rows)
     )
     print(table)
     if not args.no_record:
         record(f"inference_{args.data}", {"rows": rows, "args": vars(args)}, table)
+    return rows
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from fabula.data.synthetic import synthetic_sentence_corpus
 from fabula.diagnostics import az
 from fabula.inference import MCMC
 from fabula.runs import TrainConfig, fit_reference, load_run, train
-from results_log import record
+from results_log import record, session, synthetic_sizes
 
 
 def min_ess(draws: torch.Tensor) -> torch.Tensor:
@@ -35,11 +35,14 @@ def min_ess(draws: torch.Tensor) -> torch.Tensor:
     return torch.as_tensor(ess).amin(-1)
 
 
-def oracle_run(seed: int = 0) -> SimpleNamespace:
+def oracle_run(seed: int = 0, **sizes) -> SimpleNamespace:
     """The SA-VAE synthetic oracle (an LSTM-VAE with z in 2-d) and its test split, with a guide
-    fitted to its training split: a posterior that is not collapsed, with no training of the story."""
-    data, oracle = synthetic_sentence_corpus(seed)
-    return SimpleNamespace(inference=fit_reference(oracle, data["train"], seed), splits=data)
+    fitted to its training split: a posterior that is not collapsed, with no training of the story.
+    ``sizes``: the corpus's split sizes (see ``synthetic_sentence_corpus``)."""
+    data, oracle = synthetic_sentence_corpus(seed, **sizes)
+    return SimpleNamespace(
+        inference=fit_reference(oracle, "sentences", data["train"], seed, progress=False), splits=data
+    )
 
 
 def measure(run, items: int, warmup: int, samples: int) -> dict:
@@ -86,20 +89,28 @@ def main(argv=None):
     p.add_argument("--samples", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-record", action="store_true")
-    args = p.parse_args(argv)
+    with session(p, argv, nvdm_epochs=1, items=1, warmup=10, samples=10) as args:
+        return benchmark(args)
+
+
+def benchmark(args) -> dict:
+    """The benchmark with parsed ``args``; returns what it records."""
     torch.set_num_threads(args.threads)
     # XLA's CPU backend uses every core unless told otherwise: give both backends the same threads
     os.environ["XLA_FLAGS"] = (
         f"--xla_cpu_multi_thread_eigen={str(args.threads > 1).lower()} intra_op_parallelism_threads={args.threads}"
     )
-    nvdm = TrainConfig(story="nvdm", data="20news", data_dir=args.data_dir, epochs=args.nvdm_epochs, lr=5e-4)
+    nvdm = TrainConfig.create("nvdm", data="20news", data_dir=args.data_dir, epochs=args.nvdm_epochs, lr=5e-4)
     if args.nvdm_run:
         nvdm_run = args.nvdm_run
     else:
         nvdm_run = tempfile.mkdtemp(prefix="mcmc-nvdm-")
         train(nvdm, nvdm_run)
     runs = {"nvdm": (nvdm_run, lambda: load_run(nvdm_run, data_dir=args.data_dir))}
-    runs["lstm-vae, synthetic oracle"] = ("the oracle's generative model", oracle_run)
+    runs["lstm-vae, synthetic oracle"] = (
+        "the oracle's generative model",
+        lambda: oracle_run(**synthetic_sizes(args)),
+    )
     for path in args.lstm_run:
         runs[f"lstm-vae ({path})"] = (path, lambda path=path: load_run(path, data_dir=args.data_dir))
     results, lines = {}, []
@@ -130,6 +141,7 @@ def main(argv=None):
     print(table)
     if not args.no_record:
         record("mcmc_backends", results, table)
+    return results
 
 
 if __name__ == "__main__":

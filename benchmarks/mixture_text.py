@@ -51,8 +51,9 @@ from fabula.generation import sample
 from fabula.guides import EmptyGuide
 from fabula.inference import Amortized
 from fabula.models import RNNLM
-from fabula.runs import CHECKPOINT, TrainConfig, load_run, read_metrics, train
-from results_log import record
+from fabula.rundir import RunDirectory
+from fabula.runs import TrainConfig, load_run, train
+from results_log import record, session
 
 PAPER = {
     "ptb": {
@@ -89,8 +90,18 @@ def reconstruction_perplexity(elbo: dict) -> float:
 def config_for(name: str, args) -> TrainConfig:
     """The training configuration of model ``name``: the same recipe for all three."""
     mixture = name != "vae"
-    return TrainConfig(
-        story="gmvae" if mixture else "lstm-vae",
+    own = (
+        {
+            "num_components": args.components,
+            "num_pairs": args.pairs,
+            "dispersion": args.dispersion if name == "dgmvae" else 0.0,
+            "mutual_information": args.mi_weight if name == "dgmvae" else 0.0,
+        }
+        if mixture
+        else {"free_bits": None}  # the same remedies for all three: annealing only
+    )
+    return TrainConfig.create(
+        "gmvae" if mixture else "lstm-vae",
         data=args.data,
         data_dir=None if args.data == "synthetic" else args.data_dir,
         epochs=args.epochs,
@@ -105,11 +116,8 @@ def config_for(name: str, args) -> TrainConfig:
         hidden_dim=args.hidden_dim,
         anneal=args.anneal,
         clip_norm=args.clip_norm,
-        num_components=args.components,
-        num_pairs=args.pairs,
-        dispersion=args.dispersion if name == "dgmvae" else 0.0,
-        mi_weight=args.mi_weight if name == "dgmvae" else 0.0,
         seed=args.seed,
+        **own,
     )
 
 
@@ -290,7 +298,24 @@ def main(argv=None):
     )
     p.add_argument("--name", help="the name the results are recorded under (default: mixture_<data>)")
     p.add_argument("--no-record", action="store_true")
-    args = p.parse_args(argv)
+    with session(
+        p,
+        argv,
+        epochs=1,
+        components=3,
+        pairs=2,
+        latent_dim=2,
+        embed_dim=16,
+        hidden_dim=16,
+        samples=20,
+        rppl_epochs=1,
+        iw_samples=3,
+    ) as args:
+        return benchmark(args)
+
+
+def benchmark(args) -> dict:
+    """The benchmark with parsed ``args``; returns what it records."""
     for key, value in PRESETS.get(args.data, PRESETS["ptb"]).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -309,7 +334,7 @@ def main(argv=None):
             run_dir = out / name
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", DataWarning)  # DailyDialog's one mislabelled train dialogue
-                train(config_for(name, args), run_dir, resume=(run_dir / CHECKPOINT).exists())
+                train(config_for(name, args), run_dir, resume=RunDirectory(run_dir).checkpoint_path.exists())
         settings = {
             "run": str(run_dir.resolve()),
             **{
@@ -330,7 +355,7 @@ def main(argv=None):
                 run = load_run(run_dir)
         if not r:
             r = measure(run, args)
-            r["train_seconds"] = sum(m["train_seconds"] for m in read_metrics(run_dir / "metrics.jsonl"))
+            r["train_seconds"] = sum(m["train_seconds"] for m in RunDirectory(run_dir).history())
         elif "recon_bleu" not in r:  # cached before it existed
             r["recon_bleu"] = recon_bleu(run)
         for method in missing:
@@ -350,6 +375,7 @@ def main(argv=None):
     print(table)
     if not args.no_record:
         record(args.name or f"mixture_{args.data}", results, table)
+    return results
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from fabula.data import load_dataset, synthetic_nvdm_corpus
 from fabula.guides import NormalGuide, SentenceGuide
 from fabula.inference import Amortized
 from fabula.models import LSTMVAE, NVDM
-from results_log import record
+from results_log import record, session
 
 
 def gaussian_kl(loc, log_scale):
@@ -75,7 +75,12 @@ def main(argv=None):
     p.add_argument("--batches", type=int, default=60, help="lstm-vae: PTB batches per epoch")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-record", action="store_true")
-    args = p.parse_args(argv)
+    with session(p, argv, epochs=1, batches=3) as args:
+        return benchmark(args)
+
+
+def benchmark(args) -> dict:
+    """The benchmark with parsed ``args``; returns what it records."""
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     story, guide, batches, plain_loss, lr = setup(args)
@@ -148,6 +153,7 @@ def main(argv=None):
     print(table)
     if not args.no_record:
         record(f"overhead_{args.story}", results, table)
+    return results
 
 
 if __name__ == "__main__":

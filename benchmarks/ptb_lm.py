@@ -17,13 +17,13 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-from pathlib import Path
 
 import torch
 
 from fabula.evaluation import evaluate
-from fabula.runs import CHECKPOINT, TrainConfig, load_run, read_metrics, train
-from results_log import record
+from fabula.rundir import RunDirectory
+from fabula.runs import TrainConfig, load_run, train
+from results_log import record, session
 
 PAPER = {"rnnlm": {"nll": 100, "ppl": 116}, "lstm-vae": {"nll": 101, "kl": 2, "ppl": 119}}
 
@@ -48,11 +48,16 @@ def main(argv=None):
         "--out", help="run directory (default: a temporary one); an existing run there is continued"
     )
     p.add_argument("--no-record", action="store_true")
-    args = p.parse_args(argv)
+    with session(p, argv, epochs=1, iw_samples=3) as args:
+        return benchmark(args)
+
+
+def benchmark(args) -> dict:
+    """The benchmark with parsed ``args``; returns what it records."""
     torch.set_num_threads(args.threads)
     vae = args.story == "lstm-vae"
-    config = TrainConfig(
-        story=args.story,
+    config = TrainConfig.create(
+        args.story,
         data="ptb",
         data_dir=args.data_dir,
         epochs=args.epochs,
@@ -63,17 +68,18 @@ def main(argv=None):
         batch_size=args.batch_size,
         embed_dim=353,
         hidden_dim=191,
-        latent_dim=13,
         dropout=args.dropout,
         anneal=args.anneal if vae else None,
         free_bits=args.free_bits if vae else None,
+        **({"latent_dim": 13} if vae else {}),
         word_dropout=args.word_dropout if vae else 0.0,
         clip_norm=5.0,
     )
     out = args.out or tempfile.mkdtemp(prefix=f"ptb-{args.story}-")
     # an existing run in --out is continued up to --epochs (or only evaluated, if it has them)
-    train(config, out, resume=(Path(out) / CHECKPOINT).exists())
-    history = read_metrics(Path(out) / "metrics.jsonl")
+    run = RunDirectory(out)
+    train(config, out, resume=run.checkpoint_path.exists())
+    history = run.history()
     train_seconds = sum(m["train_seconds"] for m in history)
     run = load_run(out)
     test = run.splits["test"]
@@ -97,11 +103,13 @@ def main(argv=None):
         )
     table = "\n".join(rows) + (
         f"\n\nTraining: {train_seconds:.0f} s for {args.epochs} epochs (evaluation excluded); best validation "
-        f"ELBO PPL {best['eval_corpus_perplexity']:.1f} at epoch {best['epoch']}. Settings: {vars(config)}."
+        f"ELBO PPL {best['eval_corpus_perplexity']:.1f} at epoch {best['epoch']}. Settings: {config.to_dict()}."
     )
     print(table)
+    results = {"config": config.to_dict(), "reports": reports, "history": history}
     if not args.no_record:
-        record(f"ptb_{args.story}", {"config": vars(config), "reports": reports, "history": history}, table)
+        record(f"ptb_{args.story}", results, table)
+    return results
 
 
 if __name__ == "__main__":

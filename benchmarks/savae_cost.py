@@ -22,16 +22,17 @@ from fabula.data.synthetic import synthetic_sentence_corpus
 from fabula.guides import SentenceGuide
 from fabula.inference import Amortized, Refinement, SemiAmortized
 from fabula.models import LSTMVAE
-from results_log import record
+from results_log import record, session, synthetic_sizes
 
 VARIANTS = ("vae", "sa-vae exact", "sa-vae finite-difference")
 
 
-def measure(variant: str, steps: int, k: int, batch_size: int) -> dict:
-    """Median seconds per training step and peak resident memory of this process."""
+def measure(variant: str, steps: int, k: int, batch_size: int, **sizes) -> dict:
+    """Median seconds per training step and peak resident memory of this process; ``sizes``: the
+    corpus's split sizes (see ``synthetic_sentence_corpus``)."""
     torch.set_num_threads(1)
     torch.manual_seed(0)
-    data, _ = synthetic_sentence_corpus()
+    data, _ = synthetic_sentence_corpus(**sizes)
     V = len(data["train"].vocab)
     story, guide = LSTMVAE(V, 2, 100, 100), SentenceGuide(V, 2, 100, 100)
     if variant == "vae":
@@ -59,9 +60,14 @@ def main(argv=None):
     p.add_argument("--batch-size", type=int, default=50)
     p.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # one variant, in a child process
     p.add_argument("--no-record", action="store_true")
-    args = p.parse_args(argv)
+    with session(p, argv, k=2, steps=2, batch_size=12) as args:
+        return benchmark(args)
+
+
+def benchmark(args) -> dict | None:
+    """The benchmark with parsed ``args``; returns what it records (nothing in a child process)."""
     if args.variant:
-        print(json.dumps(measure(args.variant, args.steps, args.k, args.batch_size)))
+        print(json.dumps(measure(args.variant, args.steps, args.k, args.batch_size, **synthetic_sizes(args))))
         return
     rows = {}
     for variant in VARIANTS:
@@ -77,6 +83,7 @@ def main(argv=None):
                 str(args.steps),
                 "--batch-size",
                 str(args.batch_size),
+                *(["--smoke"] if args.smoke else []),
             ],
             check=True,
             capture_output=True,
@@ -100,6 +107,7 @@ def main(argv=None):
     print(table)
     if not args.no_record:
         record("savae_cost", {"k": args.k, "rows": rows}, table)
+    return rows
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ import copy
 
 import torch
 
-from fabula.compare import compare, markdown
+from fabula.compare import CompareSettings, compare, markdown
 from fabula.data.synthetic import synthetic_sentence_corpus
 from fabula.evaluation import evaluate
 from fabula.guides import SentenceGuide
 from fabula.models import LSTMVAE
 from fabula.runs import fit_reference
-from results_log import record
+from results_log import record, session, synthetic_sizes
 
 PAPER = {
     "fixed": {"vae": 21.77, "svi": 22.33, "sa-vae": 20.13, "true": 19.63},
@@ -54,16 +54,29 @@ def main(argv=None):
     p.add_argument("--true-samples", type=int, default=1000)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-record", action="store_true")
-    args = p.parse_args(argv)
+    with session(p, argv, epochs=1, k=2, iw_samples=3, true_samples=3) as args:
+        return benchmark(args)
+
+
+def benchmark(args) -> dict:
+    """The benchmark with parsed ``args``; returns what it records."""
     torch.set_num_threads(args.threads)
-    data, oracle = synthetic_sentence_corpus()
+    data, oracle = synthetic_sentence_corpus(**synthetic_sizes(args))
     V = len(data["train"].vocab)
-    truth = evaluate(fit_reference(oracle, data["train"], 0), data["test"], "iw", args.true_samples).summary()
+    truth = evaluate(
+        fit_reference(oracle, "sentences", data["train"], 0, progress=False),
+        data["test"],
+        "iw",
+        args.true_samples,
+    ).summary()
     specs = ["vae", f"svi:{args.k}", f"sa-vae:{args.k}"]
-    settings = dict(
+    settings = CompareSettings(
+        inference=tuple(specs),
         epochs=args.epochs,
         batch_size=50,
-        iw_samples=args.iw_samples,
+        train_size=None,
+        test_size=None,
+        samples=args.iw_samples,
         refinement_lr=args.refinement_lr,
         anneal=args.anneal,
     )
@@ -72,8 +85,7 @@ def main(argv=None):
         "learned": lambda: (LSTMVAE(V, 2, 100, 100), SentenceGuide(V, 2, 100, 100)),
     }
     rows = {
-        name: compare(builds[name], data, specs, learn_story=name == "learned", **settings)
-        for name in args.settings
+        name: compare(builds[name], data, settings, learn_story=name == "learned") for name in args.settings
     }
     headings = {
         "fixed": f"Oracle fixed (true NLL, IW S={args.true_samples}: **{truth['nll']:.2f}**; paper 19.63; paper -ELBO "
@@ -89,9 +101,11 @@ def main(argv=None):
         ]
     )
     print(table)
+    results = {"true": truth, **rows, "args": vars(args)}
     if not args.no_record:
         name = "savae_synthetic" + ("" if len(rows) == 2 else f"_{next(iter(rows))}")
-        record(name, {"true": truth, **rows, "args": vars(args)}, table)
+        record(name, results, table)
+    return results
 
 
 if __name__ == "__main__":

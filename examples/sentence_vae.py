@@ -16,7 +16,7 @@ from fabula.data.synthetic import synthetic_sentence_corpus
 from fabula.evaluation import evaluate
 from fabula.generation import greedy, homotopy, sample
 from fabula.guides import SentenceGuide
-from fabula.inference import Amortized
+from fabula.inference import Amortized, FreeBitsELBO
 from fabula.inference.annealing import Linear
 from fabula.models import LSTMVAE
 from fabula.runs import fit_reference
@@ -43,12 +43,12 @@ def main(argv=None) -> dict:
         guide,
         annealing=Linear(max(1, steps // 2)),
         word_dropout=args.word_dropout,
-        free_bits=args.free_bits,
+        objective=FreeBitsELBO(args.free_bits) if args.free_bits is not None else None,
         clip_norm=5.0,
     )
     vi.fit(data["train"], epochs=args.epochs, batch_size=64)
 
-    reference = fit_reference(oracle, data["train"], seed=0)
+    reference = fit_reference(oracle, "sentences", data["train"], seed=0)
     results = {}
     for name, inference in (("LSTM-VAE", vi), ("oracle", reference)):
         r = evaluate(inference, data["test"], "iw", args.iw_samples).summary()

@@ -17,6 +17,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, safe_open, save_file
 
+from fabula.errors import RunError
+
 _TENSOR = "__tensor__"
 _ITEMS = "__items__"
 
@@ -88,7 +90,7 @@ class Checkpoint:
             if name not in self.weights and not module.state_dict():
                 continue  # a module without weights (e.g. the empty guide) stores nothing
             if name not in self.weights:
-                raise KeyError(f"checkpoint has no weights for {name!r} (it has {sorted(self.weights)})")
+                raise RunError(f"checkpoint has no weights for {name!r} (it has {sorted(self.weights)})")
             module.load_state_dict(self.weights[name])
 
 
@@ -111,13 +113,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     """Read a checkpoint written by :func:`save_checkpoint` (safetensors only, no pickle)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no checkpoint")
+        raise RunError(f"{path}: no checkpoint")
     try:
         with safe_open(str(path), framework="pt") as f:
             header = json.loads((f.metadata() or {})["fabula"])
         tensors = load_file(str(path), device=str(map_location))
     except (SafetensorError, KeyError, json.JSONDecodeError) as e:
-        raise ValueError(f"{path}: not a fabula checkpoint ({e})") from None
+        raise RunError(f"{path}: not a fabula checkpoint ({e})") from None
     weights: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         kind, _, rest = key.partition("/")

@@ -1,4 +1,11 @@
-"""The ``fabula`` command: train, evaluate and inspect generative stories of text."""
+"""The ``fabula`` command: train, evaluate and inspect generative stories of text.
+
+The flags of ``train`` and ``compare`` are generated from the settings classes
+(:mod:`fabula.settings`), each story's with its recipe's defaults; inference kinds come from the
+registry (:mod:`fabula.inference.registry`). Only the library's user-facing errors
+(:mod:`fabula.errors`) become a one-line message and exit 2; anything else is a bug and keeps
+its traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,36 +16,47 @@ from pathlib import Path
 
 import torch
 
-from fabula.compare import compare
+from fabula.compare import CompareSettings, compare, estimate_seconds
 from fabula.compare import markdown as compare_markdown
 from fabula.data.text import TextBatch
+from fabula.errors import FabulaError, UsageError
 from fabula.evaluation import ESTIMATORS, evaluate
 from fabula.evaluation.gaps import inference_gaps
 from fabula.generation import DECODERS, decode, homotopy
-from fabula.inference import MCMC, Refined, Refinement, StochasticVI
-from fabula.runs import STORIES, SYNTHETIC, TrainConfig, fit_reference, load_run, load_training_data, train
+from fabula.inference import MCMC, Refinement, refined
+from fabula.inference.registry import KINDS, Setup, build, specs
+from fabula.models.capabilities import GeneratesSentences, HasComponents, HasPosteriorMean, HasTopics
+from fabula.recipes import STORIES, recipe
+from fabula.runs import (
+    SECTIONS,
+    SYNTHETIC,
+    TrainConfig,
+    data_description,
+    fit_reference,
+    load_data,
+    load_run,
+    train,
+)
+from fabula.settings import add_arguments, from_arguments
 
 EXAMPLES = """examples:
   fabula train nvdm --out runs/demo                      # synthetic corpus, no download
   fabula train nvdm --data 20news --data-dir ../shared/data --epochs 100 --lr 5e-4 --out runs/nvdm20
   fabula train nvdm --data 20news --data-dir ../shared/data --epochs 120 --lr 5e-4 --out runs/nvdm20 --resume
   fabula train lstm-vae --out runs/oracle                 # the SA-VAE synthetic oracle corpus
-  fabula train lstm-vae --data ptb --data-dir ../shared/data --anneal linear:10000 --word-dropout 0.3 --out runs/vae
+  fabula train lstm-vae --data ptb --data-dir ../shared/data --out runs/vae
+  fabula train lstm-vae --inference sa-vae:10 --out runs/savae
+  fabula train gmvae --data ptb --data-dir ../shared/data --dispersion 0.8 --out runs/dgmvae
   fabula evaluate runs/nvdm20 --estimator iw --samples 500 --json
   fabula evaluate runs/demo --estimator iw --samples 100 --gaps
   fabula topics runs/nvdm20 --k 10
-  fabula train gmvae --data ptb --data-dir ../shared/data --components 10 --dispersion 0.8 --out runs/dgmvae
   fabula sample runs/vae --n 5 --decode beam
   fabula sample runs/vae --n 3 --from "the company said it would sell its stake"
   fabula interpolate runs/vae "he said the market was weak" "the stock rose N %" --steps 5
-  fabula compare --story lstm-vae --data synthetic --inference vae svi:20 vae+svi:20 sa-vae:20
+  fabula compare --inference vae svi:20 sa-vae:20
   fabula diagnose runs/demo --inference nuts --items 0:10 --out diag/nuts
   fabula diagnose runs/demo --inference vae --against-nuts --backend numpyro --items 0:5 --out diag/vae
 """
-
-
-class UsageError(Exception):
-    """A command asked of a run that cannot do it."""
 
 
 def _threads(args) -> None:
@@ -46,42 +64,15 @@ def _threads(args) -> None:
         torch.set_num_threads(args.threads)
 
 
+def _train_config(args) -> TrainConfig:
+    r = recipe(args.story)
+    parts = {"model": r.settings, **SECTIONS}
+    return TrainConfig(args.story, **{name: from_arguments(part, args, name) for name, part in parts.items()})
+
+
 def cmd_train(args) -> int:
     _threads(args)
-    defaults = TrainConfig()
-    config = TrainConfig(
-        story=args.story,
-        data=args.data,
-        data_dir=args.data_dir,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        optimizer=args.optimizer,
-        lr_decay=args.lr_decay,
-        decay_after=args.decay_after,
-        latent_dim=args.latent_dim,
-        hidden=tuple(args.hidden) if args.hidden is not None else defaults.hidden,
-        activation=args.activation,
-        embed_dim=args.embed_dim,
-        hidden_dim=args.hidden_dim,
-        encoder=args.encoder,
-        z_every_step=not args.z_initial_only,
-        tie=args.tie,
-        dropout=args.dropout,
-        word_dropout=args.word_dropout,
-        aggressive=args.aggressive,
-        num_components=args.components,
-        num_pairs=args.pairs,
-        dispersion=args.dispersion,
-        mi_weight=args.mi_weight,
-        validate=args.validate,
-        elbo=args.elbo,
-        anneal=args.anneal,
-        free_bits=args.free_bits,
-        clip_norm=args.clip_norm,
-        seed=args.seed,
-        device=args.device,
-    )
+    config = _train_config(args)
     history = train(config, args.out, resume=args.resume, progress=not args.quiet)
     for m in history:
         print(
@@ -102,23 +93,32 @@ def _table(rows: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def _split(run, name: str):
+    if name not in run.splits:
+        raise UsageError(f"no split {name!r}; the data has {sorted(run.splits)}")
+    return run.splits[name]
+
+
 def cmd_evaluate(args) -> int:
     _threads(args)
     run = load_run(args.run, data_dir=args.data_dir, device=args.device)
-    if args.split not in run.splits:
-        raise UsageError(f"no split {args.split!r}; the data has {sorted(run.splits)}")
-    data = run.splits[args.split]
+    data = _split(run, args.split)
     report = evaluate(
         run.inference, data, args.estimator, args.samples, args.batch_size, progress=not args.json
     )
-    result = {**report.summary(), "split": args.split, "epoch": run.metadata["epoch"]}
+    result = {
+        **report.summary(),
+        "split": args.split,
+        "epoch": run.metadata["epoch"],
+        "inference": run.inference.spec,
+    }
     if run.reference is not None:
         generator = evaluate(run.reference, data, args.estimator, args.samples, args.batch_size).summary()
         result["generator"] = generator
     if args.gaps:
         refinement = Refinement(steps=args.gap_steps, lr=args.gap_lr)
         result["gaps"] = inference_gaps(
-            run.inference, Refined(run.inference, refinement), data, args.samples, batch_size=args.batch_size
+            run.inference, refined(run.inference, refinement), data, args.samples, batch_size=args.batch_size
         )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -127,8 +127,8 @@ def cmd_evaluate(args) -> int:
     if run.reference is not None:
         rows["generating model"] = result["generator"]
     print(
-        f"{args.run}: {args.split} split, {result['num_data']} data, estimator {args.estimator} "
-        f"(S={args.samples}); NLL, KL and MI in nats per datum"
+        f"{args.run}: {args.split} split, {result['num_data']} data, inference {run.inference.spec}, "
+        f"estimator {args.estimator} (S={args.samples}); NLL, KL and MI in nats per datum"
     )
     print(_table(rows))
     if args.gaps:
@@ -143,7 +143,7 @@ def cmd_evaluate(args) -> int:
 def _sentence_run(args):
     run = load_run(args.run, data_dir=args.data_dir)
     story = run.inference.story
-    if not hasattr(story, "decoder"):
+    if not isinstance(story, GeneratesSentences):
         raise UsageError(f"the {run.metadata['story']} story does not generate sentences")
     return run, story, next(iter(run.splits.values())).vocab
 
@@ -157,13 +157,13 @@ def cmd_sample(args) -> int:
     torch.manual_seed(args.seed)
     run, story, vocab = _sentence_run(args)
     if args.source is not None:
-        if not story.latent_sites:
-            raise UsageError("--from needs a story with a latent code (lstm-vae)")
+        if not story.code_sites:
+            raise UsageError("--from needs a story with a latent code (lstm-vae, gmvae)")
         batch = _encode(run, vocab, args.source)
         z = story.code(run.inference.posterior(batch, args.n))[:, 0]
         print("input:  " + " ".join(vocab.decode(batch.targets[0])))
     elif args.component is not None:
-        if not hasattr(story, "generate_component"):
+        if not isinstance(story, HasComponents):
             raise UsageError("--component needs a mixture story (gmvae)")
         pair, _, k = args.component.rpartition(":")
         z = story.generate_component(int(pair or 0), int(k), args.n)
@@ -176,9 +176,12 @@ def cmd_sample(args) -> int:
 
 def cmd_interpolate(args) -> int:
     run, story, vocab = _sentence_run(args)
-    if not story.latent_sites:
-        raise UsageError("interpolation needs a story with a latent code (lstm-vae)")
-    means = [run.inference.local_params(_encode(run, vocab, s))["loc"][0] for s in (args.a, args.b)]
+    guide = run.inference.guide
+    if not story.code_sites or not isinstance(guide, HasPosteriorMean):
+        raise UsageError("interpolation needs a story with a latent code and a guide with posterior means")
+    means = [
+        guide.posterior_mean(run.inference.local_params(_encode(run, vocab, s)))[0] for s in (args.a, args.b)
+    ]
     z = homotopy(means[0], means[1], args.steps)
     for t, ids in zip(
         torch.linspace(0, 1, args.steps).tolist(),
@@ -189,50 +192,48 @@ def cmd_interpolate(args) -> int:
     return 0
 
 
+def _compare_config(args, seed: int) -> TrainConfig:
+    """The story, data and network sizes of a comparison, at the compare defaults."""
+    sizes = {"latent_dim": args.latent_dim}
+    if recipe(args.story).kind == "bow":
+        sizes["hidden"] = (args.hidden_dim,)
+    else:
+        sizes.update(embed_dim=args.hidden_dim, hidden_dim=args.hidden_dim)
+    return TrainConfig.create(args.story, data=args.data, data_dir=args.data_dir, seed=seed, **sizes)
+
+
 def cmd_compare(args) -> int:
     _threads(args)
-    config = TrainConfig(
-        story=args.story,
-        data=args.data,
-        data_dir=args.data_dir,
-        latent_dim=args.latent_dim,
-        embed_dim=args.hidden_dim,
-        hidden_dim=args.hidden_dim,
-        hidden=(args.hidden_dim,),
-        seed=args.seed,
-    )
-    splits, generator = load_training_data(config)
-    recipe = STORIES[config.story]
-    rows = compare(
-        lambda: recipe.new(config, splits["train"]),
-        splits,
-        args.inference,
-        args.epochs,
-        args.batch_size,
-        args.seed,
-        args.samples,
-        args.lr,
-        args.refinement_lr,
-        progress=not args.json,
-        anneal=args.anneal,
-    )
+    settings = from_arguments(CompareSettings, args, "compare")
+    config = _compare_config(args, settings.seed)
+    splits, generator = load_data(data_description(config))
+    full_train = splits["train"]
+    for name, size in (("train", settings.train_size), ("test", settings.test_size)):
+        if size is not None and size < len(splits[name]):
+            splits[name] = splits[name].subset(torch.arange(size))
+    r = recipe(config.story)
+    objective = r.objective(config.model, config.inference)
+
+    def build_pair():
+        return r.build(config.model, full_train)
+
+    if not args.json:
+        estimate = estimate_seconds(build_pair, splits, settings, objective)
+        print("estimated training time: " + ", ".join(f"{spec} {s:.0f} s" for spec, s in estimate.items()))
+    rows = compare(build_pair, splits, settings, objective, progress=not args.json)
     reference = None
     if generator is not None:
-        reference = evaluate(
-            fit_reference(generator, splits["train"], args.seed), splits["test"], "iw", args.samples
-        )
-        reference = reference.summary()
+        fitted = fit_reference(generator, r.kind, splits["train"], settings.seed, progress=not args.json)
+        reference = evaluate(fitted, splits["test"], "iw", settings.samples).summary()
     if args.json:
         print(json.dumps({"rows": rows, "generator": reference}, indent=2))
     else:
         print(
-            f"{args.story} on {args.data} (test split), {args.epochs} epochs, seed {args.seed}; NLL in nats per datum"
+            f"{args.story} on {args.data} ({len(splits['train'])} training data, {len(splits['test'])} test), "
+            f"{settings.epochs} epochs, seed {settings.seed}; NLL in nats per datum"
         )
         print(compare_markdown(rows, reference))
     return 0
-
-
-DIAGNOSED = ("nuts", "vae", "svi", "sa-vae")
 
 
 def cmd_diagnose(args) -> int:
@@ -240,40 +241,50 @@ def cmd_diagnose(args) -> int:
     from fabula.diagnostics import az, plot_diagnostics, posterior_error, psis_khat, to_arviz
 
     run = load_run(args.run, data_dir=args.data_dir)
-    if args.split not in run.splits:
-        raise UsageError(f"no split {args.split!r}; the data has {sorted(run.splits)}")
-    data = run.splits[args.split]
+    data = _split(run, args.split)
     start, _, stop = args.items.partition(":")
     index = torch.arange(int(start or 0), min(int(stop or len(data)), len(data)))
     if len(index) == 0:
         raise UsageError(f"--items {args.items} selects no data of the {len(data)} in {args.split}")
     batch = data.batch(index)
     story, guide = run.inference.story, run.inference.guide
-    refinement = Refinement(steps=args.steps, lr=args.refinement_lr)
+    sampler = {
+        "num_samples": args.samples,
+        "warmup": args.warmup,
+        "num_chains": args.chains,
+        "backend": args.backend,
+    }
 
-    def nuts():
-        return MCMC(story, guide, args.samples, args.warmup, args.chains, backend=args.backend)
+    def inference_of(spec: str):
+        if spec == run.inference.spec:
+            return run.inference
+        setup = Setup(
+            story,
+            guide,
+            objective=recipe(run.config.story).objective(run.config.model, run.config.inference),
+            training={"learn_story": False},
+            refinement={"lr": args.refinement_lr},
+            data=run.splits,
+            trained=run.inference,
+            sampler=sampler,
+        )
+        return build(spec, setup)
 
-    inference = {
-        "nuts": nuts,
-        "vae": lambda: run.inference,
-        "svi": lambda: StochasticVI(story, guide, refinement, learn_story=False),
-        "sa-vae": lambda: Refined(run.inference, refinement),
-    }[args.inference]()
+    inference = inference_of(args.inference)
     idata = to_arviz(inference, batch, args.samples)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     idata.to_netcdf(str(out / "posterior.nc"))
     reference = None
-    if args.against_nuts and args.inference != "nuts":
-        reference = to_arviz(nuts(), batch)
+    if args.against_nuts and not isinstance(inference, MCMC):
+        reference = to_arviz(inference_of("nuts"), batch)
         reference.to_netcdf(str(out / "nuts.nc"))
     written = plot_diagnostics(idata, out, reference)
     continuous = [
         s for s in story.latent_sites if s in idata.posterior and idata.posterior[s].dtype.kind == "f"
     ]
     print(az.summary(idata, var_names=continuous).to_string())
-    if args.inference != "nuts":
+    if not isinstance(inference, MCMC):
         khat = psis_khat(inference, batch, args.samples)
         print("PSIS k-hat of q per datum: " + " ".join(f"{k:.2f}" for k in khat.tolist()))
     if reference is not None:
@@ -293,11 +304,45 @@ def cmd_diagnose(args) -> int:
 def cmd_topics(args) -> int:
     run = load_run(args.run, data_dir=args.data_dir)
     story = run.inference.story
-    if not hasattr(story, "topics"):
+    if not isinstance(story, HasTopics):
         raise UsageError(f"the {run.metadata['story']} story has no topics")
     for j, words in enumerate(story.topics(next(iter(run.splits.values())).vocab.words, args.k)):
         print(f"z[{j}]\t" + " ".join(words))
     return 0
+
+
+def _inference_help(trains: bool | None = None) -> str:
+    return "; ".join(
+        f"{k.usage()}: {k.summary}" for k in KINDS.values() if trains is None or k.trains == trains
+    )
+
+
+def _train_parser(sub, threads) -> None:
+    t = sub.add_parser(
+        "train",
+        help="train a story on a corpus into a run directory",
+        epilog=EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    stories = t.add_subparsers(dest="story", required=True, metavar="STORY")
+    for name, r in STORIES.items():
+        s = stories.add_parser(
+            name,
+            parents=[threads],
+            help=r.settings.__doc__.strip(),
+            description=f"Train the {name} story. Inference kinds: {_inference_help(trains=True)}.",
+            epilog=EXAMPLES,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+        s.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
+        s.add_argument(
+            "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
+        )
+        s.add_argument("--quiet", action="store_true", help="no progress bars")
+        add_arguments(s, r.settings, "model")
+        for part, cls in SECTIONS.items():
+            add_arguments(s, cls, part, r.defaults.get(part))
+        s.set_defaults(func=cmd_train)
 
 
 def parser() -> argparse.ArgumentParser:
@@ -312,108 +357,7 @@ def parser() -> argparse.ArgumentParser:
     threads.add_argument("--threads", type=int, help="torch CPU threads")
     run_data = argparse.ArgumentParser(add_help=False)
     run_data.add_argument("--data-dir", help="where the run's dataset lies now, if it moved")
-
-    t = sub.add_parser(
-        "train",
-        parents=[threads],
-        help="train a story on a corpus into a run directory",
-        epilog=EXAMPLES,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    t.add_argument("story", choices=sorted(STORIES), help="the generative story")
-    t.add_argument(
-        "--data",
-        default=SYNTHETIC,
-        help="'synthetic' (default, no download: sampled from a fixed random NVDM for nvdm, from the "
-        "SA-VAE LSTM oracle for rnnlm and lstm-vae), '20news' (nvdm) or 'ptb' (rnnlm, lstm-vae)",
-    )
-    t.add_argument(
-        "--data-dir",
-        help="folder with local copies of the dataset (else it is downloaded and cached)",
-    )
-    t.add_argument("--out", default="runs/demo", help="run directory (default: runs/demo)")
-    t.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
-    t.add_argument("--epochs", type=int, default=30, help="total epochs (default: 30)")
-    t.add_argument("--batch-size", type=int, default=64, help="documents per step (default: 64)")
-    t.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
-    t.add_argument("--optimizer", default="adam", choices=["adam", "sgd"], help="(default: adam)")
-    t.add_argument(
-        "--lr-decay",
-        type=float,
-        default=1.0,
-        help="multiply the learning rate by this each epoch after --decay-after (default: 1, none)",
-    )
-    t.add_argument(
-        "--decay-after",
-        type=int,
-        default=0,
-        help="epochs at the full learning rate before decay (default: 0)",
-    )
-    t.add_argument("--latent-dim", type=int, default=50, help="size of z (default: 50)")
-    t.add_argument("--hidden", type=int, nargs="*", help="nvdm: encoder hidden sizes (default: 500)")
-    t.add_argument(
-        "--activation",
-        default="tanh",
-        choices=["tanh", "relu", "softplus"],
-        help="nvdm: encoder activation (default: tanh)",
-    )
-    t.add_argument(
-        "--embed-dim", type=int, default=256, help="sentence stories: word embedding size (default: 256)"
-    )
-    t.add_argument("--hidden-dim", type=int, default=256, help="sentence stories: LSTM size (default: 256)")
-    t.add_argument(
-        "--encoder", default="lstm", choices=["lstm", "bow"], help="lstm-vae: guide encoder (default: lstm)"
-    )
-    t.add_argument(
-        "--z-initial-only",
-        action="store_true",
-        help="lstm-vae: feed z to the decoder's initial state only, not to every input",
-    )
-    t.add_argument("--tie", action="store_true", help="sentence stories: tie input and output embeddings")
-    t.add_argument("--dropout", type=float, default=0.0, help="sentence stories: dropout in the decoder")
-    t.add_argument(
-        "--word-dropout",
-        type=float,
-        default=0.0,
-        help="lstm-vae: replace decoder input words by <unk> at this rate while training",
-    )
-    t.add_argument(
-        "--aggressive",
-        action="store_true",
-        help="lstm-vae: aggressive encoder training (He et al. 2019) until validation MI stops rising",
-    )
-    t.add_argument("--components", type=int, default=10, help="gmvae: mixture components K (default: 10)")
-    t.add_argument("--pairs", type=int, default=1, help="gmvae: independent (c, z) pairs (default: 1)")
-    t.add_argument(
-        "--dispersion",
-        type=float,
-        default=0.0,
-        help="gmvae: DGMVAE's dispersion weight beta' in [0, 1] (default: 0, the GMVAE)",
-    )
-    t.add_argument(
-        "--mi-weight", type=float, default=0.0, help="gmvae: weight of DGMVAE's I(x; c) term (default: 0)"
-    )
-    t.add_argument(
-        "--elbo",
-        default="meanfield",
-        choices=["meanfield", "trace"],
-        help="TraceMeanField_ELBO (analytic KL, default) or Trace_ELBO",
-    )
-    t.add_argument(
-        "--anneal",
-        help="KL annealing: linear:STEPS, logistic:RATE:MIDPOINT, cyclical:PERIOD[:RATIO]",
-    )
-    t.add_argument("--free-bits", type=float, help="free bits per latent coordinate (nats)")
-    t.add_argument("--clip-norm", type=float, help="clip gradients to this global norm")
-    t.add_argument(
-        "--validate",
-        action="store_true",
-        help="keep Pyro's distribution-argument and shape checks on while training (slower)",
-    )
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    t.add_argument("--quiet", action="store_true", help="no progress bars")
-    t.set_defaults(func=cmd_train)
+    _train_parser(sub, threads)
 
     e = sub.add_parser(
         "evaluate",
@@ -438,7 +382,7 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument(
         "--gaps",
         action="store_true",
-        help="also report Cremer et al.'s approximation and amortization gaps (λ* by refining enc(x))",
+        help="also report Cremer et al.'s approximation and amortization gaps (λ* by refining the run's λ)",
     )
     e.add_argument("--gap-steps", type=int, default=100, help="refinement steps for λ* (default: 100)")
     e.add_argument("--gap-lr", type=float, default=0.5, help="refinement step size for λ* (default: 0.5)")
@@ -484,11 +428,10 @@ def parser() -> argparse.ArgumentParser:
         "interpolate",
         parents=[run_data],
         help="decode the homotopy between two sentences' posterior means",
-        epilog='example: fabula interpolate runs/vae "he said the market was weak" '
-        '"the stock rose N %" --steps 5',
+        epilog='example: fabula interpolate runs/vae "he said the market was weak" "the stock rose N %" --steps 5',
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ip.add_argument("run", help="run directory of an lstm-vae")
+    ip.add_argument("run", help="run directory of an lstm-vae or gmvae")
     ip.add_argument("a", help="first sentence")
     ip.add_argument("b", help="second sentence")
     ip.add_argument("--steps", type=int, default=5, help="points on the segment, ends included (default: 5)")
@@ -496,54 +439,42 @@ def parser() -> argparse.ArgumentParser:
     ip.add_argument("--beam-size", type=int, default=5)
     ip.add_argument("--max-length", type=int, default=50)
     ip.set_defaults(func=cmd_interpolate)
+
     c = sub.add_parser(
         "compare",
         parents=[threads],
-        help="fit one story with several inference objects on the same data and seed; one table",
-        epilog="example: fabula compare --story lstm-vae --data synthetic --inference vae svi:20 vae+svi:20 sa-vae:20",
+        help="fit one story with several inference kinds on the same data and seed; one table",
+        description=f"Inference kinds: {_inference_help(trains=True)}.",
+        epilog="example: fabula compare --inference vae svi:20 sa-vae:20",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    c.add_argument("--story", default="lstm-vae", choices=[s for s in STORIES if s not in ("rnnlm", "gmvae")])
+    c.add_argument(
+        "--story",
+        default="lstm-vae",
+        choices=[s for s in STORIES if s != "rnnlm"],
+        help="(default: lstm-vae)",
+    )
     c.add_argument("--data", default=SYNTHETIC, help="'synthetic' (default, no download), '20news' or 'ptb'")
     c.add_argument("--data-dir", help="folder with local copies of the dataset")
-    c.add_argument(
-        "--inference",
-        nargs="+",
-        default=["vae", "svi:20", "vae+svi:20", "sa-vae:20"],
-        help="inference objects: vae, svi:K, vae+svi:K, sa-vae:K, sa-vae-fd:K (K refinement steps; "
-        "-fd: finite-difference Hessian-vector products)",
-    )
-    c.add_argument("--epochs", type=int, default=3, help="epochs per inference object (default: 3)")
-    c.add_argument("--batch-size", type=int, default=50)
-    c.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: 1e-3)")
-    c.add_argument(
-        "--refinement-lr", type=float, default=0.1, help="step size of the K refinement steps (default: 0.1)"
-    )
-    c.add_argument(
-        "--anneal", help="KL annealing for every inference object, e.g. linear:2000 (default: none)"
-    )
     c.add_argument("--latent-dim", type=int, default=2, help="size of z (default: 2, the oracle's)")
     c.add_argument("--hidden-dim", type=int, default=100, help="network sizes (default: 100)")
-    c.add_argument("--samples", type=int, default=100, help="IW samples for the NLL bound (default: 100)")
-    c.add_argument("--seed", type=int, default=0)
     c.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+    add_arguments(c, CompareSettings, "compare")
     c.set_defaults(func=cmd_compare)
 
     d = sub.add_parser(
         "diagnose",
         parents=[threads, run_data],
         help="a posterior of a run's data in ArviZ: NetCDF, summary (r_hat, ESS), PSIS k-hat, plots",
+        description=f"Inference kinds: {_inference_help()}. The run's own kind is the trained object; "
+        "any other is built over the run's story and guide.",
         epilog="examples:\n  fabula diagnose runs/demo --inference nuts --items 0:10 --out diag/nuts\n"
         "  fabula diagnose runs/demo --inference vae --against-nuts --backend numpyro --items 0:5 --out diag/vae",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     d.add_argument("run", help="run directory")
     d.add_argument(
-        "--inference",
-        default="nuts",
-        choices=DIAGNOSED,
-        help="nuts (MCMC), vae (the run's guide), svi (per-datum refinement from the prior), "
-        "sa-vae (refinement from the guide)",
+        "--inference", default="nuts", help=f"an inference spec: {', '.join(specs())} (default: nuts)"
     )
     d.add_argument("--items", default="0:10", help="data to diagnose, START:STOP (default: 0:10)")
     d.add_argument("--out", required=True, help="folder for posterior.nc and the plots")
@@ -555,15 +486,16 @@ def parser() -> argparse.ArgumentParser:
         "--backend",
         default="pyro",
         choices=MCMC.BACKENDS,
-        help="nuts: Pyro on the story, or NumPyro on its JAX twin with chains per datum (default: pyro)",
+        help="nuts: Pyro on the story, or NumPyro with chains per datum (default: pyro)",
     )
     d.add_argument(
         "--against-nuts",
         action="store_true",
-        help="vae/svi/sa-vae: also run NUTS and report q's error against it, with density overlays",
+        help="also run NUTS and report q's error against it, with density overlays",
     )
-    d.add_argument("--steps", type=int, default=20, help="refinement steps of svi and sa-vae (default: 20)")
-    d.add_argument("--refinement-lr", type=float, default=0.1)
+    d.add_argument(
+        "--refinement-lr", type=float, default=0.1, help="step size of refinement kinds (default: 0.1)"
+    )
     d.set_defaults(func=cmd_diagnose)
     return p
 
@@ -572,7 +504,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ValueError, FileExistsError, FileNotFoundError, FloatingPointError, UsageError) as e:
+    except FabulaError as e:
         print(f"fabula {args.command}: error: {e}", file=sys.stderr)
         return 2
 

@@ -1,85 +1,113 @@
-"""Fit one story with several inference objects on the same data and seed, and compare them
-on one table (Kim et al. 2018, Table 1): NLL bound, KL, perplexity, wall time, steps/s."""
+"""Fit one story with several inference kinds on the same data and seed, and compare them on
+one table (Kim et al. 2018, Table 1): NLL bound, KL, perplexity, wall time, steps/s."""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import pyro
 import torch
 
+from fabula.errors import SettingsError
 from fabula.evaluation import evaluate
-from fabula.inference import Amortized, AmortizedSVI, Refinement, SemiAmortized, StochasticVI
+from fabula.inference import VariationalInference
 from fabula.inference.annealing import parse_schedule
-
-INFERENCE_KINDS = {
-    "vae": Amortized,
-    "svi": StochasticVI,
-    "vae+svi": AmortizedSVI,
-    "sa-vae": SemiAmortized,
-    "sa-vae-fd": SemiAmortized,
-}
+from fabula.inference.registry import Setup, build, trainable
+from fabula.settings import setting
 
 
-def parse_inference(spec: str, refinement_lr: float = 0.1):
-    """``"vae"``, ``"svi:K"``, ``"vae+svi:K"``, ``"sa-vae:K"`` (exact Hessian-vector products) or
-    ``"sa-vae-fd:K"`` (finite-difference ones) -> (inference class, settings)."""
-    name, _, steps = spec.partition(":")
-    if name not in INFERENCE_KINDS:
-        raise ValueError(f"unknown inference {spec!r}; use vae, svi:K, vae+svi:K, sa-vae:K or sa-vae-fd:K")
-    if name == "vae":
-        if steps:
-            raise ValueError(f"{spec!r}: plain amortized VI takes no refinement steps")
-        return Amortized, {}
-    if not steps.isdigit():
-        raise ValueError(f"{spec!r}: give the refinement steps, e.g. {name}:20")
-    hvp = "finite-difference" if name == "sa-vae-fd" else "exact"
-    return INFERENCE_KINDS[name], {"refinement": Refinement(steps=int(steps), lr=refinement_lr, hvp=hvp)}
+@dataclass
+class CompareSettings:
+    """Comparison: the inference kinds, their shared training budget and the evaluation"""
+
+    inference: tuple[str, ...] = setting(
+        ("vae", "svi:20", "vae+svi:20", "sa-vae:20"), "inference kinds (specs of the registry) to compare"
+    )
+    epochs: int = setting(2, "epochs per inference kind")
+    batch_size: int = setting(50, "data per step")
+    train_size: int | None = setting(500, "training data used (the first N; unset: all)")
+    test_size: int | None = setting(200, "test data evaluated (the first N; unset: all)")
+    lr: float = setting(1e-3, "Adam learning rate")
+    refinement_lr: float = setting(0.1, "step size of the K refinement steps")
+    anneal: str | None = setting(None, "KL annealing for every inference kind, e.g. linear:2000")
+    samples: int = setting(100, "IW samples for the NLL bound")
+    seed: int = setting(0, "random seed")
+
+    def __post_init__(self):
+        for spec in self.inference:
+            trainable(spec)
+        if self.anneal:
+            parse_schedule(self.anneal)
+        for name in ("epochs", "batch_size", "samples"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
+
+
+def _setup(build_pair, splits, settings: CompareSettings, objective, learn_story: bool) -> Setup:
+    story, guide = build_pair()
+    annealing = parse_schedule(settings.anneal) if settings.anneal else None
+    return Setup(
+        story,
+        guide,
+        objective=objective,
+        training={
+            "optim_args": {"lr": settings.lr},
+            "clip_norm": 5.0,
+            "learn_story": learn_story,
+            "annealing": annealing,
+        },
+        refinement={"lr": settings.refinement_lr},
+        data=splits,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+    )
+
+
+def _trains_something(inference) -> bool:
+    return not isinstance(inference, VariationalInference) or bool(inference.trainer.optimizers)
+
+
+def estimate_seconds(build_pair, splits, settings: CompareSettings, objective=None, learn_story=True) -> dict:
+    """Seconds each kind's training will take, from the time of two steps of a throwaway copy."""
+    out = {}
+    first = next(splits["train"].batches(settings.batch_size, shuffle=True, seed=settings.seed))
+    for spec in settings.inference:
+        torch.manual_seed(settings.seed)
+        inference = build(spec, _setup(build_pair, splits, settings, objective, learn_story))
+        if not _trains_something(inference):
+            out[spec] = 0.0
+            continue
+        with pyro.validation_enabled(False):
+            inference.step(first)
+            start = time.perf_counter()
+            inference.step(first)
+        per_step = time.perf_counter() - start
+        out[spec] = per_step * splits["train"].num_batches(settings.batch_size) * settings.epochs
+    return out
 
 
 def compare(
-    build,
-    splits,
-    specs,
-    epochs: int,
-    batch_size: int,
-    seed: int = 0,
-    iw_samples: int = 100,
-    lr: float = 1e-3,
-    refinement_lr: float = 0.1,
-    progress: bool = True,
-    learn_story: bool = True,
-    anneal: str | None = None,
-) -> dict[str, dict]:
-    """Train a fresh ``build()`` (story, guide) pair with each inference spec, from the same
-    initial weights and seed, and evaluate each on ``splits["test"]`` with the negative ELBO
-    (10 samples of its reconstruction term) and the IW bound. With ``learn_story=False`` the
-    story is held fixed (only guides are trained; per-instance SVI then trains nothing). ``anneal``
-    is a KL-annealing schedule (e.g. ``"linear:2000"``) for every spec's training objective."""
+    build_pair, splits, settings: CompareSettings, objective=None, learn_story=True, progress=True
+) -> dict:
+    """Train a fresh ``build_pair()`` (story, guide) with each inference kind, from the same
+    initial weights and seed, and evaluate each on ``splits["test"]`` with the negative ELBO (10
+    samples of its reconstruction term) and the IW bound. With ``learn_story=False`` only λ is
+    fitted (per-instance SVI then trains nothing)."""
     rows = {}
-    for spec in specs:
-        kind, settings = parse_inference(spec, refinement_lr)
-        torch.manual_seed(seed)
-        story, guide = build()
-        inference = kind(
-            story,
-            guide,
-            optim_args={"lr": lr},
-            clip_norm=5.0,
-            learn_story=learn_story,
-            annealing=parse_schedule(anneal) if anneal else None,
-            **settings,
-        )
-        pyro.set_rng_seed(seed)
+    for spec in settings.inference:
+        torch.manual_seed(settings.seed)
+        inference = build(spec, _setup(build_pair, splits, settings, objective, learn_story))
+        pyro.set_rng_seed(settings.seed)
         start = time.perf_counter()
         history = [{"loss": float("nan")}]
-        if inference.params:
+        if _trains_something(inference):
             with pyro.validation_enabled(False):
                 history = inference.fit(
-                    splits["train"], epochs=epochs, batch_size=batch_size, seed=seed, progress=progress
+                    splits["train"], settings.epochs, settings.batch_size, settings.seed, progress=progress
                 )
         seconds = time.perf_counter() - start
-        report = evaluate(inference, splits["test"], "iw", iw_samples).summary()
+        report = evaluate(inference, splits["test"], "iw", settings.samples).summary()
         elbo = evaluate(inference, splits["test"], "elbo", 10).summary()
         rows[spec] = {
             "nll_elbo": elbo["nll"],
@@ -89,7 +117,7 @@ def compare(
             "train_seconds": seconds,
             "steps_per_second": inference.num_steps / seconds if inference.num_steps else 0.0,
             "train_loss": history[-1]["loss"],
-            "estimator": f"iw (S={iw_samples})",
+            "estimator": f"iw (S={settings.samples})",
         }
     return rows
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import torch
 
 from fabula.data.text import BOS, EOS, PAD
+from fabula.errors import SettingsError
 
 DECODERS = ("greedy", "beam", "sample")
 
@@ -98,7 +99,7 @@ def decode(decoder, z=None, num=None, method="greedy", beam_size=5, max_length=5
         return beam_search(decoder, z, num, beam_size, max_length)
     if method == "sample":
         return sample(decoder, z, num, max_length, temperature)
-    raise ValueError(f"unknown decoding method {method!r}; choose from {DECODERS}")
+    raise SettingsError(f"unknown decoding method {method!r}; choose from {DECODERS}")
 
 
 def homotopy(z_a: torch.Tensor, z_b: torch.Tensor, steps: int) -> torch.Tensor:

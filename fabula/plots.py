@@ -5,13 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
 import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from fabula.checkpoint import atomic_write  # noqa: E402
+from fabula.checkpoint import atomic_write
 
 PANELS = (
     (("loss",), "train loss (annealed -ELBO per datum)"),

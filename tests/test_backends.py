@@ -7,9 +7,10 @@ import torch
 from pyro import poutine
 
 from fabula.backends.numpyro import nuts, twin
-from fabula.evaluation.bounds import sample_sites
 from fabula.inference import MCMC
+from fabula.inference.kernels import NumPyroNUTS, PyroNUTS
 from fabula.models import GMVAE, LSTMVAE
+from fabula.traces import sample_sites
 from helpers import linear_gaussian_setup, nvdm_setup, sentence_setup
 
 
@@ -63,8 +64,11 @@ def test_a_story_without_a_twin_is_named():
         twin(story)
 
 
-def test_unknown_backend_is_refused():
+def test_the_backend_picks_the_nuts_kernel_and_an_unknown_one_is_refused():
     story, guide, _ = linear_gaussian_setup(num_data=2)
+    kernel = MCMC(story, guide, backend="numpyro", target_accept=0.9, max_tree_depth=6).kernel
+    assert isinstance(kernel, NumPyroNUTS) and (kernel.target_accept, kernel.max_tree_depth) == (0.9, 6)
+    assert isinstance(MCMC(story, guide).kernel, PyroNUTS)
     with pytest.raises(ValueError, match="unknown MCMC backend 'stan'"):
         MCMC(story, guide, backend="stan")
 

@@ -5,8 +5,12 @@ import torch
 
 from fabula.checkpoint import load_checkpoint, save_checkpoint
 from fabula.data import DataFormatError
-from fabula.runs import CHECKPOINT, METRICS, TrainConfig, load_run, read_metrics, train
+from fabula.errors import RunError
+from fabula.rundir import RunDirectory
+from fabula.runs import TrainConfig, load_run, train
 from helpers import nvdm_setup
+
+CHECKPOINT = RunDirectory.CHECKPOINT
 
 
 def test_round_trip_of_weights_optimizer_and_nested_state(tmp_path):
@@ -44,20 +48,29 @@ def test_a_failed_write_leaves_the_old_checkpoint(tmp_path):
 def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"\x80\x04 not safetensors")
-    with pytest.raises(ValueError, match="not a fabula checkpoint"):
+    with pytest.raises(RunError, match="not a fabula checkpoint"):
         load_checkpoint(bad)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(RunError, match="no checkpoint"):
         load_checkpoint(tmp_path / "none.safetensors")
 
 
 def small_config(**kw):
-    return TrainConfig(**{"epochs": 2, "latent_dim": 4, "hidden": (16,), "batch_size": 128, **kw})
+    return TrainConfig.create(
+        "nvdm", **{"epochs": 2, "latent_dim": 4, "hidden": (16,), "batch_size": 128, **kw}
+    )
 
 
 @pytest.mark.parametrize(
     "settings",
-    [{}, {"optimizer": "sgd", "lr": 0.004, "lr_decay": 0.5, "decay_after": 1, "clip_norm": 1.0}],
-    ids=["adam", "sgd-decay"],
+    [
+        {},
+        {"optimizer": "sgd", "lr": 0.004, "lr_decay": 0.5, "decay_after": 1, "clip_norm": 1.0},
+        {"inference": "table"},
+        {"inference": "svi:2"},
+        {"inference": "vae+svi:2"},
+        {"inference": "sa-vae:2"},
+    ],
+    ids=["adam", "sgd-decay", "table", "svi", "vae+svi", "sa-vae"],
 )
 def test_resume_equals_an_uninterrupted_run(tmp_path, settings):
     train(small_config(epochs=3, **settings), tmp_path / "straight", progress=False)
@@ -69,28 +82,44 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, settings):
     for name in a.weights:
         for key in a.weights[name]:
             assert torch.equal(a.weights[name][key], b.weights[name][key]), (name, key)
-    ma, mb = (read_metrics(tmp_path / run / METRICS) for run in ("straight", "split"))
+    ma, mb = (RunDirectory(tmp_path / run).history() for run in ("straight", "split"))
     drop = lambda ms: [{k: v for k, v in m.items() if k != "train_seconds"} for m in ms]  # noqa: E731
     assert drop(ma) == drop(mb) and len(ma) == 3
-    if settings:  # the step size halves after the first epoch; the checkpoint holds the next epoch's
+    if "lr_decay" in settings:  # the step size halves after the first epoch; the checkpoint holds the next's
         assert [m["lr"] for m in ma] == [0.004, 0.002, 0.001]
-        assert b.state["inference"]["optimizer"]["param_groups"][0]["lr"] == 0.0005
+        assert b.state["inference"]["trainer"]["optimizers"]["joint"]["param_groups"][0]["lr"] == 0.0005
+    loaded = load_run(tmp_path / "split")  # the run is loaded back as the kind that was trained
+    assert loaded.inference.spec == settings.get("inference", "vae")
+    assert (
+        type(loaded.inference).__name__
+        == {
+            "vae": "Amortized",
+            "table": "NonAmortized",
+            "svi:2": "StochasticVI",
+            "vae+svi:2": "AmortizedSVI",
+            "sa-vae:2": "SemiAmortized",
+        }[loaded.inference.spec]
+    )
 
 
 def test_unknown_optimizer_and_bad_decay_are_refused(tmp_path):
     with pytest.raises(ValueError, match="unknown optimizer 'rmsprop'"):
         train(small_config(optimizer="rmsprop"), tmp_path / "a", progress=False)
     with pytest.raises(ValueError, match="lr_decay must lie in"):
-        train(small_config(lr_decay=0.0), tmp_path / "b", progress=False)
+        small_config(lr_decay=0.0)
+    with pytest.raises(ValueError, match="does not train"):
+        small_config(inference="nuts")
+    with pytest.raises(ValueError, match="unknown setting 'num_components' for the nvdm story"):
+        small_config(num_components=3)
 
 
 def test_resume_refuses_changed_settings_and_existing_runs(tmp_path):
     train(small_config(epochs=1), tmp_path / "run", progress=False)
-    with pytest.raises(FileExistsError, match="--resume"):
+    with pytest.raises(RunError, match="--resume"):
         train(small_config(epochs=1), tmp_path / "run", progress=False)
     with pytest.raises(ValueError, match="only --epochs"):
         train(small_config(epochs=2, lr=0.5), tmp_path / "run", resume=True, progress=False)
-    with pytest.raises(FileNotFoundError, match="nothing to resume"):
+    with pytest.raises(RunError, match="nothing to resume"):
         train(small_config(), tmp_path / "other", resume=True, progress=False)
 
 

@@ -2,10 +2,13 @@ import json
 
 import pytest
 
-from fabula.cli import main, parser
+from fabula.cli import _train_config, main, parser
 
 
-@pytest.mark.parametrize("command", [[], ["train"], ["evaluate"], ["topics"]])
+@pytest.mark.parametrize(
+    "command",
+    [[], ["train"], ["train", "nvdm"], ["train", "lstm-vae"], ["evaluate"], ["topics"], ["compare"]],
+)
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:
         main([*command, "--help"])
@@ -60,14 +63,21 @@ def test_errors_are_reported_without_a_traceback(tmp_path, capsys):
 
 def test_parser_defaults_match_the_documented_embedded_run():
     args = parser().parse_args(["train", "nvdm"])
-    assert (args.data, args.out, args.latent_dim) == ("synthetic", "runs/demo", 50)
+    config = _train_config(args)
+    assert (config.data.data, args.out, config.model.latent_dim, config.inference.inference) == (
+        "synthetic",
+        "runs/demo",
+        50,
+        "vae",
+    )
 
 
 @pytest.mark.parametrize("story", ["rnnlm", "lstm-vae"])
 def test_sentence_stories_train_evaluate_and_generate(story, tmp_path, capsys):
     run = str(tmp_path / story)
-    tiny = ["--embed-dim", "8", "--hidden-dim", "12", "--latent-dim", "3", "--batch-size", "128", "--quiet"]
-    extra = ["--word-dropout", "0.2", "--anneal", "linear:50"] if story == "lstm-vae" else []
+    tiny = ["--embed-dim", "8", "--hidden-dim", "12", "--batch-size", "128", "--quiet"]
+    extra = ["--latent-dim", "3", "--word-dropout", "0.2", "--anneal", "linear:50", "--inference", "sa-vae:1"]
+    extra = extra if story == "lstm-vae" else []
     assert main(["train", story, "--out", run, "--epochs", "1", *tiny, *extra]) == 0
     capsys.readouterr()
     assert main(["evaluate", run, "--estimator", "iw", "--samples", "4", "--json"]) == 0
@@ -75,6 +85,7 @@ def test_sentence_stories_train_evaluate_and_generate(story, tmp_path, capsys):
     assert (
         report["num_tokens"] > report["num_data"] and "mi" in report and report["generator"]["samples"] == 4
     )
+    assert report["inference"] == ("sa-vae:1" if story == "lstm-vae" else "vae")  # loaded as trained
     assert main(["sample", run, "--n", "3", "--decode", "beam", "--max-length", "6"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 3 and all(len(line.split()) <= 6 for line in lines)
@@ -103,7 +114,9 @@ def test_compare_fits_one_story_with_several_inference_objects(capsys):
     assert all(r["estimator"] == "iw (S=3)" and r["steps_per_second"] > 0 for r in out["rows"].values())
     assert out["generator"]["nll"] < min(r["nll"] for r in out["rows"].values())
     assert main(["compare", "--inference", "vae:3"]) == 2
-    assert "takes no refinement steps" in capsys.readouterr().err
+    assert "takes no steps" in capsys.readouterr().err
+    assert main(["compare", "--inference", "nuts"]) == 2
+    assert "does not train" in capsys.readouterr().err
 
 
 def test_compare_anneals_every_inference_objects_kl(capsys):
@@ -123,7 +136,8 @@ def test_compare_anneals_every_inference_objects_kl(capsys):
     [
         ("nuts", []),
         ("nuts", ["--backend", "numpyro"]),
-        ("sa-vae", []),
+        ("sa-vae:3", []),
+        ("refine:3", []),
         ("vae", ["--against-nuts", "--backend", "numpyro"]),
     ],
 )
@@ -133,7 +147,7 @@ def test_diagnose_writes_netcdf_plots_and_a_summary(inference, extra, tmp_path, 
     assert main(["train", "nvdm", "--out", run, *tiny]) == 0
     out = tmp_path / "diag"
     args = ["diagnose", run, "--inference", inference, "--items", "0:2", "--out", str(out), *extra]
-    assert main([*args, "--samples", "40", "--warmup", "40", "--chains", "2", "--steps", "3"]) == 0
+    assert main([*args, "--samples", "40", "--warmup", "40", "--chains", "2"]) == 0
     printed = capsys.readouterr().out
     assert "r_hat" in printed and "ess_bulk" in printed
     assert ("PSIS k-hat" in printed) == (inference != "nuts")
@@ -151,7 +165,16 @@ def test_diagnose_writes_netcdf_plots_and_a_summary(inference, extra, tmp_path, 
 def test_gmvae_trains_with_mixture_diagnostics_and_samples_per_component(tmp_path, capsys):
     run = tmp_path / "dgmvae"
     tiny = ["--embed-dim", "8", "--hidden-dim", "12", "--latent-dim", "2", "--batch-size", "128", "--quiet"]
-    mixture = ["--components", "3", "--pairs", "2", "--dispersion", "0.5", "--mi-weight", "1"]
+    mixture = [
+        "--num-components",
+        "3",
+        "--num-pairs",
+        "2",
+        "--dispersion",
+        "0.5",
+        "--mutual-information",
+        "1",
+    ]
     assert main(["train", "gmvae", "--out", str(run), "--epochs", "2", *tiny, *mixture]) == 0
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     for key in ("eval_kl_c", "eval_kl_z", "eval_vm", "eval_dispersion", "eval_mi_c"):
@@ -162,5 +185,47 @@ def test_gmvae_trains_with_mixture_diagnostics_and_samples_per_component(tmp_pat
     assert main(["sample", str(run), "--n", "2", "--component", "1:2", "--max-length", "5"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
     assert main(["sample", str(run), "--n", "2", "--from", "w0704 w0312", "--max-length", "5"]) == 0
-    assert main(["train", "lstm-vae", "--dispersion", "0.5", "--out", str(tmp_path / "x")]) == 2
-    assert "apply to the gmvae story" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_:  # a setting of another story is not a flag of this one
+        main(["train", "lstm-vae", "--dispersion", "0.5", "--out", str(tmp_path / "x")])
+    assert exit_.value.code == 2 and "--dispersion" in capsys.readouterr().err
+
+
+def test_a_bug_keeps_its_traceback(tmp_path, monkeypatch):
+    """Only the library's user-facing errors become exit 2; any other exception propagates."""
+
+    def broken(*args, **kwargs):
+        raise ValueError("a bug")
+
+    monkeypatch.setattr("fabula.cli.train", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        main(["train", "nvdm", "--out", str(tmp_path / "r")])
+
+
+def test_story_help_says_its_defaults(capsys):
+    with pytest.raises(SystemExit):
+        main(["train", "lstm-vae", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "(default: linear:8000)" in text and "(default: 0.2)" in text and "(default: 32)" in text
+
+
+def test_a_new_inference_kind_is_one_module_and_one_registry_entry(tmp_path, capsys):
+    import toy_inference
+
+    run = str(tmp_path / "run")
+    tiny = ["--epochs", "1", "--latent-dim", "2", "--hidden", "8", "--quiet", "--no-reference"]
+    assert main(["train", "nvdm", "--inference", "toy", "--out", run, *tiny]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", run, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["inference"] == "toy"
+    from fabula.runs import load_run
+
+    assert isinstance(load_run(run).inference, toy_inference.ToyVI)
+    args = ["compare", "--story", "nvdm", "--epochs", "1", "--hidden-dim", "8", "--samples", "2", "--json"]
+    assert main([*args, "--train-size", "64", "--test-size", "16", "--inference", "toy", "vae"]) == 0
+    assert list(json.loads(capsys.readouterr().out)["rows"]) == ["toy", "vae"]
+    out = tmp_path / "diag"
+    assert (
+        main(["diagnose", run, "--inference", "toy", "--items", "0:2", "--samples", "20", "--out", str(out)])
+        == 0
+    )
+    assert "PSIS k-hat" in capsys.readouterr().out

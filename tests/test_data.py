@@ -114,7 +114,7 @@ def test_registry_refuses_missing_or_altered_local_copies(tmp_path, shared_data)
         f.write("extra 1\n")
     with pytest.raises(DataFormatError, match="sha256"):
         locate("20news", tmp_path)
-    with pytest.raises(KeyError, match="unknown dataset"):
+    with pytest.raises(ValueError, match="unknown dataset"):
         locate("nope", tmp_path)
 
 

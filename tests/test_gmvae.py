@@ -10,8 +10,8 @@ from torch.distributions import Categorical, Normal, kl_divergence
 from fabula.evaluation import evaluate
 from fabula.evaluation.mixture import dispersion, mixture_diagnostics
 from fabula.guides import MixtureGuide
-from fabula.inference import Amortized, Dispersed
-from fabula.inference.annealing import Linear
+from fabula.inference import Aggressive, Amortized, DispersedELBO, Refinement, SemiAmortized
+from fabula.inference.annealing import annealed
 from fabula.models import GMVAE
 from fabula.plots import plot_component_means
 from helpers import sentence_setup
@@ -52,34 +52,79 @@ def test_enumeration_gives_the_exact_sum_over_components():
 def test_zero_dispersion_and_mi_weights_give_exactly_the_gmvae_loss():
     story, guide, corpus = tiny(num_pairs=2)
     batch = next(corpus["train"].batches(8))
-    gmvae = Amortized(story, guide, elbo=TraceEnum_ELBO(max_plate_nesting=1))
-    dgmvae = Dispersed(story, guide, dispersion=0.0, mutual_information=0.0)
+    gmvae = Amortized(story, guide, objective=TraceEnum_ELBO(max_plate_nesting=1))
+    dgmvae = Amortized(story, guide, objective=DispersedELBO(dispersion=0.0, mutual_information=0.0))
     losses = []
     for inference in (gmvae, dgmvae):
         pyro.set_rng_seed(1)
         losses.append(inference.loss(batch))
     assert torch.equal(losses[0], losses[1])
     pyro.set_rng_seed(1)
-    assert not torch.equal(Dispersed(story, guide, dispersion=1.0).loss(batch), losses[0])
+    assert not torch.equal(Amortized(story, guide, objective=DispersedELBO(1.0)).loss(batch), losses[0])
+
+
+def _extra_terms(objective, story, guide, batch, params, beta=1.0):
+    """The objective's terms beyond the mixture ELBO, per datum, with the guide at ``params``."""
+    losses = []
+    for elbo in (objective, TraceEnum_ELBO(max_plate_nesting=1)):
+        pyro.set_rng_seed(5)
+        model, q = annealed(story.model, beta), annealed(lambda b: guide(b, params), beta)
+        losses.append(elbo.differentiable_loss(model, q, batch))
+    return (losses[0] - losses[1]).item() / batch.size
 
 
 def test_dispersion_and_mutual_information_by_hand():
+    """The terms are read off the enumerated traces: q(c|x) from the guide's c site, the
+    components from the prior of the z site that varies along c's enumeration dimension."""
     story, guide, corpus = tiny(num_pairs=1, K=2)
     with torch.no_grad():
         story.component_means.copy_(torch.tensor([[[1.0, 1.0], [-1.0, -1.0]]]))
     batch = next(corpus["train"].batches(2))
-    half = {"c_logits": torch.zeros(2, 1, 2)}  # q(c|x) = (1/2, 1/2) for both data
+    params = {k: v.detach() for k, v in guide.local_params(batch).items()}
+    half = {**params, "c_logits": torch.zeros(2, 1, 2)}  # q(c|x) = (1/2, 1/2) for both data
     # unit scales: Var over c of mu_c / 2 = 1/2 per coordinate, 2 coordinates; I(x; c) = 0
-    assert Dispersed(story, guide, dispersion=1.0).regularizer(batch, half).item() == pytest.approx(-1.0)
-    annealed = Dispersed(story, guide, dispersion=0.5, annealing=Linear(steps=10))
-    annealed.num_steps = 4  # beta_t = 0.4 weights the term too
-    assert annealed.regularizer(batch, half).item() == pytest.approx(-0.5 * 0.4)
-    onehot = {"c_logits": torch.tensor([[[50.0, -50.0]], [[-50.0, 50.0]]])}  # each datum sure of another c
+    assert _extra_terms(DispersedELBO(1.0), story, guide, batch, half) == pytest.approx(-1.0, abs=1e-4)
+    # the KL-annealing weight beta_t = 0.4 (the latent sites' scale) weights the term too
+    value = _extra_terms(DispersedELBO(0.5), story, guide, batch, half, beta=0.4)
+    assert value == pytest.approx(-0.5 * 0.4, abs=1e-4)
+    onehot = {
+        **params,
+        "c_logits": torch.tensor([[[50.0, -50.0]], [[-50.0, 50.0]]]),
+    }  # each sure of another c
     # no dispersion within q(c|x); I(x; c) = H(1/2, 1/2) - 0 = log 2
-    value = Dispersed(story, guide, mutual_information=1.0).regularizer(batch, onehot).item()
-    assert value == pytest.approx(-math.log(2), abs=1e-6)
+    value = _extra_terms(DispersedELBO(mutual_information=1.0), story, guide, batch, onehot)
+    assert value == pytest.approx(-math.log(2), abs=1e-4)
     with pytest.raises(ValueError, match=r"dispersion weight must lie in \[0, 1\]"):
-        Dispersed(story, guide, dispersion=1.5)
+        DispersedELBO(dispersion=1.5)
+
+
+def test_sa_vae_trains_the_mixture_story_and_refines_its_component_logits():
+    """Refinement takes the setup's bound (TraceEnum_ELBO here), so SA-VAE steps c's logits too."""
+    story, guide, corpus = tiny(num_pairs=2)
+    inference = SemiAmortized(story, guide, Refinement(steps=2, lr=0.1), objective=DispersedELBO(0.5))
+    batch = next(corpus["train"].batches(8))
+    before = [p.detach().clone() for p in inference.params]
+    assert math.isfinite(inference.step(batch)["loss"])
+    assert any(not torch.equal(a, p) for a, p in zip(before, inference.params, strict=True))
+    with torch.no_grad():
+        start, refined = guide.local_params(batch), inference.local_params(batch)
+    assert not torch.allclose(start["c_logits"], refined["c_logits"])
+
+
+def test_refinement_refuses_a_discrete_site_its_objective_does_not_sum_out():
+    story, guide, corpus = tiny(num_pairs=1)
+    inference = SemiAmortized(story, guide, Refinement(steps=1))  # TraceMeanField_ELBO
+    with pytest.raises(ValueError, match="discrete"):
+        inference.local_params(next(corpus["train"].batches(4)))
+
+
+def test_aggressive_training_with_dispersion():
+    story, guide, corpus = tiny(num_pairs=1)
+    updates = Aggressive(corpus["train"], corpus["valid"], batch_size=8, inner_steps=3, patience=1)
+    inference = Amortized(story, guide, objective=DispersedELBO(0.8, 0.1), updates=updates)
+    history = inference.fit(corpus["train"], epochs=1, batch_size=16, progress=False)
+    assert math.isfinite(history[0]["loss"]) and history[0]["inner_steps"] >= 1
+    assert "validation_mi" in history[0]
 
 
 def test_dispersion_is_the_gap_between_the_kl_to_each_component_and_to_their_natural_mean():
@@ -103,7 +148,7 @@ def test_dispersion_is_the_gap_between_the_kl_to_each_component_and_to_their_nat
 
 def test_gmvae_trains_evaluates_and_generates_per_component():
     story, guide, corpus = tiny(num_pairs=2)
-    inference = Dispersed(story, guide, dispersion=0.5, mutual_information=0.5)
+    inference = Amortized(story, guide, objective=DispersedELBO(dispersion=0.5, mutual_information=0.5))
     before = story.component_means.detach().clone()
     inference.fit(corpus["train"], epochs=1, batch_size=16, progress=False)
     assert not torch.equal(before, story.component_means)
@@ -156,7 +201,7 @@ def test_collapsed_mixture_has_no_spread_and_no_information():
     diag = mixture_diagnostics(Amortized(story, guide), corpus["test"])
     assert diag["vm"] == pytest.approx(0, abs=1e-6) and diag["dispersion"] == pytest.approx(0, abs=1e-6)
     assert diag["mi_c"] == pytest.approx(0, abs=1e-6)
-    with pytest.raises(TypeError, match="LSTMVAE is not a mixture story"):
+    with pytest.raises(ValueError, match="LSTMVAE is not a mixture story"):
         mixture_diagnostics(Amortized(*sentence_setup()[:2]), corpus["test"])
 
 

@@ -9,7 +9,8 @@ ones; dropout, a training device, is absent (the twin is the story in evaluation
 :func:`nuts` runs NumPyro's NUTS kernel (its functional ``hmc`` interface) for every datum and
 chain as one vectorized program: each datum's posterior gets its own chains, its own step-size
 and mass-matrix adaptation, and the program is compiled once for all of them, instead of once
-per ``numpyro.infer.MCMC.run`` call.
+per ``numpyro.infer.MCMC.run`` call. It is the kernel of ``MCMC(..., backend="numpyro")``
+(:class:`~fabula.inference.kernels.NumPyroNUTS`).
 
 References: D. Phan, N. Pradhan, M. Jankowiak. Composable Effects for Flexible and Accelerated
 Probabilistic Programming in NumPyro. 2019.

@@ -1,6 +1,7 @@
 """Corpora and batching."""
 
 from fabula.data.bow import BagOfWords, BowBatch
+from fabula.data.corpus import Corpus, shuffle_generator
 from fabula.data.errors import DataFormatError
 from fabula.data.registry import DATASETS, load_dataset, locate
 from fabula.data.synthetic import random_nvdm, synthetic_nvdm_corpus
@@ -10,6 +11,7 @@ from fabula.data.vocab import Vocab
 __all__ = [
     "BagOfWords",
     "BowBatch",
+    "Corpus",
     "DataFormatError",
     "DATASETS",
     "VectorBatch",
@@ -18,5 +20,6 @@ __all__ = [
     "load_dataset",
     "locate",
     "random_nvdm",
+    "shuffle_generator",
     "synthetic_nvdm_corpus",
 ]

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from fabula.data.corpus import Corpus
 from fabula.data.errors import DataFormatError
 from fabula.data.files import numbered_lines
 from fabula.data.vocab import Vocab
@@ -47,7 +46,7 @@ class BowBatch:
         return BowBatch(*(t.to(device) for t in (self.counts, self.log_coef, self.index, self.labels)))
 
 
-class BagOfWords:
+class BagOfWords(Corpus):
     """A corpus of documents stored sparsely (CSR: ``indptr``, ``ids``, ``counts``).
 
     Word ids are 0-based here; the NVDM files are 1-based and are shifted on reading.
@@ -152,33 +151,26 @@ class BagOfWords:
             name=str(path),
         )
 
-    def batch(self, index: torch.Tensor, device: torch.device | str = "cpu") -> BowBatch:
-        """The documents at ``index`` as a dense :class:`BowBatch` on ``device``."""
-        index = torch.as_tensor(index, dtype=torch.long)
+    def _entries(self, index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """For the documents at ``index``: each stored entry's position in ``index`` and its
+        position in ``ids``/``counts``, documents in the order of ``index``."""
         starts, ends = self.indptr[index], self.indptr[index + 1]
         lens = ends - starts
         rows = torch.repeat_interleave(torch.arange(len(index)), lens)
         first = torch.cumsum(lens, 0) - lens
         pos = torch.arange(int(lens.sum())) - torch.repeat_interleave(first, lens)
         pos += torch.repeat_interleave(starts, lens)
+        return rows, pos
+
+    def batch(self, index: torch.Tensor, device: torch.device | str = "cpu") -> BowBatch:
+        """The documents at ``index`` as a dense :class:`BowBatch` on ``device``."""
+        index = torch.as_tensor(index, dtype=torch.long)
+        rows, pos = self._entries(index)
         dense = torch.zeros(len(index), len(self.vocab))
         dense[rows, self.ids[pos]] = self.counts[pos]
         return BowBatch(dense, self.log_coef[index], index, self.labels[index]).to(device)
 
-    def batches(
-        self,
-        batch_size: int,
-        shuffle: bool = False,
-        seed: int = 0,
-        device: torch.device | str = "cpu",
-    ) -> Iterator[BowBatch]:
-        """Iterate over the corpus in batches; with ``shuffle`` the order is a function of ``seed``."""
-        if shuffle:
-            order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
-        else:
-            order = torch.arange(len(self))
-        for start in range(0, len(self), batch_size):
-            yield self.batch(order[start : start + batch_size], device)
-
-    def num_batches(self, batch_size: int) -> int:
-        return math.ceil(len(self) / batch_size)
+    def _select(self, index: torch.Tensor) -> BagOfWords:
+        _, pos = self._entries(index)
+        indptr = torch.cat([torch.zeros(1, dtype=torch.long), self.indptr.diff()[index].cumsum(0)])
+        return BagOfWords(indptr, self.ids[pos], self.counts[pos], self.vocab, self.labels[index], self.name)

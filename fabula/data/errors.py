@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fabula.errors import FabulaError
 
-class DataFormatError(ValueError):
+
+class DataFormatError(FabulaError, ValueError):
     """Malformed or inconsistent input, naming the file, the line (1-based) and the problem."""
 
     def __init__(self, path: str | Path, problem: str, line: int | None = None):

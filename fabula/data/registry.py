@@ -21,6 +21,7 @@ from fabula.data.dialog import load_dailydialog
 from fabula.data.errors import DataFormatError
 from fabula.data.text import TextCorpus, TextVocab
 from fabula.data.vocab import Vocab
+from fabula.errors import SettingsError
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,7 @@ def locate(name: str, data_dir: str | Path | None = None, download: bool = True)
     and never downloaded; without it they come from (or are fetched into) the cache.
     """
     if name not in DATASETS:
-        raise KeyError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
+        raise SettingsError(f"unknown dataset {name!r}; known: {', '.join(sorted(DATASETS))}")
     spec = DATASETS[name]
     if data_dir is not None:
         data_dir = Path(data_dir)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 
+from fabula.data.corpus import Corpus, cut
 from fabula.data.errors import DataFormatError
 from fabula.data.files import numbered_lines
 from fabula.data.vocab import Vocab
+from fabula.errors import SettingsError
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
@@ -142,8 +143,9 @@ LONG_LINE_RULES = ("truncate", "drop", "error")
 EMPTY_LINE_RULES = ("skip", "error")
 
 
-class TextCorpus:
-    """Sentences as word ids (no ``<bos>``/``<eos>``), batched by similar length.
+class TextCorpus(Corpus):
+    """Sentences as word ids (no ``<bos>``/``<eos>``), batched by similar length:
+    ``batches(..., pool=50)`` sorts pools of ``pool`` batches by length (see :meth:`_batch_rows`).
 
     :param sentences: word-id lists.
     :param vocab: the :class:`TextVocab` they index.
@@ -184,9 +186,9 @@ class TextCorpus:
         are refused (``empty_lines="error"``) or left out (``"skip"``).
         """
         if long_lines not in LONG_LINE_RULES:
-            raise ValueError(f"long_lines must be one of {LONG_LINE_RULES}")
+            raise SettingsError(f"long_lines must be one of {LONG_LINE_RULES}")
         if empty_lines not in EMPTY_LINE_RULES:
-            raise ValueError(f"empty_lines must be one of {EMPTY_LINE_RULES}")
+            raise SettingsError(f"empty_lines must be one of {EMPTY_LINE_RULES}")
         path = Path(path)
         sentences = []
         for n, line in numbered_lines(path, "text file"):
@@ -210,23 +212,19 @@ class TextCorpus:
         index = torch.as_tensor(index, dtype=torch.long)
         return TextBatch.from_ids([self.sentence(int(i)) for i in index], index).to(device)
 
-    def batches(
-        self, batch_size: int, shuffle: bool = False, seed: int = 0, device="cpu", pool: int = 50
-    ) -> Iterator[TextBatch]:
-        """Batches of similar length: the (shuffled) order is cut into pools of ``pool`` batches,
-        each pool sorted by length and split into batches, and the batches are shuffled."""
-        gen = torch.Generator().manual_seed(seed)
-        order = torch.randperm(len(self), generator=gen) if shuffle else torch.arange(len(self))
-        groups = []
-        for start in range(0, len(self), batch_size * pool):
-            chunk = order[start : start + batch_size * pool]
-            chunk = chunk[torch.argsort(self.lengths[chunk], stable=True)]
-            groups.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-        if shuffle:
-            groups = [groups[i] for i in torch.randperm(len(groups), generator=gen)]
-        for group in groups:
-            yield self.batch(group, device)
+    def _select(self, index: torch.Tensor) -> TextCorpus:
+        return TextCorpus([self.sentence(int(i)) for i in index], self.vocab, self.name)
 
-    def num_batches(self, batch_size: int) -> int:
-        # pools hold whole batches, so only the last batch of all can be short
-        return math.ceil(len(self) / batch_size)
+    def _batch_rows(
+        self, batch_size: int, generator: torch.Generator | None, pool: int = 50
+    ) -> list[torch.Tensor]:
+        """Batches of similar length, so that little of a batch is padding: the row order is cut
+        into pools of ``pool`` batches, each pool sorted by length (stably) and split into
+        batches, and with ``generator`` the batches are then shuffled by its next draw. Pools hold
+        whole batches, so at most one batch is short and :meth:`num_batches` holds."""
+        groups = []
+        for chunk in cut(self._rows(generator), batch_size * pool):
+            groups += cut(chunk[torch.argsort(self.lengths[chunk], stable=True)], batch_size)
+        if generator is not None:
+            groups = [groups[i] for i in torch.randperm(len(groups), generator=generator)]
+        return groups

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import torch
+
+from fabula.data.corpus import Corpus
 
 
 @dataclass
@@ -28,8 +28,8 @@ class VectorBatch:
         return VectorBatch(self.x.to(device), self.index.to(device))
 
 
-class Vectors:
-    """A dataset of ``[num_data, dim]`` rows with the same batching interface as corpora."""
+class Vectors(Corpus):
+    """A corpus of ``[num_data, dim]`` real-valued rows."""
 
     def __init__(self, x: torch.Tensor):
         if x.dim() != 2:
@@ -40,18 +40,9 @@ class Vectors:
         return self.x.shape[0]
 
     def batch(self, index, device="cpu") -> VectorBatch:
+        """The rows at ``index`` and their positions, on ``device``."""
         index = torch.as_tensor(index, dtype=torch.long)
         return VectorBatch(self.x[index], index).to(device)
 
-    def batches(
-        self, batch_size: int, shuffle: bool = False, seed: int = 0, device="cpu"
-    ) -> Iterator[VectorBatch]:
-        n = len(self)
-        order = (
-            torch.randperm(n, generator=torch.Generator().manual_seed(seed)) if shuffle else torch.arange(n)
-        )
-        for start in range(0, n, batch_size):
-            yield self.batch(order[start : start + batch_size], device)
-
-    def num_batches(self, batch_size: int) -> int:
-        return math.ceil(len(self) / batch_size)
+    def _select(self, index: torch.Tensor) -> Vectors:
+        return Vectors(self.x[index])

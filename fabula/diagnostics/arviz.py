@@ -6,15 +6,15 @@ import warnings
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
 import pyro
 import torch
 from pyro import poutine
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
-from fabula.evaluation.bounds import PARTICLE_DIM, log_weights, sample_sites
+from fabula.errors import UsageError
+from fabula.evaluation.bounds import log_weights
 from fabula.inference.mcmc import MCMC
+from fabula.traces import PARTICLE_DIM, sample_sites
 
 with warnings.catch_warnings():
     # ArviZ 0.2x announces its 1.x refactor on import; fabula pins the 0.2x API here.
@@ -54,7 +54,7 @@ def _observed(story, batch) -> dict[str, torch.Tensor]:
 def to_arviz(inference, batch, num_samples: int = 500):
     """``az.InferenceData`` of ``inference``'s posterior for ``batch``.
 
-    * :class:`~fabula.inference.MCMC`: its last run for this batch (sampled if none), as
+    * :class:`~fabula.inference.MCMC`: its last run on this batch (sampled if none), as
       ``(chain, draw)``, with ``sample_stats`` (``energy``, ``diverging``, ``step_size``,
       ``n_steps``, ``tree_depth``; per datum, dimension ``data``, for the NumPyro backend);
     * any variational inference object: ``num_samples`` draws from q, as one chain.
@@ -66,7 +66,7 @@ def to_arviz(inference, batch, num_samples: int = 500):
     story = inference.story
     with torch.no_grad():
         if isinstance(inference, MCMC):
-            chains = inference.chains or inference.run(batch)
+            chains = inference.chains_for(batch)
             samples, stats = chains.samples, {k: v.numpy() for k, v in chains.stats.items()}
         else:
             samples = {s: v[None] for s, v in inference.posterior(batch, num_samples).items()}
@@ -97,6 +97,11 @@ def psis_khat(inference, batch, num_samples: int = 500) -> torch.Tensor:
     References: Y. Yao, A. Vehtari, D. Simpson, A. Gelman. Yes, but Did It Work?: Evaluating
     Variational Inference. ICML 2018.
     """
+    if inference.source is None:
+        raise UsageError(
+            f"psis_khat diagnoses a variational q and this {type(inference).__name__} has none (its "
+            "source is None); for MCMC chains read r-hat and ESS of fabula.diagnostics.to_arviz(mcmc, batch)"
+        )
     logw = log_weights(inference.story, inference.guide, batch, num_samples, inference.local_params(batch))
     logw = logw.T.double().cpu()
     _, khat = az.psislw(logw.numpy())
@@ -107,7 +112,11 @@ def psis_khat(inference, batch, num_samples: int = 500) -> torch.Tensor:
 def plot_diagnostics(idata, out_dir, reference=None) -> list[str]:
     """Trace, rank, pair and (for MCMC) energy plots of ``idata`` as PNG files in ``out_dir``;
     with a ``reference`` (e.g. NUTS draws) also q-against-reference density overlays.
-    Returns the written file names."""
+    Returns the written file names.
+
+    The figures are drawn with pyplot in non-interactive mode and closed once written; fabula
+    leaves matplotlib's backend to matplotlib (Agg where there is no display), since choosing
+    one (``matplotlib.use``) is process-wide."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     coords = {"data": idata.posterior["data"].values[:1]}  # one datum keeps the panels readable
@@ -131,7 +140,7 @@ def plot_diagnostics(idata, out_dir, reference=None) -> list[str]:
         )
     written = []
     for name, draw in plots.items():
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), plt.ioff():
             # ArviZ 0.2x plotting calls matplotlib APIs that matplotlib 3.11 deprecates
             warnings.filterwarnings("ignore", category=matplotlib.MatplotlibDeprecationWarning)
             draw()

@@ -8,9 +8,7 @@ from fabula.evaluation.bounds import (
     log_weights,
     mutual_information,
     posterior_means,
-    run_traces,
     terms_from_traces,
-    trace_guide,
 )
 from fabula.evaluation.clustering import chance_homogeneity, completeness, homogeneity, v_measure
 from fabula.evaluation.metrics import active_units, perplexities
@@ -34,9 +32,7 @@ __all__ = [
     "perplexities",
     "posterior_means",
     "reconstruction_bleu",
-    "run_traces",
     "sample_bleu",
     "terms_from_traces",
-    "trace_guide",
     "v_measure",
 ]

@@ -8,39 +8,11 @@ from __future__ import annotations
 
 import math
 
-import pyro
 import torch
-from pyro import poutine
-from pyro.distributions import Independent
 from pyro.distributions.util import scale_and_mask
-from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
-from fabula.models.story import DATA_DIM
-
-PARTICLE_DIM = DATA_DIM - 1
-
-
-def trace_guide(guide, batch, num_samples: int = 1, params=None):
-    """The guide's trace with ``num_samples`` draws per datum (site batch shapes ``[S, B]``)."""
-    with pyro.plate("particles", num_samples, dim=PARTICLE_DIM):
-        return poutine.trace(guide).get_trace(batch, params)
-
-
-def run_traces(story, guide, batch, num_samples: int = 1, params=None):
-    """Trace the guide (with ``params``) and replay the story on its ``num_samples`` draws.
-
-    Returns ``(model_trace, guide_trace)``; every site's batch shape is ``[S, B]``.
-    """
-    guide_trace = trace_guide(guide, batch, num_samples, params)
-    with pyro.plate("particles", num_samples, dim=PARTICLE_DIM):
-        model_trace = poutine.trace(poutine.replay(story.model, trace=guide_trace)).get_trace(batch)
-    return model_trace, guide_trace
-
-
-def sample_sites(trace) -> list[dict]:
-    """The trace's sample sites (observed and latent), without plates' subsample sites."""
-    return [site for site in trace.nodes.values() if site["type"] == "sample" and not site_is_subsample(site)]
+from fabula.traces import run_traces, sample_sites
 
 
 def log_weights(story, guide, batch, num_samples: int, params=None) -> torch.Tensor:
@@ -52,15 +24,6 @@ def log_weights(story, guide, batch, num_samples: int, params=None) -> torch.Ten
     for site in sample_sites(guide_trace):
         logw = logw - site["fn"].log_prob(site["value"])
     return torch.as_tensor(logw).expand(num_samples, batch.size)
-
-
-def kl_per_dim(q, p) -> torch.Tensor:
-    """Analytic :math:`KL(q \\| p)` per latent coordinate (``Independent`` wrappers removed)."""
-    while isinstance(q, Independent):
-        q = q.base_dist
-    while isinstance(p, Independent):
-        p = p.base_dist
-    return kl_divergence(q, p)
 
 
 def elbo_terms(story, guide, batch, num_samples: int = 1, params=None, analytic_kl: bool = True):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from fabula.errors import UsageError
+
 
 def perplexities(nll: torch.Tensor, tokens: torch.Tensor) -> dict[str, float]:
     r"""Per-document and corpus perplexity from per-document NLL (nats) and token counts.
@@ -29,7 +31,7 @@ def active_units(posterior_means: torch.Tensor, threshold: float = 0.01) -> int:
     References: Y. Burda, R. Grosse, R. Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
     """
     if posterior_means.shape[0] < 2:
-        raise ValueError("active units need the posterior means of at least two data")
+        raise UsageError("active units need the posterior means of at least two data")
     if posterior_means.shape[1] == 0:
         return 0
     return int((posterior_means.double().var(0) > threshold).sum())

@@ -25,6 +25,8 @@ from __future__ import annotations
 
 import torch
 
+from fabula.errors import UsageError
+from fabula.models.capabilities import HasComponents
 from fabula.nn.mode import evaluation_mode
 
 
@@ -58,8 +60,8 @@ def dispersion(rho: torch.Tensor, means: torch.Tensor, log_scales: torch.Tensor)
 def mixture_diagnostics(inference, data, batch_size: int = 256) -> dict:
     """The diagnostics above for ``inference`` (its λ: guide, refinement, ...) on ``data``."""
     story = inference.story
-    if not hasattr(story, "component_means"):
-        raise TypeError(f"{type(story).__name__} is not a mixture story (it has no component_means)")
+    if not isinstance(story, HasComponents):
+        raise UsageError(f"{type(story).__name__} is not a mixture story")
     means, scales = story.component_means, story.component_log_scales.exp()  # [M, K, D]
     log_prior = story.mixture_logits.log_softmax(-1)  # [K]
     prior = log_prior.exp()

@@ -7,16 +7,16 @@ from dataclasses import dataclass
 import torch
 from tqdm.auto import tqdm
 
+from fabula.errors import DivergenceError, SettingsError, UsageError
 from fabula.evaluation.bounds import (
     iw_log_likelihood,
     mutual_information,
     posterior_means,
-    run_traces,
     terms_from_traces,
-    trace_guide,
 )
 from fabula.evaluation.metrics import active_units, perplexities
 from fabula.nn.mode import evaluation_mode
+from fabula.traces import run_traces, trace_guide
 
 ESTIMATORS = ("elbo", "iw")
 
@@ -75,10 +75,16 @@ def evaluate(
     batch-averaged estimate of :func:`~fabula.evaluation.bounds.mutual_information` (it depends
     on ``batch_size``: at most its log). Story and guide are evaluated without dropout.
     """
+    if inference.source is None:
+        raise UsageError(
+            f"evaluate scores a variational q and this {type(inference).__name__} has none (its source is "
+            "None); evaluate the inference that fitted the story, and compare MCMC draws with "
+            "fabula.diagnostics.posterior_error"
+        )
     if estimator not in ESTIMATORS:
-        raise ValueError(f"unknown estimator {estimator!r}; choose from {ESTIMATORS}")
+        raise SettingsError(f"unknown estimator {estimator!r}; choose from {ESTIMATORS}")
     if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
+        raise SettingsError(f"num_samples must be >= 1, got {num_samples}")
     with evaluation_mode(inference.story, inference.guide):
         return _evaluate(inference, data, estimator, num_samples, batch_size, progress)
 
@@ -115,7 +121,7 @@ def _evaluate(inference, data, estimator, num_samples, batch_size, progress) -> 
     nll_t = torch.cat(nll).cpu()
     if not torch.isfinite(nll_t).all():
         bad = int((~torch.isfinite(nll_t)).nonzero()[0])
-        raise FloatingPointError(f"non-finite NLL for datum {bad} of the evaluated data")
+        raise DivergenceError(f"non-finite NLL for datum {bad} of the evaluated data")
     return Evaluation(
         estimator=estimator,
         samples=num_samples,

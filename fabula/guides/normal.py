@@ -9,6 +9,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
+from fabula.errors import SettingsError
 from fabula.guides.guide import Guide
 from fabula.models.story import DATA_DIM
 from fabula.nn import MLP, BagOfWordsEncoder, LSTMEncoder
@@ -30,6 +31,10 @@ class GaussianGuide(Guide):
     def local_params(self, batch) -> dict[str, torch.Tensor]:
         loc, log_scale = self.net(batch).chunk(2, dim=-1)
         return {"loc": loc, "log_scale": log_scale}
+
+    def posterior_mean(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """:math:`E_q[z] = \\mu`."""
+        return params["loc"]
 
     def init_params(self, num: int, device="cpu") -> dict[str, torch.Tensor]:
         """:math:`\\mu = 0, \\log\\sigma = 0`: the standard-normal prior."""
@@ -96,7 +101,7 @@ class SentenceGuide(GaussianGuide):
         super().__init__(latent_dim, site)
         self.remember(locals())
         if encoder not in ("lstm", "bow"):
-            raise ValueError(f"encoder must be 'lstm' or 'bow', got {encoder!r}")
+            raise SettingsError(f"encoder must be 'lstm' or 'bow', got {encoder!r}")
         body = (
             LSTMEncoder(vocab_size, embed_dim, hidden_dim)
             if encoder == "lstm"
@@ -148,6 +153,10 @@ class MixtureGuide(Guide):
         out = self.net(batch).reshape(batch.size, self.num_pairs, -1)
         K, D = self.num_components, self.latent_dim
         return {"c_logits": out[..., :K], "loc": out[..., K : K + D], "log_scale": out[..., K + D :]}
+
+    def posterior_mean(self, params: dict[str, torch.Tensor]) -> torch.Tensor:
+        """:math:`E_q[z_{1:M}]`, the pairs' means concatenated: ``[B, M * D]``."""
+        return params["loc"].flatten(1)
 
     def init_params(self, num: int, device="cpu") -> dict[str, torch.Tensor]:
         zeros = torch.zeros(num, self.num_pairs, self.latent_dim, device=device)

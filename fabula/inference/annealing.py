@@ -18,13 +18,15 @@ from dataclasses import dataclass
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
+from fabula.errors import SettingsError
+
 
 class ScaleLatents(Messenger):
     """Multiply the log-density scale of every unobserved sample site by ``beta >= 0``."""
 
     def __init__(self, beta: float):
         if not beta >= 0:
-            raise ValueError(f"KL weight must be >= 0, got {beta}")
+            raise SettingsError(f"KL weight must be >= 0, got {beta}")
         super().__init__()
         self.beta = beta
 
@@ -88,7 +90,7 @@ def parse_schedule(text: str):
     ``"constant[:BETA]"``."""
     name, *args = text.split(":")
     if name not in SCHEDULES:
-        raise ValueError(f"unknown annealing schedule {name!r}; choose from {sorted(SCHEDULES)}")
+        raise SettingsError(f"unknown annealing schedule {name!r}; choose from {sorted(SCHEDULES)}")
     cls = SCHEDULES[name]
     try:
         values = [float(a) for a in args]
@@ -96,6 +98,6 @@ def parse_schedule(text: str):
             values[0] = int(values[0])
         schedule = cls(*values)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"bad annealing schedule {text!r}: {e}") from None
+        raise SettingsError(f"bad annealing schedule {text!r}: {e}") from None
     schedule(0)
     return schedule

@@ -1,38 +1,41 @@
-"""The inference-object contract: ``step``, ``fit``, ``local_params`` and ``posterior``."""
+"""What every inference object offers, and the protocol of those that train.
+
+An inference object pairs a story with where its variational parameters λ come from (a λ
+source, :mod:`fabula.inference.sources`) or with a sampler (:class:`~fabula.inference.MCMC`).
+Evaluation reads ``story``, ``guide`` and :meth:`Inference.local_params`; only objects that
+train (:class:`Trainable`) offer ``step`` and ``fit``.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Protocol, runtime_checkable
 
 import torch
-from tqdm.auto import tqdm
 
-from fabula.evaluation.bounds import trace_guide
+from fabula.errors import UsageError
+from fabula.traces import trace_guide
 
 
 class Inference:
-    """Base of the inference objects: how a story's latents are guessed and its parameters fit.
+    """A story and a λ source: ``local_params(batch)`` gives each datum's λ, ``posterior`` draws
+    from :math:`q_\\lambda`. ``spec`` and ``settings`` are the registry entry it was built from
+    (:mod:`fabula.inference.registry`), so that :meth:`config` rebuilds it."""
 
-    Subclasses implement :meth:`step`. ``fit`` loops over epochs with a progress bar; the
-    shuffling order of epoch ``e`` is a function of ``(seed, e)`` only, so an interrupted fit
-    resumed from a checkpoint (see :mod:`fabula.checkpoint`) replays the same batches.
-    """
+    spec: str | None = None
+    settings: dict | None = None
 
-    def __init__(self, story, guide=None):
+    def __init__(self, story, source=None):
         self.story = story
-        self.guide = guide
-        self.num_steps = 0
-
-    def step(self, batch) -> dict[str, float]:
-        raise NotImplementedError
-
-    def end_epoch(self) -> dict[str, float]:
-        """Called after each epoch of :meth:`fit`; returns metrics to log (default: none)."""
-        return {}
+        self.source = source
+        self.guide = source.guide if source is not None else None
 
     def local_params(self, batch) -> dict[str, torch.Tensor]:
-        """The variational parameters λ this object uses for ``batch`` (default: the guide's)."""
-        return self.guide.local_params(batch)
+        """The variational parameters λ this object uses for ``batch``."""
+        if self.source is None:
+            raise UsageError(
+                f"{type(self).__name__} has no variational parameters λ (it samples, or was built without a λ source)"
+            )
+        return self.source.local_params(batch)
 
     @torch.no_grad()
     def posterior(self, batch, num_samples: int) -> dict[str, torch.Tensor]:
@@ -45,49 +48,29 @@ class Inference:
         out = {"story": self.story}
         if self.guide is not None:
             out["guide"] = self.guide
+        if self.source is not None:
+            out.update(self.source.modules())
         return out
 
-    def state_dict(self) -> dict:
-        """Training state beyond the modules' weights (step count, optimiser)."""
-        return {"num_steps": self.num_steps}
+    def config(self) -> dict:
+        """The registry spec and settings that rebuild this object (see
+        :func:`fabula.inference.registry.rebuild`)."""
+        if self.spec is None:
+            raise UsageError(f"this {type(self).__name__} was not built from the registry; it has no config")
+        return {"spec": self.spec, "settings": dict(self.settings or {})}
 
-    def load_state_dict(self, state: dict) -> None:
-        self.num_steps = int(state["num_steps"])
 
-    def fit(
-        self,
-        data,
-        epochs: int = 1,
-        batch_size: int = 64,
-        seed: int = 0,
-        start_epoch: int = 0,
-        on_epoch_end: Callable[[int, dict], None] | None = None,
-        progress: bool = True,
-    ) -> list[dict]:
-        """Train for epochs ``start_epoch + 1 .. epochs``; return each epoch's mean metrics.
+@runtime_checkable
+class Trainable(Protocol):
+    """An inference object that fits its story: one update per batch, per-epoch hooks, and a
+    training state that a checkpoint restores exactly."""
 
-        ``on_epoch_end(epoch, metrics)`` runs after each epoch (evaluation, checkpoints).
-        """
-        device = self.story.device
-        history = []
-        for epoch in range(start_epoch, epochs):
-            sums: dict[str, float] = {}
-            seen = 0
-            bar = tqdm(
-                data.batches(batch_size, shuffle=True, seed=seed * 1_000_003 + epoch, device=device),
-                total=data.num_batches(batch_size),
-                desc=f"epoch {epoch + 1}/{epochs}",
-                disable=not progress,
-                leave=False,
-            )
-            for batch in bar:
-                metrics = self.step(batch)
-                for k, v in metrics.items():
-                    sums[k] = sums.get(k, 0.0) + v * batch.size
-                seen += batch.size
-                bar.set_postfix(loss=f"{metrics['loss']:.4g}", refresh=False)
-            summary = {"epoch": epoch + 1, **{k: v / seen for k, v in sums.items()}, **self.end_epoch()}
-            history.append(summary)
-            if on_epoch_end is not None:
-                on_epoch_end(epoch + 1, summary)
-        return history
+    num_steps: int
+
+    def step(self, batch) -> dict[str, float]: ...
+
+    def end_epoch(self) -> dict[str, float]: ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...

@@ -16,9 +16,10 @@ from __future__ import annotations
 import torch
 from pyro import poutine
 from pyro.distributions.util import scale_and_mask
-from pyro.infer import ELBO
+from pyro.infer import ELBO, TraceMeanField_ELBO
 
-from fabula.evaluation.bounds import kl_per_dim, sample_sites
+from fabula.errors import SettingsError
+from fabula.traces import kl_per_dim, sample_sites
 
 
 class FreeBitsELBO(ELBO):
@@ -26,9 +27,14 @@ class FreeBitsELBO(ELBO):
 
     def __init__(self, free_bits: float):
         if not free_bits >= 0:
-            raise ValueError(f"free bits must be >= 0, got {free_bits}")
+            raise SettingsError(f"free bits must be >= 0, got {free_bits}")
         super().__init__(num_particles=1)
         self.free_bits = free_bits
+
+    @property
+    def bound(self) -> ELBO:
+        """The ELBO without the floor (analytic KL), for refinement and evaluation."""
+        return TraceMeanField_ELBO()
 
     def _get_trace(self, model, guide, args, kwargs):
         guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
@@ -50,7 +56,7 @@ class FreeBitsELBO(ELBO):
             try:
                 kl = kl_per_dim(q["fn"], site["fn"])
             except NotImplementedError:
-                raise ValueError(f"free bits need an analytic KL for site {name!r}") from None
+                raise SettingsError(f"free bits need an analytic KL for site {name!r}") from None
             batch = kl.shape[0]
             floored = kl.reshape(batch, -1).mean(0).clamp(min=self.free_bits)
             loss = loss + scale_and_mask(floored.sum() * batch, q["scale"])

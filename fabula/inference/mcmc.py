@@ -1,64 +1,37 @@
-"""MCMC over a story's local latents, given its trained global parameters (Pyro's NUTS)."""
+r"""MCMC over a story's local latents, given its trained global parameters."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass
-
 import pyro
 import torch
-from pyro.infer import MCMC as PyroMCMC
-from pyro.infer import NUTS
-from pyro.infer.autoguide.initialization import init_to_sample, init_to_value
 
+from fabula.errors import SettingsError
 from fabula.inference.base import Inference
+from fabula.inference.kernels import NUTS_KERNELS, Chains, Kernel
 from fabula.nn.mode import evaluation_mode
 
 
-class _RecordingNUTS(NUTS):
-    """NUTS that also records, per draw, the Hamiltonian at the start of the trajectory
-    (potential plus kinetic energy after the momentum is drawn: equal to Stan's ``energy__`` up
-    to the integrator's error, and what ArviZ's energy plot and BFMI read) and the number of
-    leapfrog steps. Pyro's kernel keeps neither."""
-
-    def _sample_r(self, name):
-        r, r_unscaled = super()._sample_r(name)
-        self.last_energy = float(self._kinetic_energy(r_unscaled) + self._potential_energy_last)
-        self.leapfrogs = 0
-        return r, r_unscaled
-
-    def _build_basetree(self, *args, **kwargs):
-        self.leapfrogs += 1
-        return super()._build_basetree(*args, **kwargs)
-
-
-@dataclass
-class Chains:
-    """Draws ``{site: [chain, draw, B, ...]}`` and per-draw statistics ``{name: [chain, draw]}``."""
-
-    samples: dict[str, torch.Tensor]
-    stats: dict[str, torch.Tensor]
-
-
 class MCMC(Inference):
-    r"""No-U-Turn sampling of :math:`p(z \mid x)` for a plated batch of independent posteriors
-    (one joint chain over all the batch's latents), the story's global parameters held fixed.
+    r"""Draws of :math:`p(z \mid x, \theta)` for a plated batch of independent posteriors, the
+    story's global parameters :math:`\theta` held fixed, by a :class:`~fabula.inference.kernels.Kernel`.
 
-    Chains start from the guide's posterior mean when a guide is given (else from a prior
-    draw). :meth:`posterior` returns the draws pooled over chains; :attr:`chains` keeps them per
-    chain with the sampler's statistics (energy, divergences, step size, leapfrog steps, tree
-    depth) for :func:`fabula.diagnostics.to_arviz`.
+    ``kernel`` is any kernel object; without one, ``backend`` picks No-U-Turn sampling with
+    ``target_accept`` (default 0.8) and ``max_tree_depth`` (default 10):
+    ``"pyro"`` (the default) Pyro's NUTS on the story, one joint chain over the batch
+    (:class:`~fabula.inference.kernels.PyroNUTS`); ``"numpyro"`` NumPyro's NUTS on its JAX
+    twin, per-datum chains, the whole run compiled (:class:`~fabula.inference.kernels.NumPyroNUTS`).
 
-    Backends: ``"pyro"`` runs Pyro's NUTS on the story itself, chains one after another, one
-    joint chain over the whole batch (statistics ``[chain, draw]``). ``"numpyro"`` runs NumPyro's
-    NUTS on the story's JAX twin (:mod:`fabula.backends.numpyro`): every datum gets its own
-    chains and adaptation, all chains and data vectorized in one compiled program (statistics
-    ``[chain, draw, B]``; discrete sites summed out, so only continuous sites are drawn).
+    MCMC has no variational parameters (``source`` is ``None``) and does not train. A
+    ``guide`` only places the chains' start, at its posterior mean (else each chain starts at a
+    prior draw); it is kept as :attr:`guide`. :meth:`run` samples all ``num_chains`` chains
+    (``warmup`` adapting transitions, then ``num_samples`` kept) with ``seed``; :attr:`chains`
+    keeps the last run, per chain, with the kernel's statistics, for
+    :func:`fabula.diagnostics.to_arviz`; :meth:`posterior` pools its draws over chains.
 
     References: M. Hoffman, A. Gelman. The No-U-Turn Sampler. JMLR 2014.
     """
 
-    BACKENDS = ("pyro", "numpyro")
+    BACKENDS = tuple(NUTS_KERNELS)
 
     def __init__(
         self,
@@ -67,110 +40,77 @@ class MCMC(Inference):
         num_samples: int = 500,
         warmup: int = 500,
         num_chains: int = 1,
-        target_accept: float = 0.8,
-        max_tree_depth: int = 10,
+        target_accept: float | None = None,
+        max_tree_depth: int | None = None,
         progress: bool = True,
-        backend: str = "pyro",
+        backend: str | None = None,
         seed: int = 0,
+        kernel: Kernel | None = None,
     ):
-        if backend not in self.BACKENDS:
-            raise ValueError(f"unknown MCMC backend {backend!r}; choose from {self.BACKENDS}")
-        super().__init__(story, guide)
-        self.backend, self.seed = backend, seed
-        self.seconds: dict[str, float] = {}
+        nuts_settings = {"backend": backend, "target_accept": target_accept, "max_tree_depth": max_tree_depth}
+        if kernel is None:
+            backend = backend or "pyro"
+            if backend not in NUTS_KERNELS:
+                raise SettingsError(f"unknown MCMC backend {backend!r}; choose from {self.BACKENDS}")
+            kernel = NUTS_KERNELS[backend](
+                target_accept=0.8 if target_accept is None else target_accept,
+                max_tree_depth=10 if max_tree_depth is None else max_tree_depth,
+            )
+        elif not isinstance(kernel, Kernel):
+            raise SettingsError(
+                f"kernel must be a fabula.inference.kernels.Kernel, got {type(kernel).__name__}"
+            )
+        elif given := [k for k, v in nuts_settings.items() if v is not None]:
+            raise SettingsError(
+                f"{', '.join(given)} choose the NUTS kernel; with kernel= set them on the kernel"
+            )
+        super().__init__(story)
+        self.guide = guide
+        self.kernel = kernel
         self.num_samples, self.warmup, self.num_chains = num_samples, warmup, num_chains
-        self.target_accept, self.max_tree_depth, self.progress = target_accept, max_tree_depth, progress
+        self.progress, self.seed = progress, seed
         self.chains: Chains | None = None
+        self._batch = None
 
-    def step(self, batch):
-        raise NotImplementedError("MCMC samples posteriors of a trained story; it does not train")
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds of the last run: ``compile`` and ``sample`` (warmup included)."""
+        return self.chains.seconds if self.chains is not None else {}
 
+    @torch.no_grad()
     def _guide_means(self, batch) -> dict[str, torch.Tensor]:
-        with torch.no_grad():
+        with evaluation_mode(self.guide):
             trace = pyro.poutine.trace(self.guide).get_trace(batch, self.guide.local_params(batch))
         return {s: trace.nodes[s]["fn"].mean for s in self.story.latent_sites}
 
-    def _init_strategy(self, batch):
-        if self.guide is None:
-            return init_to_sample
-        return init_to_value(values=self._guide_means(batch))
-
     def run(self, batch) -> Chains:
-        """Sample every chain for ``batch``; the result is also kept in :attr:`chains`, and the
-        seconds spent in :attr:`seconds` (``compile`` and ``sample``, warmup included)."""
-        if self.backend == "numpyro":
-            return self._run_numpyro(batch)
-        clock = time.perf_counter()
-        draws, stats = [], []
-        for _ in range(self.num_chains):
-            kernel = _RecordingNUTS(
-                self.story.model,
-                target_accept_prob=self.target_accept,
-                max_tree_depth=self.max_tree_depth,
-                init_strategy=self._init_strategy(batch),
-            )
-            record = {"energy": [], "diverging": [], "step_size": [], "n_steps": [], "tree_depth": []}
-
-            def hook(kernel, params, stage, i, record=record):
-                if stage != "Sample":
-                    return
-                divergences = len(kernel._divergences)
-                record["diverging"].append(divergences > sum(record["diverging"]))
-                record["energy"].append(kernel.last_energy)
-                record["step_size"].append(float(kernel.step_size))
-                record["n_steps"].append(kernel.leapfrogs)
-                record["tree_depth"].append(max(kernel.leapfrogs, 1).bit_length())
-
-            sampler = PyroMCMC(
-                kernel,
+        """Sample every chain for ``batch`` (the story in evaluation mode); the result is also
+        kept in :attr:`chains`."""
+        init = self._guide_means(batch) if self.guide is not None else None
+        with evaluation_mode(self.story):
+            self.chains = self.kernel.run(
+                self.story,
+                batch,
+                init,
                 num_samples=self.num_samples,
-                warmup_steps=self.warmup,
-                hook_fn=hook,
-                disable_progbar=not self.progress,
+                warmup=self.warmup,
+                num_chains=self.num_chains,
+                seed=self.seed,
+                progress=self.progress,
             )
-            # the sampler differentiates the potential even under no_grad; dropout stays off
-            with torch.enable_grad(), evaluation_mode(self.story):
-                sampler.run(batch)
-            draws.append({k: v.detach() for k, v in sampler.get_samples().items()})
-            stats.append({k: torch.tensor(v) for k, v in record.items()})
-        self.chains = Chains(
-            {s: torch.stack([d[s] for d in draws]) for s in self.story.latent_sites},
-            {k: torch.stack([s[k] for s in stats]) for k in stats[0]},
-        )
-        self.seconds = {"compile": 0.0, "sample": time.perf_counter() - clock}
+        self._batch = batch
         return self.chains
 
-    def _run_numpyro(self, batch) -> Chains:
-        from fabula.backends.numpyro import nuts, twin
-
-        jax_twin = twin(self.story)
-        init = self._guide_means(batch) if self.guide is not None else self.story.prior_sample(batch.size)
-        result = nuts(
-            jax_twin,
-            batch,
-            {s: init[s].detach().cpu().numpy() for s in jax_twin.sites},
-            num_samples=self.num_samples,
-            warmup=self.warmup,
-            num_chains=self.num_chains,
-            target_accept=self.target_accept,
-            max_tree_depth=self.max_tree_depth,
-            seed=self.seed,
-            progress=self.progress,
-        )
-        device = self.story.device
-        self.chains = Chains(
-            {s: torch.as_tensor(v, device=device) for s, v in result.samples.items()},
-            {k: torch.as_tensor(v) for k, v in result.stats.items()},
-        )
-        self.seconds = {"compile": result.compile_seconds, "sample": result.sample_seconds}
-        return self.chains
+    def chains_for(self, batch) -> Chains:
+        """The last run's chains if it was on this very ``batch`` object, else a new run's."""
+        return self.chains if self.chains is not None and self._batch is batch else self.run(batch)
 
     def posterior(self, batch, num_samples: int | None = None) -> dict[str, torch.Tensor]:
-        """Draws pooled over chains, ``{site: [chains * draws, B, ...]}`` (``num_samples`` must be
-        ``None`` or the pooled count: the sampler's settings fix it)."""
+        """A new run's draws pooled over chains, ``{site: [chains * draws, B, ...]}``
+        (``num_samples`` must be ``None`` or the pooled count: the sampler's settings fix it)."""
         total = self.num_chains * self.num_samples
         if num_samples not in (None, total):
-            raise ValueError(
+            raise SettingsError(
                 f"this sampler draws {total} samples ({self.num_chains} chains x {self.num_samples})"
             )
         chains = self.run(batch)

@@ -6,8 +6,9 @@ and of semi-amortized VI.
     \lambda_{k+1} = \lambda_k + \alpha\, \mathrm{clip}(v_{k+1})
 
 (SGD with momentum :math:`\mu` and step size :math:`\alpha`, gradients clipped per datum to
-norm ``clip_norm``). The ELBO is Pyro's ``TraceMeanField_ELBO`` of the story and the guide
-run at :math:`\lambda_k`; because the data are independent, the gradient of the batch's ELBO
+norm ``clip_norm``). The ELBO is the inference setup's bound (a Pyro ``ELBO``; by default
+``TraceMeanField_ELBO``, and ``TraceEnum_ELBO`` for stories whose discrete sites are summed
+out) of the story and the guide run at :math:`\lambda_k`; because the data are independent, the gradient of the batch's ELBO
 with respect to datum ``b``'s :math:`\lambda_b` is that datum's own gradient. With
 ``differentiable=True`` every step stays in the autograd graph (``create_graph``), so the
 result can be differentiated with respect to :math:`\lambda_0` and the story's parameters
@@ -30,14 +31,38 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from pyro.infer import TraceMeanField_ELBO
+from pyro import poutine
+from pyro.infer import ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
 
-_ELBO = TraceMeanField_ELBO()
+from fabula.errors import DivergenceError, SettingsError, UsageError
+from fabula.traces import sample_sites
 
 
-def negative_elbo(story, guide, batch, params: dict[str, torch.Tensor]) -> torch.Tensor:
-    """The batch's summed negative ELBO with the guide at ``params`` (one reparameterised draw)."""
-    return _ELBO.differentiable_loss(story.model, lambda b: guide(b, params), batch)
+def negative_elbo(story, guide, batch, params: dict[str, torch.Tensor], objective: ELBO | None = None):
+    """The batch's summed negative ELBO (``objective``, default ``TraceMeanField_ELBO``) with the
+    guide at ``params``."""
+    objective = objective if objective is not None else TraceMeanField_ELBO()
+    return objective.differentiable_loss(story.model, lambda b: guide(b, params), batch)
+
+
+def check_refinable(guide, batch, params: dict[str, torch.Tensor], objective: ELBO | None) -> None:
+    """Refuse to refine λ by gradients when a guide site is neither reparameterised nor summed
+    out by ``objective`` (a ``TraceEnum_ELBO`` over a site marked for enumeration)."""
+    device = next(iter(params.values())).device if params else torch.device("cpu")
+    # the check draws from q; the random stream is restored so that it changes no result
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with torch.no_grad(), poutine.block():
+            trace = poutine.trace(guide).get_trace(batch, params)
+    for site in sample_sites(trace):
+        if site["fn"].has_rsample:
+            continue
+        if isinstance(objective, TraceEnum_ELBO) and site["infer"].get("enumerate") == "parallel":
+            continue
+        raise UsageError(
+            f"refinement follows gradients of a reparameterised ELBO, but guide site {site['name']!r} "
+            "is discrete; refine with an objective that sums it out (TraceEnum_ELBO, the mixture "
+            "story's bound)"
+        )
 
 
 @dataclass(frozen=True)
@@ -53,42 +78,52 @@ class Refinement:
 
     def __post_init__(self):
         if self.steps < 0 or self.lr <= 0 or not 0 <= self.momentum < 1 or self.epsilon <= 0:
-            raise ValueError(f"bad refinement settings {self}")
+            raise SettingsError(f"bad refinement settings {self}")
         if self.hvp not in ("exact", "finite-difference"):
-            raise ValueError(f"hvp must be 'exact' or 'finite-difference', got {self.hvp!r}")
+            raise SettingsError(f"hvp must be 'exact' or 'finite-difference', got {self.hvp!r}")
 
-    def _loss(self, story, guide, batch, lam, step: int) -> torch.Tensor:
+    def _loss(self, story, guide, batch, lam, step: int, objective) -> torch.Tensor:
         """The negative ELBO at step ``step``, with divergence reported as such."""
         try:
-            loss = negative_elbo(story, guide, batch, lam)
+            loss = negative_elbo(story, guide, batch, lam, objective)
         except ValueError as e:  # a variational parameter left its support (a scale of 0, say)
-            raise FloatingPointError(
+            raise DivergenceError(
                 f"refinement diverged at step {step + 1} (lr={self.lr}): {str(e)[:120]}"
             ) from None
         if not torch.isfinite(loss):
-            raise FloatingPointError(
-                f"refinement diverged at step {step + 1} (lr={self.lr}): non-finite ELBO"
-            )
+            raise DivergenceError(f"refinement diverged at step {step + 1} (lr={self.lr}): non-finite ELBO")
         return loss
 
-    def run(self, story, guide, batch, params: dict[str, torch.Tensor], differentiable: bool = False):
-        """λ_K from λ_0 = ``params``. Without ``differentiable`` the result is detached.
-        Runs with gradients enabled even inside ``torch.no_grad`` (evaluation)."""
+    def run(
+        self,
+        story,
+        guide,
+        batch,
+        params: dict[str, torch.Tensor],
+        differentiable: bool = False,
+        objective: ELBO | None = None,
+    ):
+        """λ_K from λ_0 = ``params`` on ``objective`` (default ``TraceMeanField_ELBO``). Without
+        ``differentiable`` the result is detached. Runs with gradients enabled even inside
+        ``torch.no_grad`` (evaluation)."""
+        objective = objective if objective is not None else TraceMeanField_ELBO()
         with torch.enable_grad():
-            return self._run(story, guide, batch, params, differentiable)
+            return self._run(story, guide, batch, params, differentiable, objective)
 
-    def _run(self, story, guide, batch, params, differentiable):
+    def _run(self, story, guide, batch, params, differentiable, objective):
         if not params:  # a story without latents has nothing to refine
             return params
         if differentiable and self.hvp == "finite-difference":
             keys = list(params)
             theta = [p for p in story.parameters() if p.requires_grad]
-            out = _FiniteDifferenceUnroll.apply(self, story, guide, batch, keys, *params.values(), *theta)
+            out = _FiniteDifferenceUnroll.apply(
+                self, story, guide, batch, objective, keys, *params.values(), *theta
+            )
             return dict(zip(keys, out, strict=True))
         lam = {k: v if differentiable else v.detach().requires_grad_() for k, v in params.items()}
         velocity = {k: torch.zeros_like(v) for k, v in lam.items()}
         for step in range(self.steps):
-            loss = self._loss(story, guide, batch, lam, step)
+            loss = self._loss(story, guide, batch, lam, step, objective)
             grads = torch.autograd.grad(loss, list(lam.values()), create_graph=differentiable)
             grads = dict(zip(lam, grads, strict=True))
             factor = _clip_factors(grads, self.clip_norm)
@@ -127,7 +162,7 @@ class _FiniteDifferenceUnroll(torch.autograd.Function):
     """λ_K as a function of (λ_0, θ), differentiated by Kim et al.'s finite-difference backward."""
 
     @staticmethod
-    def forward(ctx, refinement, story, guide, batch, keys, *tensors):
+    def forward(ctx, refinement, story, guide, batch, objective, keys, *tensors):
         n = len(keys)
         theta = tensors[n:]
         device = tensors[0].device
@@ -139,7 +174,7 @@ class _FiniteDifferenceUnroll(torch.autograd.Function):
                 state = _get_rng(device)
                 leaves = {k: v.detach().requires_grad_() for k, v in lam.items()}
                 grads = torch.autograd.grad(
-                    refinement._loss(story, guide, batch, leaves, step), list(leaves.values())
+                    refinement._loss(story, guide, batch, leaves, step, objective), list(leaves.values())
                 )
                 grads = dict(zip(keys, grads, strict=True))
                 factor = _clip_factors(grads, refinement.clip_norm)
@@ -147,6 +182,7 @@ class _FiniteDifferenceUnroll(torch.autograd.Function):
                 velocity = {k: refinement.momentum * velocity[k] - _scale(grads[k], factor) for k in keys}
                 lam = {k: lam[k] + refinement.lr * velocity[k] for k in keys}
         ctx.refinement, ctx.story, ctx.guide, ctx.batch, ctx.keys = refinement, story, guide, batch, keys
+        ctx.objective = objective
         ctx.record, ctx.theta, ctx.device = record, theta, device
         return tuple(lam[k] for k in keys)
 
@@ -162,7 +198,7 @@ class _FiniteDifferenceUnroll(torch.autograd.Function):
             _set_rng(device, state)
             with torch.enable_grad():
                 leaves = {k: v.detach().requires_grad_() for k, v in lam.items()}
-                loss = negative_elbo(ctx.story, ctx.guide, ctx.batch, leaves)
+                loss = negative_elbo(ctx.story, ctx.guide, ctx.batch, leaves, ctx.objective)
                 grads = torch.autograd.grad(loss, [*leaves.values(), *theta], allow_unused=True)
             return [
                 torch.zeros_like(x) if g is None else g
@@ -183,4 +219,4 @@ class _FiniteDifferenceUnroll(torch.autograd.Function):
             lam_bar = {k: lam_bar[k] + h for k, h in zip(keys, hvp[: len(keys)], strict=True)}
             theta_bar = [t + h for t, h in zip(theta_bar, hvp[len(keys) :], strict=True)]
         _set_rng(device, resume)
-        return (None, None, None, None, None, *(lam_bar[k] for k in keys), *theta_bar)
+        return (None, None, None, None, None, None, *(lam_bar[k] for k in keys), *theta_bar)

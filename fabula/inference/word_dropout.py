@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from fabula.data.text import UNK
+from fabula.errors import SettingsError
 
 
 def word_dropout(batch, rate: float):
@@ -16,7 +17,7 @@ def word_dropout(batch, rate: float):
     References: S. Bowman et al. Generating Sentences from a Continuous Space. CoNLL 2016.
     """
     if not 0.0 <= rate <= 1.0:
-        raise ValueError(f"word dropout rate must be in [0, 1], got {rate}")
+        raise SettingsError(f"word dropout rate must be in [0, 1], got {rate}")
     inputs = batch.decoder_inputs
     drop = (torch.rand(inputs.shape, device=inputs.device) < rate) & (inputs >= UNK)
     return batch.with_decoder_inputs(torch.where(drop, UNK, inputs))

@@ -46,6 +46,7 @@ class GMVAE(SentenceStory):
             num_pairs,
         )
         self.latent_sites = tuple(s for m in range(num_pairs) for s in (f"c{m}", f"z{m}"))
+        self.code_sites = tuple(f"z{m}" for m in range(num_pairs))
         self.component_means = nn.Parameter(torch.randn(num_pairs, num_components, latent_dim))
         self.component_log_scales = nn.Parameter(torch.zeros(num_pairs, num_components, latent_dim))
         self.register_buffer("mixture_logits", torch.zeros(num_components))

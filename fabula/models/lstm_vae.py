@@ -26,6 +26,7 @@ class LSTMVAE(SentenceStory):
     """
 
     latent_sites = ("z",)
+    code_sites = ("z",)
 
     def __init__(
         self,

@@ -14,6 +14,8 @@ class SentenceStory(Story):
     (an :class:`~fabula.nn.LSTMDecoder`) under teacher forcing."""
 
     vocab_size: int
+    code_sites: tuple[str, ...] = ()
+    """The continuous latent sites whose values, concatenated, condition the decoder."""
 
     def observe(self, batch, logits: torch.Tensor) -> None:
         """The observation site ``"x"``: the targets under the batch's mask (padding adds nothing)."""
@@ -23,8 +25,7 @@ class SentenceStory(Story):
 
     def code(self, latents: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """The decoder's conditioning vector from a draw of the latent sites (``None``: no latent)."""
-        continuous = [latents[s] for s in self.latent_sites if s.startswith("z")]
-        return torch.cat(continuous, -1) if continuous else None
+        return torch.cat([latents[s] for s in self.code_sites], -1) if self.code_sites else None
 
     def num_tokens(self, batch) -> torch.Tensor:
         """Words plus ``<eos>`` per sentence, the convention of Bowman et al. and Kim et al."""

@@ -10,9 +10,13 @@ from pyro.nn import PyroModule
 
 from fabula.rebuild import Rebuildable
 
-# Stories and guides keep their parameters in their own modules, not in Pyro's global
-# parameter store: two stories in one process (a trained model and the corpus generator,
-# say) may then share attribute names without sharing weights.
+# A process-wide Pyro setting, made once when this module is first imported (so by any import
+# of fabula.models): from then on every PyroModule in the process, fabula's or not, keeps its
+# parameters in the module itself instead of Pyro's global parameter store (pyro.param and
+# pyro.get_param_store() no longer see them). fabula needs it because its stories and guides are
+# modules that own their weights: two stories in one process (a trained model and the corpus
+# generator, say) may share attribute names without sharing weights, and a checkpoint is their
+# state dicts. Code in the same process that relies on the global store is affected too.
 pyro.settings.set(module_local_params=True)
 
 DATA_DIM = -1

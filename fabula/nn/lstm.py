@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from fabula.errors import SettingsError
+
 
 def word_embedding(vocab_size: int, embed_dim: int) -> nn.Embedding:
     """Word embeddings started uniform in [-0.1, 0.1] (Zaremba et al. 2014; Kim et al. 2018), not at
@@ -38,7 +40,9 @@ class LSTMDecoder(nn.Module):
     ):
         super().__init__()
         if tie and embed_dim != hidden_dim:
-            raise ValueError(f"tied embeddings need embed_dim == hidden_dim, got {embed_dim} != {hidden_dim}")
+            raise SettingsError(
+                f"tied embeddings need embed_dim == hidden_dim, got {embed_dim} != {hidden_dim}"
+            )
         self.vocab_size, self.latent_dim, self.z_every_step = (
             vocab_size,
             latent_dim,

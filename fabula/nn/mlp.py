@@ -6,6 +6,8 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from fabula.errors import SettingsError
+
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus}
 
 
@@ -14,7 +16,7 @@ class MLP(nn.Sequential):
 
     def __init__(self, in_features: int, hidden: Sequence[int], out_features: int, activation: str = "relu"):
         if activation not in ACTIVATIONS:
-            raise ValueError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
+            raise SettingsError(f"unknown activation {activation!r}; choose from {sorted(ACTIVATIONS)}")
         sizes = [in_features, *hidden, out_features]
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):

@@ -1,0 +1,235 @@
+r"""MCMC kernels: the transitions :class:`~fabula.inference.MCMC` runs on a story's local latents.
+
+A kernel draws from :math:`p(z \mid x, \theta)` for a batch, the story's global parameters
+:math:`\theta` held fixed, by a Markov transition :math:`T(z' \mid z)` that leaves it invariant,
+:math:`\int p(z \mid x)\, T(z' \mid z)\, dz = p(z' \mid x)`. The protocol follows NumPyro's
+``MCMCKernel`` (``init`` a state, ``sample`` the next one) with one difference: the driver
+loop belongs to the kernel, so that a kernel may run all its chains at once.
+
+* :class:`Kernel` -- one method, :meth:`Kernel.run`: every chain, warmup included, for a batch,
+  returned as :class:`Chains`. A kernel that compiles or vectorises the whole run implements
+  it directly (:class:`NumPyroNUTS`: all chains and data in one JAX program).
+* :class:`StepKernel` -- a kernel given by one transition at a time: :meth:`~StepKernel.init`,
+  :meth:`~StepKernel.sample`, :meth:`~StepKernel.draw` and :meth:`~StepKernel.stats`; its
+  :meth:`~StepKernel.run` runs the chains one after another, each with its own seed
+  (:class:`PyroNUTS`).
+
+A new sampler is one :class:`StepKernel` subclass. A Gibbs kernel over binary latents
+:math:`z \in \{0, 1\}^K`: ``init`` keeps ``z``; ``sample`` sweeps :math:`k = 1..K`, drawing
+:math:`z_k \sim \mathrm{Bernoulli}(\sigma(\log p(x, z_{k=1}) - \log p(x, z_{k=0})))` from two
+replays of ``story.model`` conditioned on ``z`` (all data of the batch at once: the data plate
+keeps their terms apart); ``draw`` returns ``{site: z}``. A Metropolis-Hastings kernel over
+token sequences :math:`y`: ``init`` keeps :math:`y` and :math:`\log p(x, y)`; ``sample``
+proposes :math:`y' \sim r(\cdot \mid y)` (one position resampled, say) and accepts with
+probability :math:`\min\{1, p(x, y')\, r(y \mid y') / (p(x, y)\, r(y' \mid y))\}`; ``stats``
+returns ``{"accept_prob": ...}``. Neither needs anything from :class:`~fabula.inference.MCMC`.
+
+References: N. Metropolis et al. Equation of State Calculations by Fast Computing Machines.
+J. Chem. Phys. 1953. W. K. Hastings. Monte Carlo Sampling Methods Using Markov Chains and
+Their Applications. Biometrika 1970. M. Hoffman, A. Gelman. The No-U-Turn Sampler. JMLR 2014.
+D. Phan, N. Pradhan, M. Jankowiak. Composable Effects for Flexible and Accelerated
+Probabilistic Programming in NumPyro. 2019.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from pyro.infer.autoguide.initialization import init_to_value
+from tqdm.auto import tqdm
+
+from fabula.inference.pyro_internals import RecordingNUTS
+
+
+@dataclass
+class Chains:
+    """Draws ``{site: [chain, draw, B, ...]}``, per-draw statistics ``{name: [chain, draw]}``
+    (``[chain, draw, B]`` when each datum has its own chains), and the seconds the run took
+    (``compile`` and ``sample``, warmup included)."""
+
+    samples: dict[str, torch.Tensor]
+    stats: dict[str, torch.Tensor]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@contextmanager
+def seeded(seed: int, device: torch.device) -> Iterator[None]:
+    """Torch's generators (CPU and ``device``) seeded with ``seed`` inside the block and restored
+    after it, so that a seeded run leaves the caller's random stream as it was."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
+class Kernel(ABC):
+    """An MCMC kernel: :meth:`run` samples every chain for a batch."""
+
+    name: str = "MCMC"
+    """What progress bars call it."""
+
+    @abstractmethod
+    def run(
+        self,
+        story,
+        batch,
+        init: dict[str, torch.Tensor] | None,
+        *,
+        num_samples: int,
+        warmup: int,
+        num_chains: int,
+        seed: int,
+        progress: bool,
+    ) -> Chains:
+        """``num_chains`` chains of ``warmup`` adapting transitions, then ``num_samples`` kept
+        draws of :math:`p(z \\mid x)` for ``batch`` under ``story`` (in evaluation mode), started
+        at ``init`` (``{site: [B, ...]}``) or, when ``None``, at draws from the prior."""
+
+
+class StepKernel(Kernel):
+    """A kernel given by its transition; :meth:`run` drives it, one chain after another.
+
+    Chain ``c`` runs with torch's generator seeded from ``(seed, c)`` (the caller's stream is
+    left as it was) and starts at ``init`` or, when that is ``None``, at its own prior draw.
+    """
+
+    @abstractmethod
+    def init(self, story, batch, start: dict[str, torch.Tensor], warmup: int) -> Any:
+        """The state of a chain at ``start`` (``{site: [B, ...]}``); the first ``warmup``
+        transitions from it may adapt the kernel."""
+
+    @abstractmethod
+    def sample(self, state: Any) -> Any:
+        """The state after one transition."""
+
+    @abstractmethod
+    def draw(self, state: Any) -> dict[str, torch.Tensor]:
+        """The latents of ``state``: ``{site: [B, ...]}``."""
+
+    def stats(self, state: Any) -> dict[str, float | torch.Tensor]:
+        """Statistics of the transition into ``state``: numbers, or ``[B]`` tensors for
+        per-datum ones (an acceptance rate, say); none by default."""
+        return {}
+
+    def run(self, story, batch, init, *, num_samples, warmup, num_chains, seed, progress) -> Chains:
+        clock = time.perf_counter()
+        seeds = np.random.SeedSequence(seed).generate_state(num_chains)
+        draws, stats = [], []
+        for chain, chain_seed in enumerate(seeds.tolist()):
+            kept, kept_stats = [], []
+            with seeded(chain_seed, story.device):
+                start = init if init is not None else story.prior_sample(batch.size)
+                state = self.init(story, batch, start, warmup)
+                steps = range(warmup + num_samples)
+                for i in tqdm(steps, desc=f"{self.name} chain {chain}", disable=not progress, leave=False):
+                    state = self.sample(state)
+                    if i >= warmup:
+                        kept.append(self.draw(state))
+                        kept_stats.append(self.stats(state))
+            draws.append(_stack(kept))
+            stats.append({k: v.cpu() for k, v in _stack(kept_stats).items()})
+        return Chains(_stack(draws), _stack(stats), {"compile": 0.0, "sample": time.perf_counter() - clock})
+
+
+def _stack(records: list[dict]) -> dict[str, torch.Tensor]:
+    return {k: torch.stack([torch.as_tensor(r[k]) for r in records]) for k in records[0]} if records else {}
+
+
+@dataclass
+class _NutsState:
+    nuts: RecordingNUTS
+    params: dict[str, torch.Tensor]
+    diverging: bool = False
+
+
+class PyroNUTS(StepKernel):
+    """Pyro's No-U-Turn sampler on the story itself: one joint chain over all the batch's
+    continuous latents (Pyro sums discrete sites out), with Pyro's step-size and diagonal
+    mass-matrix adaptation in warmup. Statistics per draw (``[chain, draw]``): ``energy``,
+    ``diverging``, ``step_size``, ``n_steps`` (leapfrog steps) and ``tree_depth``."""
+
+    name = "NUTS (pyro)"
+
+    def __init__(self, target_accept: float = 0.8, max_tree_depth: int = 10):
+        self.target_accept, self.max_tree_depth = target_accept, max_tree_depth
+
+    def init(self, story, batch, start, warmup) -> _NutsState:
+        nuts = RecordingNUTS(
+            story.model,
+            target_accept_prob=self.target_accept,
+            max_tree_depth=self.max_tree_depth,
+            init_strategy=init_to_value(values=start),
+        )
+        with torch.enable_grad():  # the potential is differentiated even when the caller's grad is off
+            nuts.setup(warmup, batch)
+        return _NutsState(nuts, nuts.initial_params)
+
+    def sample(self, state: _NutsState) -> _NutsState:
+        before = state.nuts.divergences
+        with torch.enable_grad():
+            params = state.nuts.sample(state.params)
+        return _NutsState(state.nuts, params, state.nuts.divergences > before)
+
+    def draw(self, state: _NutsState) -> dict[str, torch.Tensor]:
+        # the kernel moves in unconstrained space: map each site back to its support
+        transforms = state.nuts.transforms
+        return {s: (transforms[s].inv(v) if s in transforms else v).detach() for s, v in state.params.items()}
+
+    def stats(self, state: _NutsState) -> dict[str, float]:
+        nuts = state.nuts
+        return {
+            "energy": nuts.last_energy,
+            "diverging": state.diverging,
+            "step_size": float(nuts.step_size),
+            "n_steps": nuts.leapfrogs,
+            # a tree of depth d takes 2^(d-1) to 2^d - 1 leapfrog steps
+            "tree_depth": max(nuts.leapfrogs, 1).bit_length(),
+        }
+
+
+class NumPyroNUTS(Kernel):
+    """NumPyro's No-U-Turn sampler on the story's JAX twin (:mod:`fabula.backends.numpyro`):
+    every datum gets its own chains and adaptation, all chains and data one compiled program.
+    Discrete sites are summed out in the twin, so only continuous sites are drawn; all chains
+    start at ``init``, or at one prior draw. Statistics per draw and datum (``[chain, draw,
+    B]``): ``energy``, ``diverging``, ``step_size``, ``n_steps``, ``accept_prob``, ``tree_depth``."""
+
+    name = "NUTS (numpyro)"
+
+    def __init__(self, target_accept: float = 0.8, max_tree_depth: int = 10):
+        self.target_accept, self.max_tree_depth = target_accept, max_tree_depth
+
+    def run(self, story, batch, init, *, num_samples, warmup, num_chains, seed, progress) -> Chains:
+        from fabula.backends.numpyro import nuts, twin  # JAX is imported only when used
+
+        jax_twin = twin(story)
+        if init is None:
+            with seeded(seed, story.device):
+                init = story.prior_sample(batch.size)
+        result = nuts(
+            jax_twin,
+            batch,
+            {s: init[s].detach().cpu().numpy() for s in jax_twin.sites},
+            num_samples=num_samples,
+            warmup=warmup,
+            num_chains=num_chains,
+            target_accept=self.target_accept,
+            max_tree_depth=self.max_tree_depth,
+            seed=seed,
+            progress=progress,
+        )
+        return Chains(
+            {s: torch.as_tensor(v, device=story.device) for s, v in result.samples.items()},
+            {k: torch.as_tensor(v) for k, v in result.stats.items()},
+            {"compile": result.compile_seconds, "sample": result.sample_seconds},
+        )
+
+
+NUTS_KERNELS = {"pyro": PyroNUTS, "numpyro": NumPyroNUTS}
+"""The NUTS kernel of each backend, for ``MCMC(..., backend=...)``."""

@@ -1,0 +1,246 @@
+"""One registry of inference kinds and one spec grammar, for ``fabula train --inference``,
+``fabula compare``, ``fabula diagnose`` and the tests.
+
+A spec is ``NAME`` or ``NAME:K`` (K refinement steps for the kinds that take them); each name
+means one thing everywhere. A kind is built from a :class:`Setup` (story, guide, objective,
+trainer settings, data); the built object records its spec and settings, so that a run's
+inference object is rebuilt as what was trained (:func:`rebuild`). A new kind is one
+:func:`register` call, e.g. from its own module::
+
+    register(InferenceKind("my-vi", "my inference", lambda setup, k: MyInference(setup.story, setup.guide)))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fabula.errors import SettingsError, UsageError
+from fabula.inference.annealing import parse_schedule
+from fabula.inference.base import Inference
+from fabula.inference.mcmc import MCMC
+from fabula.inference.presets import (
+    Amortized,
+    AmortizedSVI,
+    NonAmortized,
+    SemiAmortized,
+    StochasticVI,
+    refined,
+)
+from fabula.inference.refinement import Refinement
+from fabula.inference.updates import Aggressive
+from fabula.settings import setting
+
+
+@dataclass
+class Setup:
+    """What an inference kind is built from.
+
+    :param objective: the story's training objective (``None``: the default ELBO).
+    :param training: settings of :class:`~fabula.inference.VariationalInference` (annealing,
+        word dropout, optimizer, clip norm, learning-rate schedule, ``learn_story``).
+    :param refinement: settings of :class:`~fabula.inference.Refinement` but its steps.
+    :param data: the splits (kinds that need the training data or a validation split).
+    :param trained: the trained inference object of a run (test-time kinds refine its λ).
+    :param sampler: settings of :class:`~fabula.inference.MCMC`.
+    """
+
+    story: object
+    guide: object
+    objective: object = None
+    training: dict = field(default_factory=dict)
+    refinement: dict = field(default_factory=dict)
+    data: dict | None = None
+    batch_size: int = 64
+    seed: int = 0
+    trained: Inference | None = None
+    sampler: dict = field(default_factory=dict)
+
+    def split(self, name: str, kind: str):
+        if not self.data or name not in self.data:
+            have = sorted(self.data or {})
+            raise SettingsError(f"inference {kind!r} needs a {name!r} split; the data has {have}")
+        return self.data[name]
+
+    def variational(self) -> dict:
+        """The settings every variational kind passes on."""
+        return {"objective": self.objective, **self.training}
+
+
+@dataclass(frozen=True)
+class InferenceKind:
+    """A registered kind: ``build(setup, steps)`` makes the object (``steps`` is K of
+    ``NAME:K``, ``None`` for kinds without steps); ``trains``: whether it fits a story."""
+
+    name: str
+    summary: str
+    build: Callable[[Setup, int | None], Inference]
+    takes_steps: bool = False
+    trains: bool = True
+
+    def usage(self) -> str:
+        return f"{self.name}:K" if self.takes_steps else self.name
+
+
+KINDS: dict[str, InferenceKind] = {}
+
+
+def register(kind: InferenceKind) -> InferenceKind:
+    """Add ``kind`` to the registry (its name must be new)."""
+    if kind.name in KINDS:
+        raise SettingsError(f"inference kind {kind.name!r} is registered already")
+    KINDS[kind.name] = kind
+    return kind
+
+
+def parse(spec: str) -> tuple[InferenceKind, int | None]:
+    """``"NAME"`` or ``"NAME:K"`` -> (kind, K)."""
+    name, colon, steps = spec.partition(":")
+    if name not in KINDS:
+        raise SettingsError(f"unknown inference {spec!r}; choose from {', '.join(specs())}")
+    kind = KINDS[name]
+    if not kind.takes_steps:
+        if colon:
+            raise SettingsError(f"{spec!r}: inference {name!r} takes no steps (write {name})")
+        return kind, None
+    if not steps.isdigit():
+        raise SettingsError(f"{spec!r}: give the refinement steps, e.g. {name}:20")
+    return kind, int(steps)
+
+
+def specs(trains: bool | None = None) -> list[str]:
+    """The spec forms of the registered kinds (only those that train, or do not, if given)."""
+    return [k.usage() for k in KINDS.values() if trains is None or k.trains == trains]
+
+
+def build(spec: str, setup: Setup, settings: dict | None = None) -> Inference:
+    """The inference object of ``spec`` for ``setup``; ``settings`` (JSON) are recorded with
+    the spec for :meth:`~fabula.inference.base.Inference.config`."""
+    kind, steps = parse(spec)
+    inference = kind.build(setup, steps)
+    inference.spec, inference.settings = spec, dict(settings or {})
+    return inference
+
+
+def trainable(spec: str) -> InferenceKind:
+    """The kind of ``spec``, refusing kinds that do not train."""
+    kind, _ = parse(spec)
+    if not kind.trains:
+        raise UsageError(
+            f"inference {spec!r} does not train a story; train with one of {', '.join(specs(trains=True))}"
+        )
+    return kind
+
+
+def _refinement(setup: Setup, steps: int, **extra) -> Refinement:
+    return Refinement(steps=steps, **{**setup.refinement, **extra})
+
+
+def _aggressive(setup: Setup, _):
+    updates = Aggressive(
+        setup.split("train", "aggressive"),
+        setup.split("valid", "aggressive"),
+        setup.batch_size,
+        seed=setup.seed,
+    )
+    return Amortized(setup.story, setup.guide, updates=updates, **setup.variational())
+
+
+def _refine(setup: Setup, steps: int):
+    trained = setup.trained or Amortized(setup.story, setup.guide, **setup.variational())
+    return refined(trained, _refinement(setup, steps))
+
+
+for _kind in (
+    InferenceKind(
+        "vae",
+        "amortized VI: lambda = enc(x), story and encoder trained jointly",
+        lambda s, _: Amortized(s.story, s.guide, **s.variational()),
+    ),
+    InferenceKind(
+        "table",
+        "non-amortized VI: a table of lambda per training datum",
+        lambda s, _: NonAmortized(s.story, s.guide, len(s.split("train", "table")), **s.variational()),
+    ),
+    InferenceKind(
+        "svi",
+        "per-instance SVI: K refinement steps from the prior; no encoder",
+        lambda s, k: StochasticVI(s.story, s.guide, _refinement(s, k), **s.variational()),
+        takes_steps=True,
+    ),
+    InferenceKind(
+        "vae+svi",
+        "VAE+SVI: K steps from a detached enc(x); story at lambda_K, encoder on its own ELBO",
+        lambda s, k: AmortizedSVI(s.story, s.guide, _refinement(s, k), **s.variational()),
+        takes_steps=True,
+    ),
+    InferenceKind(
+        "sa-vae",
+        "SA-VAE: K steps from enc(x), differentiated through (exact Hessian-vector products)",
+        lambda s, k: SemiAmortized(s.story, s.guide, _refinement(s, k), **s.variational()),
+        takes_steps=True,
+    ),
+    InferenceKind(
+        "sa-vae-fd",
+        "SA-VAE with finite-difference Hessian-vector products",
+        lambda s, k: SemiAmortized(
+            s.story, s.guide, _refinement(s, k, hvp="finite-difference"), **s.variational()
+        ),
+        takes_steps=True,
+    ),
+    InferenceKind(
+        "aggressive",
+        "He et al.'s aggressive encoder training until the validation MI stops rising",
+        _aggressive,
+    ),
+    InferenceKind(
+        "refine",
+        "test-time refinement: K detached steps from a trained object's lambda (does not train)",
+        _refine,
+        takes_steps=True,
+        trains=False,
+    ),
+    InferenceKind(
+        "nuts",
+        "MCMC: NUTS over the local latents, the story fixed (does not train)",
+        lambda s, _: MCMC(s.story, s.guide, **s.sampler),
+        trains=False,
+    ),
+):
+    register(_kind)
+
+
+@dataclass
+class InferenceSettings:
+    """Inference: the kind (a spec of the registry), its objective's options and remedies for collapse"""
+
+    inference: str = setting(
+        "vae", "inference kind: vae, table, svi:K, vae+svi:K, sa-vae:K, sa-vae-fd:K, aggressive, ..."
+    )
+    elbo: str = setting(
+        "meanfield", "TraceMeanField_ELBO (analytic KL) or Trace_ELBO", choices=["meanfield", "trace"]
+    )
+    anneal: str | None = setting(
+        None, "KL annealing: linear:STEPS, logistic:RATE:MIDPOINT, cyclical:PERIOD[:RATIO]"
+    )
+    free_bits: float | None = setting(None, "free bits per latent coordinate (nats)")
+    word_dropout: float = setting(0.0, "sentence stories: replace decoder input words by <unk> at this rate")
+    refinement_lr: float = setting(0.1, "step size of the K refinement steps")
+
+    def __post_init__(self):
+        parse(self.inference)
+        if self.anneal:
+            parse_schedule(self.anneal)
+        if self.free_bits is not None and not self.free_bits >= 0:
+            raise SettingsError(f"free-bits must be >= 0, got {self.free_bits}")
+        if not 0 <= self.word_dropout <= 1:
+            raise SettingsError(f"word-dropout must lie in [0, 1], got {self.word_dropout}")
+        if not self.refinement_lr > 0:
+            raise SettingsError(f"refinement-lr must be > 0, got {self.refinement_lr}")
+
+    def training(self) -> dict:
+        """The annealing and word-dropout settings of :class:`~fabula.inference.VariationalInference`."""
+        out = {"annealing": parse_schedule(self.anneal) if self.anneal else None}
+        if self.word_dropout:
+            out["word_dropout"] = self.word_dropout
+        return out

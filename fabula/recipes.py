@@ -1,0 +1,230 @@
+"""Story recipes: each registered story's settings (with its own defaults), how to build the
+story and its guide, its training objective, the defaults of its training that work for it,
+and the per-epoch callbacks of its runs (mixture diagnostics, topics)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+
+from fabula.errors import SettingsError
+from fabula.evaluation.mixture import mixture_diagnostics
+from fabula.guides import EmptyGuide, MixtureGuide, NormalGuide, SentenceGuide
+from fabula.inference import DispersedELBO, FreeBitsELBO
+from fabula.models import GMVAE, LSTMVAE, NVDM, RNNLM
+from fabula.plots import plot_component_means
+from fabula.settings import setting
+
+BOW, SENTENCES = "bow", "sentences"
+
+
+def _positive(settings, *names: str) -> None:
+    for name in names:
+        value = getattr(settings, name)
+        if not value > 0:
+            raise SettingsError(f"{name.replace('_', '-')} must be > 0, got {value}")
+
+
+def _rate(name: str, value: float) -> None:
+    if not 0 <= value < 1:
+        raise SettingsError(f"{name} must lie in [0, 1), got {value}")
+
+
+@dataclass
+class NVDMSettings:
+    """NVDM (Miao et al. 2016): a bag-of-words VAE with an MLP encoder"""
+
+    latent_dim: int = setting(50, "size of z")
+    hidden: tuple[int, ...] = setting((500,), "encoder hidden layer sizes")
+    activation: str = setting("tanh", "encoder activation", choices=["tanh", "relu", "softplus"])
+
+    def __post_init__(self):
+        _positive(self, "latent_dim")
+
+
+@dataclass
+class RNNLMSettings:
+    """RNNLM: an LSTM language model (no latent)"""
+
+    embed_dim: int = setting(256, "word embedding size")
+    hidden_dim: int = setting(256, "LSTM size")
+    tie: bool = setting(False, "tie input and output embeddings")
+    dropout: float = setting(0.0, "dropout in the decoder")
+
+    def __post_init__(self):
+        _positive(self, "embed_dim", "hidden_dim")
+        _rate("dropout", self.dropout)
+
+
+@dataclass
+class LSTMVAESettings:
+    """LSTM-VAE (Bowman et al. 2016; Kim et al. 2018): z sets the decoder's state and feeds every step"""
+
+    latent_dim: int = setting(32, "size of z")
+    embed_dim: int = setting(256, "word embedding size")
+    hidden_dim: int = setting(256, "LSTM size")
+    encoder: str = setting("lstm", "guide encoder", choices=["lstm", "bow"])
+    z_every_step: bool = setting(True, "feed z to every decoder input, not only its initial state")
+    tie: bool = setting(False, "tie input and output embeddings")
+    dropout: float = setting(0.0, "dropout in the decoder")
+
+    def __post_init__(self):
+        _positive(self, "latent_dim", "embed_dim", "hidden_dim")
+        _rate("dropout", self.dropout)
+
+
+@dataclass
+class GMVAESettings:
+    """GMVAE / DGMVAE (Shi et al. 2020): discrete-continuous latent pairs, c summed out exactly"""
+
+    num_components: int = setting(10, "mixture components K per pair")
+    num_pairs: int = setting(1, "independent (c, z) pairs M")
+    latent_dim: int = setting(8, "size of each z")
+    embed_dim: int = setting(256, "word embedding size")
+    hidden_dim: int = setting(256, "LSTM size")
+    dropout: float = setting(0.0, "dropout in the decoder")
+    dispersion: float = setting(0.0, "DGMVAE's dispersion weight beta' in [0, 1] (0: the GMVAE)")
+    mutual_information: float = setting(0.0, "weight of DGMVAE's I(x; c) term")
+
+    def __post_init__(self):
+        _positive(self, "num_components", "num_pairs", "latent_dim", "embed_dim", "hidden_dim")
+        _rate("dropout", self.dropout)
+        if not 0 <= self.dispersion <= 1:
+            raise SettingsError(f"dispersion must lie in [0, 1], got {self.dispersion}")
+
+
+def _nvdm(s: NVDMSettings, train):
+    V = len(train.vocab)
+    story = NVDM(V, s.latent_dim)
+    story.init_background(train)
+    return story, NormalGuide(V, s.latent_dim, hidden=list(s.hidden), activation=s.activation)
+
+
+def _rnnlm(s: RNNLMSettings, train):
+    return RNNLM(len(train.vocab), s.embed_dim, s.hidden_dim, s.tie, s.dropout), EmptyGuide()
+
+
+def _lstm_vae(s: LSTMVAESettings, train):
+    V = len(train.vocab)
+    story = LSTMVAE(V, s.latent_dim, s.embed_dim, s.hidden_dim, s.z_every_step, s.tie, s.dropout)
+    return story, SentenceGuide(V, s.latent_dim, s.embed_dim, s.hidden_dim, s.encoder)
+
+
+def _gmvae(s: GMVAESettings, train):
+    V = len(train.vocab)
+    story = GMVAE(V, s.num_components, s.latent_dim, s.num_pairs, s.embed_dim, s.hidden_dim, s.dropout)
+    return story, MixtureGuide(V, s.num_components, s.latent_dim, s.num_pairs, s.embed_dim, s.hidden_dim)
+
+
+def continuous_objective(story_settings, inference):
+    """The objective of a story with continuous latents: the ELBO (``--elbo``), or free bits."""
+    if inference.free_bits is not None:
+        if inference.elbo != "meanfield":
+            raise SettingsError("free bits floor the analytic KL; they apply with --elbo meanfield")
+        return FreeBitsELBO(inference.free_bits)
+    return Trace_ELBO() if inference.elbo == "trace" else None
+
+
+def mixture_objective(story_settings: GMVAESettings, inference):
+    """The mixture ELBO with c summed out exactly, and DGMVAE's terms when weighted."""
+    if inference.elbo != "meanfield" or inference.free_bits is not None:
+        raise SettingsError("the gmvae story trains on TraceEnum_ELBO; --elbo and --free-bits do not apply")
+    if story_settings.dispersion or story_settings.mutual_information:
+        return DispersedELBO(story_settings.dispersion, story_settings.mutual_information)
+    return TraceEnum_ELBO(max_plate_nesting=1)
+
+
+@dataclass
+class Epoch:
+    """What a per-epoch callback sees: the run's inference object, the evaluated split, the
+    vocabulary words, the run directory and the metrics so far (this epoch's last)."""
+
+    inference: object
+    data: object
+    words: list[str]
+    directory: Path
+    history: list[dict]
+
+
+class MixtureDiagnostics:
+    """Mode-collapse diagnostics each epoch (:func:`~fabula.evaluation.mixture_diagnostics`)
+    and the components' means drawn over the epochs (``components.png``)."""
+
+    def measure(self, epoch: Epoch) -> dict:
+        diagnostics = mixture_diagnostics(epoch.inference, epoch.data)
+        return {
+            **{f"eval_{k}": v for k, v in diagnostics.items()},
+            "component_means": epoch.inference.story.component_means.tolist(),
+        }
+
+    def draw(self, epoch: Epoch) -> None:
+        plot_component_means(epoch.history, epoch.directory / "components.png")
+
+
+class Topics:
+    """The top words of each latent dimension, written to ``topics.txt`` each epoch."""
+
+    def measure(self, epoch: Epoch) -> dict:
+        return {}
+
+    def draw(self, epoch: Epoch) -> None:
+        rows = epoch.inference.story.topics(epoch.words, 10)
+        (epoch.directory / "topics.txt").write_text(
+            "".join(f"z[{j}]\t" + " ".join(words) + "\n" for j, words in enumerate(rows))
+        )
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A registered story: its settings class, builder, data kind, objective, the training
+    defaults that differ from the general ones (``{section: {field: value}}``), per-epoch
+    callbacks."""
+
+    story: type
+    guide: type
+    settings: type
+    build: Callable
+    kind: str
+    objective: Callable = continuous_objective
+    defaults: dict = field(default_factory=dict)
+    callbacks: tuple = ()
+
+
+STORIES = {
+    "nvdm": Recipe(
+        NVDM,
+        NormalGuide,
+        NVDMSettings,
+        _nvdm,
+        BOW,
+        callbacks=(Topics(),),
+    ),
+    "rnnlm": Recipe(RNNLM, EmptyGuide, RNNLMSettings, _rnnlm, SENTENCES),
+    "lstm-vae": Recipe(
+        LSTMVAE,
+        SentenceGuide,
+        LSTMVAESettings,
+        _lstm_vae,
+        SENTENCES,
+        # against posterior collapse: KL annealing with free bits (the recorded PTB recipe's remedies)
+        defaults={"inference": {"anneal": "linear:8000", "free_bits": 0.2}, "optimizer": {"clip_norm": 5.0}},
+    ),
+    "gmvae": Recipe(
+        GMVAE,
+        MixtureGuide,
+        GMVAESettings,
+        _gmvae,
+        SENTENCES,
+        objective=mixture_objective,
+        callbacks=(MixtureDiagnostics(),),
+    ),
+}
+
+
+def recipe(name: str) -> Recipe:
+    if name not in STORIES:
+        raise SettingsError(f"unknown story {name!r}; choose from {sorted(STORIES)}")
+    return STORIES[name]

@@ -1,0 +1,96 @@
+"""Every benchmark runs end to end under ``--smoke`` (tiny sizes and tiny stand-ins for the
+corpora, see ``benchmarks/results_log.py``) and writes nothing to benchmarks/; a benchmark
+missing here fails the coverage test."""
+
+import hashlib
+import importlib.util
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from fabula.data.registry import DATASETS
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+HELPERS = {"results_log.py"}  # imported by the benchmarks, not one of them
+# the arguments beside --smoke of each run (a second where a script has another branch of its own)
+SMOKE_ARGS = {
+    "inference_corpora.py": [[], ["--data", "ptb"]],
+    "mcmc_backends.py": [[]],
+    "mixture_text.py": [[], ["--data", "dailydialog"]],
+    "nvdm_20news.py": [[]],
+    "overhead.py": [[], ["--story", "lstm-vae"]],
+    "posterior_quality.py": [[]],
+    "ptb_lm.py": [["--story", "lstm-vae"], ["--story", "rnnlm"]],
+    "savae_cost.py": [[]],
+    "savae_synthetic.py": [[]],
+}
+CASES = [(name, argv) for name, variants in sorted(SMOKE_ARGS.items()) for argv in variants]
+
+
+def case_id(name, argv):
+    return " ".join([name, *argv])
+
+
+INFERENCES = ["vae", "svi:2", "vae+svi:2", "sa-vae:2"]
+LOOPS = {"fabula", "fabula+validation", "plain"}
+CHECKS = {
+    "inference_corpora.py": lambda r: list(r) == INFERENCES,
+    "inference_corpora.py --data ptb": lambda r: list(r) == INFERENCES,
+    "mcmc_backends.py": lambda r: all(
+        len(p["rows"]) == 3 and len(p["ratio_per_item"]) == 1 for p in r.values()
+    ),
+    "mixture_text.py": lambda r: list(r) == ["vae", "gmvae", "dgmvae"] and "mixture" in r["dgmvae"],
+    "mixture_text.py --data dailydialog": lambda r: "clusters" in r["dgmvae"] and "clusters" not in r["vae"],
+    # the tiny corpus's perplexity is far below the paper's 836: reached after the first epoch
+    "nvdm_20news.py": lambda r: r["reached_836"]["epoch"] == 1,
+    "overhead.py": lambda r: set(r["median_epoch_seconds"]) == LOOPS and r["story"] == "nvdm",
+    "overhead.py --story lstm-vae": lambda r: set(r["median_epoch_seconds"]) == LOOPS and r["batches"] == 2,
+    "posterior_quality.py": lambda r: list(r["20news"]["rows"]) == ["vae", "svi:2", "refine:2"],
+    "ptb_lm.py --story lstm-vae": lambda r: list(r["reports"]) == ["elbo", "iw"] and len(r["history"]) == 1,
+    "ptb_lm.py --story rnnlm": lambda r: list(r["reports"]) == ["elbo"] and r["reports"]["elbo"]["kl"] == 0,
+    "savae_cost.py": lambda r: list(r) == ["vae", "sa-vae exact", "sa-vae finite-difference"],
+    "savae_synthetic.py": lambda r: {"fixed", "learned"} <= set(r) and "nll" in r["true"],
+}
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name[:-3]}", BENCHMARKS / name)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """sha256 of every file under ``folder`` (caches left out)."""
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
+
+
+def test_every_benchmark_is_listed():
+    assert sorted(p.name for p in BENCHMARKS.glob("*.py") if p.name not in HELPERS) == sorted(SMOKE_ARGS)
+    assert sorted(CHECKS) == sorted(case_id(*case) for case in CASES)
+
+
+@pytest.mark.parametrize(("name", "argv"), CASES, ids=[case_id(*case) for case in CASES])
+def test_benchmark_smoke(name, argv, capsys, monkeypatch, tmp_path):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the benchmarks import results_log
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # their run folders, made by tempfile
+    # restored afterwards: mcmc_backends sets XLA_FLAGS, torch its cache folder (under tempfile's)
+    for variable in ("XLA_FLAGS", "TORCHINDUCTOR_CACHE_DIR"):
+        monkeypatch.delenv(variable, raising=False)
+    threads, before, datasets = torch.get_num_threads(), snapshot(BENCHMARKS), dict(DATASETS)
+    try:
+        results = load(name).main(["--smoke", *argv])
+    finally:
+        torch.set_num_threads(threads)
+    out = capsys.readouterr().out
+    assert "|---|" in out  # its table
+    assert "(smoke: " in out  # recorded, but in a temporary folder
+    assert snapshot(BENCHMARKS) == before  # nothing written to RESULTS.md, results/ or anywhere here
+    assert DATASETS == datasets  # the registry expects the real corpora's files again
+    assert CHECKS[case_id(name, argv)](results)

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,6 +51,14 @@ def _unflatten(obj, tensors: dict):
     if isinstance(obj, list):
         return [_unflatten(v, tensors) for v in obj]
     return obj
+
+
+@contextmanager
+def preserved_rng(device: torch.device) -> Iterator[None]:
+    """Torch's generators (CPU, and ``device`` when it is a GPU) restored after the block, so
+    that draws made inside it leave the caller's random stream as it was."""
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        yield
 
 
 def rng_state() -> dict:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -24,15 +25,15 @@ from fabula.evaluation import ESTIMATORS, evaluate
 from fabula.evaluation.gaps import inference_gaps
 from fabula.generation import DECODERS, decode, homotopy
 from fabula.inference import MCMC, Refinement, refined
-from fabula.inference.registry import KINDS, Setup, build, specs
+from fabula.inference.registry import KINDS, build, specs
 from fabula.models.capabilities import GeneratesSentences, HasComponents, HasPosteriorMean, HasTopics
 from fabula.recipes import STORIES, recipe
 from fabula.runs import (
-    SECTIONS,
     SYNTHETIC,
     TrainConfig,
     data_description,
     fit_reference,
+    inference_setup,
     load_data,
     load_run,
     train,
@@ -65,8 +66,7 @@ def _threads(args) -> None:
 
 
 def _train_config(args) -> TrainConfig:
-    r = recipe(args.story)
-    parts = {"model": r.settings, **SECTIONS}
+    parts = TrainConfig.parts(args.story)
     return TrainConfig(args.story, **{name: from_arguments(part, args, name) for name, part in parts.items()})
 
 
@@ -255,20 +255,16 @@ def cmd_diagnose(args) -> int:
         "backend": args.backend,
     }
 
+    setup = replace(
+        inference_setup(run.config, story, guide, run.splits),
+        training={"learn_story": False},  # built for the run's data, never trained
+        refinement={"lr": args.refinement_lr},
+        trained=run.inference,
+        sampler=sampler,
+    )
+
     def inference_of(spec: str):
-        if spec == run.inference.spec:
-            return run.inference
-        setup = Setup(
-            story,
-            guide,
-            objective=recipe(run.config.story).objective(run.config.model, run.config.inference),
-            training={"learn_story": False},
-            refinement={"lr": args.refinement_lr},
-            data=run.splits,
-            trained=run.inference,
-            sampler=sampler,
-        )
-        return build(spec, setup)
+        return run.inference if spec == run.inference.spec else build(spec, setup)
 
     inference = inference_of(args.inference)
     idata = to_arviz(inference, batch, args.samples)
@@ -339,8 +335,7 @@ def _train_parser(sub, threads) -> None:
             "--resume", action="store_true", help="continue the run in --out from its last checkpoint"
         )
         s.add_argument("--quiet", action="store_true", help="no progress bars")
-        add_arguments(s, r.settings, "model")
-        for part, cls in SECTIONS.items():
+        for part, cls in TrainConfig.parts(name).items():
             add_arguments(s, cls, part, r.defaults.get(part))
         s.set_defaults(func=cmd_train)
 

@@ -70,14 +70,6 @@ class RunSettings:
             )
 
 
-SECTIONS = {
-    "data": DataSettings,
-    "inference": InferenceSettings,
-    "optimizer": OptimizerSettings,
-    "run": RunSettings,
-}
-
-
 @dataclass
 class TrainConfig:
     """Everything that determines a training run (saved in its checkpoint): the story and one
@@ -101,13 +93,23 @@ class TrainConfig:
         trainable(self.inference.inference)
         recipe(self.story).objective(self.model, self.inference)
 
+    @staticmethod
+    def parts(story: str) -> dict[str, type]:
+        """The settings class of each part of a ``story`` run, in the saved order."""
+        return {
+            "data": DataSettings,
+            "model": recipe(story).settings,
+            "inference": InferenceSettings,
+            "optimizer": OptimizerSettings,
+            "run": RunSettings,
+        }
+
     @classmethod
     def create(cls, story: str, **settings) -> TrainConfig:
         """The configuration of ``story`` at its recipe's defaults, with ``settings`` given by
         field name (each name belongs to one part: ``epochs``, ``latent_dim``, ``lr``, ...)."""
-        r = recipe(story)
-        parts = {"model": r.settings, **SECTIONS}
-        values = {name: dict(r.defaults.get(name, {})) for name in parts}
+        parts = cls.parts(story)
+        values = {name: dict(recipe(story).defaults.get(name, {})) for name in parts}
         owner = {f.name: name for name, part in parts.items() for f in fields(part)}
         for key, value in settings.items():
             if key not in owner:
@@ -118,16 +120,12 @@ class TrainConfig:
     def to_dict(self) -> dict:
         return {
             "story": self.story,
-            **{
-                name: to_dict(getattr(self, name))
-                for name in ("data", "model", "inference", "optimizer", "run")
-            },
+            **{name: to_dict(getattr(self, name)) for name in self.parts(self.story)},
         }
 
     @classmethod
     def from_dict(cls, saved: dict) -> TrainConfig:
-        r = recipe(saved["story"])
-        parts = {"model": r.settings, **SECTIONS}
+        parts = cls.parts(saved["story"])
         missing = sorted(set(parts) - set(saved))
         if missing:
             raise SettingsError(f"the saved configuration lacks {missing} (written by an older fabula?)")
@@ -196,22 +194,18 @@ def fit_reference(generator, kind: str, train, seed: int, progress: bool = True)
     return reference
 
 
-def build_inference(config: TrainConfig, story, guide, splits, trained=None, **training):
-    """The configuration's inference object over ``story`` and ``guide`` (``training``
-    overrides trainer settings, e.g. ``learn_story=False`` for diagnostics)."""
-    r = recipe(config.story)
-    setup = Setup(
+def inference_setup(config: TrainConfig, story, guide, splits) -> Setup:
+    """What the configuration's inference kind (or another registered kind) is built from."""
+    return Setup(
         story,
         guide,
-        objective=r.objective(config.model, config.inference),
-        training={**config.inference.training(), **config.optimizer.training(), **training},
+        objective=recipe(config.story).objective(config.model, config.inference),
+        training={**config.inference.training(), **config.optimizer.training()},
         refinement={"lr": config.inference.refinement_lr},
         data=splits,
         batch_size=config.run.batch_size,
         seed=config.run.seed,
-        trained=trained,
     )
-    return build(config.inference.inference, setup, to_dict(config.inference))
 
 
 def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> list[dict]:
@@ -221,8 +215,21 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     if checkpoint is not None:
         saved = TrainConfig.from_dict(checkpoint.metadata["train"])
         saved.run.epochs = config.run.epochs
+        if saved.story != config.story:
+            raise SettingsError(f"{out} holds a run of the {saved.story} story, not of {config.story}")
         if saved != config:
-            raise SettingsError(f"{out}: --resume needs the run's own settings (only --epochs may change)")
+            was, now = saved.to_dict(), config.to_dict()
+            changed = [
+                f"{part} {name}"
+                for part in now
+                if part != "story"
+                for name in now[part]
+                if was[part][name] != now[part][name]
+            ]
+            raise SettingsError(
+                f"{out}: --resume needs the run's own settings (only --epochs may change); "
+                f"changed: {', '.join(changed)}"
+            )
     description = data_description(config)
     splits, generator = load_data(description)
     if "train" not in splits:
@@ -241,14 +248,16 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
         "story_config": story.config(),
         "guide_config": guide.config(),
     }
+    story.to(run.device), guide.to(run.device)
+    # built before the reference guide is fitted, so that a setting the data cannot serve is
+    # refused at once (building draws no random numbers)
+    inference = build(config.inference.inference, inference_setup(config, story, guide, splits))
     reference = None
     if generator is not None and run.reference:
         if checkpoint is None:
             reference = fit_reference(generator, r.kind, splits["train"], run.seed, progress)
         else:
             reference = reference_inference(generator, r.kind)
-    story.to(run.device), guide.to(run.device)
-    inference = build_inference(config, story, guide, splits)
     modules = inference.modules()
     if reference is not None:
         modules["reference_guide"] = reference.guide
@@ -310,7 +319,7 @@ def load_run(run: str | Path, data_dir: str | Path | None = None, device: str = 
     check_vocabulary(splits, meta)
     r = recipe(config.story)
     story, guide = r.story(**meta["story_config"]), r.guide(**meta["guide_config"])
-    inference = build_inference(config, story, guide, splits)
+    inference = build(config.inference.inference, inference_setup(config, story, guide, splits))
     modules = inference.modules()
     reference = None
     if generator is not None and "reference_guide" in checkpoint.weights:

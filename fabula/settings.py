@@ -4,7 +4,8 @@ are generated -- so a flag, its default, its help and the saved configuration ca
 
 A field ``learning_rate: float = setting(1e-3, "step size")`` becomes ``--learning-rate`` with
 help ``"step size (default: 0.001)"``; booleans become ``--name/--no-name``; ``tuple[int, ...]``
-fields take several values; ``X | None`` fields default to ``None`` (unset).
+fields take several values; ``X | None`` fields take ``none`` to unset them (a recipe's free
+bits, say).
 """
 
 from __future__ import annotations
@@ -50,11 +51,14 @@ def add_arguments(parser: argparse.ArgumentParser, cls, prefix: str, defaults: d
         default = (defaults or {}).get(f.name, _default(f))
         kind, optional, many = _base_type(hints[f.name])
         shown = "none" if default is None else (" ".join(map(str, default)) if many else default)
+        unset = " ('none' unsets it)" if optional else ""
         kwargs = {
             "dest": f"{prefix}.{f.name}",
             "default": default,
-            "help": f"{f.metadata['help']} (default: {shown})",
+            "help": f"{f.metadata['help']}{unset} (default: {shown})",
         }
+        if optional:
+            kind = _or_none(kind)
         if kind is bool:
             group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, **kwargs)
             continue
@@ -64,6 +68,16 @@ def add_arguments(parser: argparse.ArgumentParser, cls, prefix: str, defaults: d
             continue
         metavar = f.name.upper()
         group.add_argument(flag(f.name), type=kind, nargs="*" if many else None, metavar=metavar, **kwargs)
+
+
+def _or_none(kind):
+    """``kind`` of a flag's value, or ``None`` for the word ``none``."""
+
+    def read(text: str):
+        return None if text.lower() == "none" else kind(text)
+
+    read.__name__ = kind.__name__  # argparse names the type in its error messages
+    return read
 
 
 def _default(f):

@@ -65,12 +65,11 @@ def small_config(**kw):
     [
         {},
         {"optimizer": "sgd", "lr": 0.004, "lr_decay": 0.5, "decay_after": 1, "clip_norm": 1.0},
-        {"inference": "table"},
         {"inference": "svi:2"},
         {"inference": "vae+svi:2"},
         {"inference": "sa-vae:2"},
     ],
-    ids=["adam", "sgd-decay", "table", "svi", "vae+svi", "sa-vae"],
+    ids=["adam", "sgd-decay", "svi", "vae+svi", "sa-vae"],
 )
 def test_resume_equals_an_uninterrupted_run(tmp_path, settings):
     train(small_config(epochs=3, **settings), tmp_path / "straight", progress=False)
@@ -94,7 +93,6 @@ def test_resume_equals_an_uninterrupted_run(tmp_path, settings):
         type(loaded.inference).__name__
         == {
             "vae": "Amortized",
-            "table": "NonAmortized",
             "svi:2": "StochasticVI",
             "vae+svi:2": "AmortizedSVI",
             "sa-vae:2": "SemiAmortized",
@@ -119,6 +117,10 @@ def test_resume_refuses_changed_settings_and_existing_runs(tmp_path):
         train(small_config(epochs=1), tmp_path / "run", progress=False)
     with pytest.raises(ValueError, match="only --epochs"):
         train(small_config(epochs=2, lr=0.5), tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(ValueError, match="changed: optimizer lr, run seed$"):
+        train(small_config(epochs=2, lr=0.5, seed=3), tmp_path / "run", resume=True, progress=False)
+    with pytest.raises(ValueError, match="a run of the nvdm story, not of rnnlm"):
+        train(TrainConfig.create("rnnlm"), tmp_path / "run", resume=True, progress=False)
     with pytest.raises(RunError, match="nothing to resume"):
         train(small_config(), tmp_path / "other", resume=True, progress=False)
 

@@ -229,3 +229,14 @@ def test_a_new_inference_kind_is_one_module_and_one_registry_entry(tmp_path, cap
         == 0
     )
     assert "PSIS k-hat" in capsys.readouterr().out
+
+
+def test_none_unsets_an_optional_setting_of_the_recipe(capsys):
+    config = _train_config(
+        parser().parse_args(["train", "lstm-vae", "--free-bits", "none", "--anneal", "none"])
+    )
+    assert (config.inference.free_bits, config.inference.anneal) == (None, None)
+    assert _train_config(parser().parse_args(["train", "lstm-vae"])).inference.free_bits == 0.2
+    with pytest.raises(SystemExit):
+        parser().parse_args(["train", "lstm-vae", "--free-bits", "lots"])
+    assert "invalid float value: 'lots'" in capsys.readouterr().err

@@ -18,11 +18,11 @@ from fabula.traces import trace_guide
 
 class Inference:
     """A story and a λ source: ``local_params(batch)`` gives each datum's λ, ``posterior`` draws
-    from :math:`q_\\lambda`. ``spec`` and ``settings`` are the registry entry it was built from
-    (:mod:`fabula.inference.registry`), so that :meth:`config` rebuilds it."""
+    from :math:`q_\\lambda`. ``spec`` is the registry spec it was built from
+    (:mod:`fabula.inference.registry`; ``None`` when built directly); a run saves it in its
+    configuration, which rebuilds the object as the kind that was trained."""
 
     spec: str | None = None
-    settings: dict | None = None
 
     def __init__(self, story, source=None):
         self.story = story
@@ -51,13 +51,6 @@ class Inference:
         if self.source is not None:
             out.update(self.source.modules())
         return out
-
-    def config(self) -> dict:
-        """The registry spec and settings that rebuild this object (see
-        :func:`fabula.inference.registry.rebuild`)."""
-        if self.spec is None:
-            raise UsageError(f"this {type(self).__name__} was not built from the registry; it has no config")
-        return {"spec": self.spec, "settings": dict(self.settings or {})}
 
 
 @runtime_checkable

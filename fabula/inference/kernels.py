@@ -45,6 +45,7 @@ import torch
 from pyro.infer.autoguide.initialization import init_to_value
 from tqdm.auto import tqdm
 
+from fabula.checkpoint import preserved_rng
 from fabula.inference.pyro_internals import RecordingNUTS
 
 
@@ -63,7 +64,7 @@ class Chains:
 def seeded(seed: int, device: torch.device) -> Iterator[None]:
     """Torch's generators (CPU and ``device``) seeded with ``seed`` inside the block and restored
     after it, so that a seeded run leaves the caller's random stream as it was."""
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+    with preserved_rng(device):
         torch.manual_seed(seed)
         yield
 

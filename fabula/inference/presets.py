@@ -7,7 +7,6 @@ filled in; every other setting (objective, annealing, trainer) passes through.
 from __future__ import annotations
 
 from fabula.inference.base import Inference
-from fabula.inference.objectives import bound_of
 from fabula.inference.refinement import Refinement
 from fabula.inference.sources import Encoded, FromPrior, Refined, Tabulated
 from fabula.inference.updates import StoryThenGuide
@@ -43,9 +42,9 @@ class StochasticVI(VariationalInference):
     def __init__(
         self, story, guide, refinement: Refinement | None = None, init_scale: float = 0.0, **settings
     ):
-        bound = bound_of(settings.get("objective"))
         start = FromPrior(story, guide, init_scale)
-        super().__init__(story, Refined(story, start, refinement or Refinement(), bound), **settings)
+        source = Refined(story, start, refinement or Refinement(), settings.get("objective"))
+        super().__init__(story, source, **settings)
 
 
 class AmortizedSVI(VariationalInference):
@@ -55,8 +54,7 @@ class AmortizedSVI(VariationalInference):
     def __init__(
         self, story, guide, refinement: Refinement | None = None, variant: str = "krishnan", **settings
     ):
-        bound = bound_of(settings.get("objective"))
-        source = Refined(story, Encoded(guide), refinement or Refinement(), bound)
+        source = Refined(story, Encoded(guide), refinement or Refinement(), settings.get("objective"))
         super().__init__(story, source, updates=StoryThenGuide(variant), **settings)
 
 
@@ -70,13 +68,13 @@ class SemiAmortized(VariationalInference):
     """
 
     def __init__(self, story, guide, refinement: Refinement | None = None, **settings):
-        bound = bound_of(settings.get("objective"))
-        source = Refined(story, Encoded(guide), refinement or Refinement(), bound, differentiable=True)
+        objective = settings.get("objective")
+        source = Refined(story, Encoded(guide), refinement or Refinement(), objective, differentiable=True)
         super().__init__(story, source, **settings)
 
 
 def refined(inference: Inference, refinement: Refinement) -> Inference:
     """Test-time refinement of a trained ``inference``: λ = K detached steps from the λ it would
     use, on its bound. For evaluation and diagnostics; it does not train."""
-    bound = inference.bound if isinstance(inference, VariationalInference) else bound_of(None)
-    return Inference(inference.story, Refined(inference.story, inference.source, refinement, bound))
+    objective = inference.objective if isinstance(inference, VariationalInference) else None
+    return Inference(inference.story, Refined(inference.story, inference.source, refinement, objective))

@@ -32,17 +32,18 @@ from dataclasses import dataclass
 
 import torch
 from pyro import poutine
-from pyro.infer import ELBO, TraceEnum_ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO, TraceEnum_ELBO
 
+from fabula.checkpoint import preserved_rng
 from fabula.errors import DivergenceError, SettingsError, UsageError
+from fabula.inference.objectives import bound_of
 from fabula.traces import sample_sites
 
 
 def negative_elbo(story, guide, batch, params: dict[str, torch.Tensor], objective: ELBO | None = None):
-    """The batch's summed negative ELBO (``objective``, default ``TraceMeanField_ELBO``) with the
-    guide at ``params``."""
-    objective = objective if objective is not None else TraceMeanField_ELBO()
-    return objective.differentiable_loss(story.model, lambda b: guide(b, params), batch)
+    """The batch's summed negative bound of ``objective`` (:func:`~fabula.inference.objectives.bound_of`)
+    with the guide at ``params``."""
+    return bound_of(objective).differentiable_loss(story.model, lambda b: guide(b, params), batch)
 
 
 def check_refinable(guide, batch, params: dict[str, torch.Tensor], objective: ELBO | None) -> None:
@@ -50,9 +51,8 @@ def check_refinable(guide, batch, params: dict[str, torch.Tensor], objective: EL
     out by ``objective`` (a ``TraceEnum_ELBO`` over a site marked for enumeration)."""
     device = next(iter(params.values())).device if params else torch.device("cpu")
     # the check draws from q; the random stream is restored so that it changes no result
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        with torch.no_grad(), poutine.block():
-            trace = poutine.trace(guide).get_trace(batch, params)
+    with preserved_rng(device), torch.no_grad(), poutine.block():
+        trace = poutine.trace(guide).get_trace(batch, params)
     for site in sample_sites(trace):
         if site["fn"].has_rsample:
             continue
@@ -103,10 +103,10 @@ class Refinement:
         differentiable: bool = False,
         objective: ELBO | None = None,
     ):
-        """λ_K from λ_0 = ``params`` on ``objective`` (default ``TraceMeanField_ELBO``). Without
-        ``differentiable`` the result is detached. Runs with gradients enabled even inside
-        ``torch.no_grad`` (evaluation)."""
-        objective = objective if objective is not None else TraceMeanField_ELBO()
+        """λ_K from λ_0 = ``params`` on the bound of ``objective`` (default
+        ``TraceMeanField_ELBO``). Without ``differentiable`` the result is detached. Runs with
+        gradients enabled even inside ``torch.no_grad`` (evaluation)."""
+        objective = bound_of(objective)
         with torch.enable_grad():
             return self._run(story, guide, batch, params, differentiable, objective)
 

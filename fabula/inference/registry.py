@@ -3,9 +3,9 @@
 
 A spec is ``NAME`` or ``NAME:K`` (K refinement steps for the kinds that take them); each name
 means one thing everywhere. A kind is built from a :class:`Setup` (story, guide, objective,
-trainer settings, data); the built object records its spec and settings, so that a run's
-inference object is rebuilt as what was trained (:func:`rebuild`). A new kind is one
-:func:`register` call, e.g. from its own module::
+trainer settings, data); the built object records its spec, and a run's saved configuration
+rebuilds it as the kind that was trained. A new kind is one :func:`register` call, e.g. from
+its own module::
 
     register(InferenceKind("my-vi", "my inference", lambda setup, k: MyInference(setup.story, setup.guide)))
 """
@@ -22,7 +22,6 @@ from fabula.inference.mcmc import MCMC
 from fabula.inference.presets import (
     Amortized,
     AmortizedSVI,
-    NonAmortized,
     SemiAmortized,
     StochasticVI,
     refined,
@@ -113,12 +112,11 @@ def specs(trains: bool | None = None) -> list[str]:
     return [k.usage() for k in KINDS.values() if trains is None or k.trains == trains]
 
 
-def build(spec: str, setup: Setup, settings: dict | None = None) -> Inference:
-    """The inference object of ``spec`` for ``setup``; ``settings`` (JSON) are recorded with
-    the spec for :meth:`~fabula.inference.base.Inference.config`."""
+def build(spec: str, setup: Setup) -> Inference:
+    """The inference object of ``spec`` for ``setup``, recording its spec."""
     kind, steps = parse(spec)
     inference = kind.build(setup, steps)
-    inference.spec, inference.settings = spec, dict(settings or {})
+    inference.spec = spec
     return inference
 
 
@@ -134,6 +132,11 @@ def trainable(spec: str) -> InferenceKind:
 
 def _refinement(setup: Setup, steps: int, **extra) -> Refinement:
     return Refinement(steps=steps, **{**setup.refinement, **extra})
+
+
+def _refining(preset, **extra):
+    """The builder of a preset that takes a :class:`~fabula.inference.Refinement` of K steps."""
+    return lambda s, k: preset(s.story, s.guide, _refinement(s, k, **extra), **s.variational())
 
 
 def _aggressive(setup: Setup, _):
@@ -158,34 +161,27 @@ for _kind in (
         lambda s, _: Amortized(s.story, s.guide, **s.variational()),
     ),
     InferenceKind(
-        "table",
-        "non-amortized VI: a table of lambda per training datum",
-        lambda s, _: NonAmortized(s.story, s.guide, len(s.split("train", "table")), **s.variational()),
-    ),
-    InferenceKind(
         "svi",
         "per-instance SVI: K refinement steps from the prior; no encoder",
-        lambda s, k: StochasticVI(s.story, s.guide, _refinement(s, k), **s.variational()),
+        _refining(StochasticVI),
         takes_steps=True,
     ),
     InferenceKind(
         "vae+svi",
         "VAE+SVI: K steps from a detached enc(x); story at lambda_K, encoder on its own ELBO",
-        lambda s, k: AmortizedSVI(s.story, s.guide, _refinement(s, k), **s.variational()),
+        _refining(AmortizedSVI),
         takes_steps=True,
     ),
     InferenceKind(
         "sa-vae",
         "SA-VAE: K steps from enc(x), differentiated through (exact Hessian-vector products)",
-        lambda s, k: SemiAmortized(s.story, s.guide, _refinement(s, k), **s.variational()),
+        _refining(SemiAmortized),
         takes_steps=True,
     ),
     InferenceKind(
         "sa-vae-fd",
         "SA-VAE with finite-difference Hessian-vector products",
-        lambda s, k: SemiAmortized(
-            s.story, s.guide, _refinement(s, k, hvp="finite-difference"), **s.variational()
-        ),
+        _refining(SemiAmortized, hvp="finite-difference"),
         takes_steps=True,
     ),
     InferenceKind(
@@ -215,7 +211,7 @@ class InferenceSettings:
     """Inference: the kind (a spec of the registry), its objective's options and remedies for collapse"""
 
     inference: str = setting(
-        "vae", "inference kind: vae, table, svi:K, vae+svi:K, sa-vae:K, sa-vae-fd:K, aggressive, ..."
+        "vae", "inference kind, a spec of the registry: " + ", ".join(specs(trains=True))
     )
     elbo: str = setting(
         "meanfield", "TraceMeanField_ELBO (analytic KL) or Trace_ELBO", choices=["meanfield", "trace"]

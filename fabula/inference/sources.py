@@ -1,7 +1,7 @@
 r"""λ sources: where an inference object's per-datum variational parameters come from.
 
-Each wraps a :class:`~fabula.guides.Guide` and is itself a Pyro guide (``source(batch, params)``
-samples from :math:`q_\lambda`); they compose:
+Each wraps a :class:`~fabula.guides.Guide` (whose ``forward(batch, params)`` samples from
+:math:`q_\lambda`) and says which λ it is run at; they compose:
 
 * :class:`Encoded` -- the guide's encoder, :math:`\lambda = \mathrm{enc}(x)` (amortized VI);
 * :class:`Tabulated` -- a table of :math:`\lambda_d` per training datum (non-amortized VI);
@@ -16,20 +16,18 @@ import torch
 from torch import nn
 
 from fabula.errors import SettingsError, UsageError
+from fabula.inference.objectives import bound_of
 from fabula.inference.refinement import Refinement, check_refinable
 
 
 class Source:
-    """A λ source over ``guide``: :meth:`local_params` and the Pyro guide at given λ."""
+    """A λ source over ``guide``: :meth:`local_params`, and the parameters and modules it owns."""
 
     def __init__(self, guide):
         self.guide = guide
 
     def local_params(self, batch) -> dict[str, torch.Tensor]:
         raise NotImplementedError
-
-    def __call__(self, batch, params: dict[str, torch.Tensor] | None = None) -> None:
-        return self.guide(batch, self.local_params(batch) if params is None else params)
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         """The parameters that training updates through this source."""
@@ -97,8 +95,9 @@ class FromPrior(Source):
 
 
 class Refined(Source):
-    r""":math:`\lambda_K`: K steps of ``refinement`` on ``objective`` (a Pyro ``ELBO``; the
-    refinement's default when ``None``) from the λ of ``start``.
+    r""":math:`\lambda_K`: K steps of ``refinement`` from the λ of ``start``, on the bound of
+    ``objective`` (:func:`~fabula.inference.objectives.bound_of`: the objective itself, or the
+    bound a training objective such as free bits modifies; ``TraceMeanField_ELBO`` for ``None``).
 
     ``differentiable=False`` detaches :math:`\lambda_0` and the result (VAE+SVI, test-time
     refinement); ``differentiable=True`` keeps the K steps in the graph while gradients are
@@ -109,7 +108,7 @@ class Refined(Source):
     def __init__(self, story, start: Source, refinement: Refinement, objective=None, differentiable=False):
         super().__init__(start.guide)
         self.story, self.start, self.refinement = story, start, refinement
-        self.objective, self.differentiable = objective, differentiable
+        self.objective, self.differentiable = bound_of(objective), differentiable
         self._checked = False
 
     def local_params(self, batch) -> dict[str, torch.Tensor]:

@@ -40,6 +40,7 @@ from fabula.checkpoint import atomic_write
 from fabula.data.dialog import DataWarning, load_dailydialog
 from fabula.data.text import TextCorpus
 from fabula.evaluation import (
+    ImportanceWeighted,
     chance_homogeneity,
     evaluate,
     homogeneity,
@@ -78,7 +79,7 @@ def reverse_perplexity(samples, vocab, test, args) -> float:
     lm = Amortized(RNNLM(len(vocab), args.embed_dim, args.hidden_dim, dropout=0.3), EmptyGuide())
     corpus = TextCorpus(samples, vocab, name="samples")
     lm.fit(corpus, epochs=args.rppl_epochs, batch_size=32, seed=args.seed)
-    return evaluate(lm, test, "elbo", 1, batch_size=64).summary()["corpus_perplexity"]
+    return evaluate(lm, test, "elbo", batch_size=64).summary()["corpus_perplexity"]
 
 
 def reconstruction_perplexity(elbo: dict) -> float:
@@ -124,10 +125,10 @@ def config_for(name: str, args) -> TrainConfig:
 def measure(run, args) -> dict:
     """Bounds and mixture diagnostics of a trained ``run`` on its test split."""
     test = run.splits["test"]
-    elbo = evaluate(run.inference, test, "elbo", 1, batch_size=64)
+    elbo = evaluate(run.inference, test, "elbo", batch_size=64)
     r = {
         "elbo": elbo.summary(),
-        "iw": evaluate(run.inference, test, "iw", args.iw_samples, batch_size=16, progress=True).summary(),
+        "iw": evaluate(run.inference, test, ImportanceWeighted(args.iw_samples), batch_size=16, progress=True).summary(),
         "recon_bleu": recon_bleu(run, elbo),
     }
     if hasattr(run.inference.story, "component_means"):
@@ -162,7 +163,7 @@ def recon_bleu(run, elbo=None) -> float:
     authors' code's BLEU); ``elbo``: the run's ELBO evaluation on the test split, if already made."""
     test = run.splits["test"]
     if elbo is None:
-        elbo = evaluate(run.inference, test, "elbo", 1, batch_size=64)
+        elbo = evaluate(run.inference, test, "elbo", batch_size=64)
     sentences = [test.sentence(i) for i in range(len(test))]
     return reconstruction_bleu(run.inference.story.decoder, elbo.posterior_means, sentences)
 

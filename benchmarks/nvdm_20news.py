@@ -16,7 +16,7 @@ import time
 
 import torch
 
-from fabula.evaluation import evaluate
+from fabula.evaluation import ELBO, ImportanceWeighted, evaluate
 from fabula.rundir import RunDirectory
 from fabula.runs import TrainConfig, load_run, train
 from results_log import record, session
@@ -66,9 +66,9 @@ def benchmark(args) -> dict:
             reached = {"epoch": m["epoch"], "train_seconds": round(elapsed, 1)}
     run = load_run(out)
     test = run.splits["test"]
-    elbo = evaluate(run.inference, test, "elbo", args.elbo_samples).summary()
+    elbo = evaluate(run.inference, test, ELBO(args.elbo_samples)).summary()
     t0 = time.perf_counter()
-    iw = evaluate(run.inference, test, "iw", args.iw_samples, batch_size=100, progress=True).summary()
+    iw = evaluate(run.inference, test, ImportanceWeighted(args.iw_samples), batch_size=100, progress=True).summary()
     iw_seconds = time.perf_counter() - t0
     results = {
         "config": config.to_dict(),

@@ -38,7 +38,7 @@ def plain_nvdm_loss(story, guide, batch):
     """Negative ELBO with analytic KL and one reparameterised sample, in plain torch."""
     loc, log_scale = guide.net.mlp(batch.counts).chunk(2, dim=-1)
     z = loc + log_scale.exp() * torch.randn_like(loc)
-    recon = (batch.counts * torch.log_softmax(story.decoder(z), -1)).sum(-1) + batch.log_coef
+    recon = (batch.counts * torch.log_softmax(story.decoder(z), -1)).sum(-1)
     return (gaussian_kl(loc, log_scale) - recon).sum() / batch.size
 
 

@@ -20,7 +20,7 @@ import tempfile
 
 import torch
 
-from fabula.evaluation import evaluate
+from fabula.evaluation import ImportanceWeighted, evaluate
 from fabula.rundir import RunDirectory
 from fabula.runs import TrainConfig, load_run, train
 from results_log import record, session
@@ -83,10 +83,11 @@ def benchmark(args) -> dict:
     train_seconds = sum(m["train_seconds"] for m in history)
     run = load_run(out)
     test = run.splits["test"]
-    reports = {"elbo": evaluate(run.inference, test, "elbo", 1, batch_size=64).summary()}
+    first = "elbo" if vae else "exact"
+    reports = {first: evaluate(run.inference, test, first, batch_size=64).summary()}
     if vae:
         reports["iw"] = evaluate(
-            run.inference, test, "iw", args.iw_samples, batch_size=16, progress=True
+            run.inference, test, ImportanceWeighted(args.iw_samples), batch_size=16, progress=True
         ).summary()
     best = min(history, key=lambda m: m["eval_corpus_perplexity"])
     rows = [
@@ -96,7 +97,7 @@ def benchmark(args) -> dict:
         f"{PAPER[args.story]['ppl']} | {PAPER[args.story].get('kl', '')} | | |",
     ]
     for name, r in reports.items():
-        estimator = {"elbo": "ELBO" if vae else "exact", "iw": f"IW (S={args.iw_samples})"}[name]
+        estimator = {"elbo": "ELBO", "exact": "exact", "iw": f"IW (S={args.iw_samples})"}[name]
         rows.append(
             f"| fabula {args.story}, epoch {args.epochs} | {estimator} | {r['nll']:.2f} | {r['corpus_perplexity']:.1f} | "
             f"{r['kl']:.2f} | {r['mi']:.2f} | {r['active_units']} |"

@@ -18,7 +18,7 @@ import torch
 
 from fabula.compare import CompareSettings, compare, markdown
 from fabula.data.synthetic import synthetic_sentence_corpus
-from fabula.evaluation import evaluate
+from fabula.evaluation import ImportanceWeighted, evaluate
 from fabula.guides import SentenceGuide
 from fabula.models import LSTMVAE
 from fabula.runs import fit_reference
@@ -66,8 +66,7 @@ def benchmark(args) -> dict:
     truth = evaluate(
         fit_reference(oracle, "sentences", data["train"], 0, progress=False),
         data["test"],
-        "iw",
-        args.true_samples,
+        ImportanceWeighted(args.true_samples),
     ).summary()
     specs = ["vae", f"svi:{args.k}", f"sa-vae:{args.k}"]
     settings = CompareSettings(

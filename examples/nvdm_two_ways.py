@@ -14,7 +14,7 @@ import argparse
 import torch
 
 from fabula.data import load_dataset, synthetic_nvdm_corpus
-from fabula.evaluation import evaluate
+from fabula.evaluation import ImportanceWeighted, evaluate
 from fabula.guides import NormalGuide
 from fabula.inference import Amortized, NonAmortized
 from fabula.models import NVDM
@@ -48,8 +48,8 @@ def main(argv=None) -> dict:
         scorer = inference if name == "amortized" else Amortized(story, guide, learn_story=False)
         if name != "amortized":
             scorer.fit(train, epochs=args.epochs, batch_size=64, progress=False)
-        elbo = evaluate(scorer, data["test"], "elbo", 1).summary()
-        iw = evaluate(scorer, data["test"], "iw", args.iw_samples).summary()
+        elbo = evaluate(scorer, data["test"], "elbo").summary()
+        iw = evaluate(scorer, data["test"], ImportanceWeighted(args.iw_samples)).summary()
         results[name] = {
             "elbo_perplexity": elbo["perplexity"],
             "iw_perplexity": iw["perplexity"],

@@ -13,7 +13,7 @@ import argparse
 import torch
 
 from fabula.data.synthetic import synthetic_sentence_corpus
-from fabula.evaluation import evaluate
+from fabula.evaluation import ImportanceWeighted, evaluate
 from fabula.generation import greedy, homotopy, sample
 from fabula.guides import SentenceGuide
 from fabula.inference import Amortized, FreeBitsELBO
@@ -51,7 +51,7 @@ def main(argv=None) -> dict:
     reference = fit_reference(oracle, "sentences", data["train"], seed=0)
     results = {}
     for name, inference in (("LSTM-VAE", vi), ("oracle", reference)):
-        r = evaluate(inference, data["test"], "iw", args.iw_samples).summary()
+        r = evaluate(inference, data["test"], ImportanceWeighted(args.iw_samples)).summary()
         results[name] = r
     print(f"| model | test NLL (IW, S={args.iw_samples}) | PPL | KL | MI | AU |")
     print("|---|---|---|---|---|---|")

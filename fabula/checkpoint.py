@@ -2,27 +2,53 @@
 
 Tensors (module weights, optimiser moments, RNG state) are stored by safetensors; everything
 else (configuration, vocabulary hash, epoch, the optimiser's non-tensor state) is JSON in the
-file's header. Nothing is unpickled on loading. Files are written to a temporary name and
-renamed over the old one, so a crash never leaves a half-written checkpoint.
+file's header, beside a sha256 of that JSON and of every tensor. Nothing is unpickled on
+loading, and nothing in a file is trusted before it is checked: the checksum first (a damaged
+file is refused), then the JSON's nesting depth (before parsing it, since Python's parser
+recurses; safetensors bounds the header's size), then its structure. What a run's metadata
+must hold is checked by :mod:`fabula.runs` with :func:`check_arguments`; the weights' names
+and shapes are checked against the modules they are loaded into. Every refusal is a
+:class:`~fabula.errors.RunError` naming the file and the field.
+
+Files are written to a temporary name and renamed over the old one, so a crash never leaves a
+half-written checkpoint.
 """
 
 from __future__ import annotations
 
+import collections.abc
+import dataclasses
+import hashlib
+import inspect
 import json
+import math
 import os
+import re
+import types
+import typing
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 
 from fabula.errors import RunError
 
 _TENSOR = "__tensor__"
 _ITEMS = "__items__"
+MAX_DEPTH = 64  # real headers nest about 12 deep (optimizer state); Python's parser recurses
+MAX_ITEMS = 1024  # the longest list or string a saved setting or constructor argument may be
+MAX_SIZE = 2**31  # constructor integers are tensor sizes
+TEMPORARY = re.compile(r"\..+\.tmp\d+")  # the names :func:`temporary_path` gives
+_JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
+
+
+def field_error(path: Path, field: str, problem: str) -> RunError:
+    """The one-line refusal of ``field`` of the checkpoint at ``path``."""
+    return RunError(f"{path}: field {field!r} {problem}")
 
 
 def _flatten(obj, tensors: dict, prefix: str):
@@ -41,15 +67,29 @@ def _flatten(obj, tensors: dict, prefix: str):
     raise TypeError(f"cannot store {type(obj).__name__} at {prefix} in a checkpoint")
 
 
-def _unflatten(obj, tensors: dict):
+def _unflatten(obj, tensors: dict, path: Path, field: str):
+    """The structure :func:`_flatten` stored, refusing references to no stored tensor and
+    malformed ``(key, value)`` lists."""
     if isinstance(obj, dict):
         if _TENSOR in obj:
-            return tensors[obj[_TENSOR]]
+            name = obj[_TENSOR]
+            if set(obj) != {_TENSOR} or not isinstance(name, str) or not name.startswith("state/"):
+                raise field_error(path, field, "is not a reference to a stored tensor")
+            if name not in tensors:
+                raise field_error(path, field, f"refers to tensor {name!r}, which the file lacks")
+            return tensors[name]
         if _ITEMS in obj:
-            return {k: _unflatten(v, tensors) for k, v in obj[_ITEMS]}
-        return {k: _unflatten(v, tensors) for k, v in obj.items()}
+            items = obj[_ITEMS]
+            pairs = isinstance(items, list) and all(
+                isinstance(i, list) and len(i) == 2 and isinstance(i[0], str | int | float | bool | None)
+                for i in items
+            )
+            if set(obj) != {_ITEMS} or not pairs:
+                raise field_error(path, field, "is not a list of [key, value] pairs")
+            return {k: _unflatten(v, tensors, path, f"{field}/{k}") for k, v in items}
+        return {k: _unflatten(v, tensors, path, f"{field}/{k}") for k, v in obj.items()}
     if isinstance(obj, list):
-        return [_unflatten(v, tensors) for v in obj]
+        return [_unflatten(v, tensors, path, f"{field}/{i}") for i, v in enumerate(obj)]
     return obj
 
 
@@ -75,33 +115,85 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def temporary_path(path: Path) -> Path:
+    """Where :func:`atomic_write` writes ``path`` before renaming it (named by the writer's pid)."""
+    return path.with_name(f".{path.name}.tmp{os.getpid()}")
+
+
 def atomic_write(path: Path, write) -> None:
-    """Call ``write(tmp_path)`` and rename the result to ``path``."""
+    """Call ``write(tmp_path)``, flush the result to disk and rename it to ``path``. On failure
+    the temporary file is removed and ``path`` is as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp = temporary_path(path)
     try:
         write(tmp)
         with open(tmp, "rb") as f:
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)
+        with suppress(OSError):  # a failed clean-up must not hide why the write failed
+            tmp.unlink(missing_ok=True)
+
+
+def _write_bytes(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
 
 
 @dataclass
 class Checkpoint:
+    path: Path
     metadata: dict
     weights: dict[str, dict[str, torch.Tensor]]
     state: dict
 
-    def load_into(self, modules: dict[str, torch.nn.Module]) -> None:
-        """Load the stored weights into ``modules`` (by the names they were saved under)."""
+    def check_fits(self, modules: dict[str, torch.nn.Module]) -> None:
+        """Refuse stored weights that ``modules`` (by the names they were saved under; built on
+        the meta device, they need no memory) would not take: a missing or unknown name, or
+        another shape or dtype."""
         for name, module in modules.items():
-            if name not in self.weights and not module.state_dict():
+            expected = module.state_dict()
+            if name not in self.weights and not expected:
                 continue  # a module without weights (e.g. the empty guide) stores nothing
             if name not in self.weights:
-                raise RunError(f"checkpoint has no weights for {name!r} (it has {sorted(self.weights)})")
-            module.load_state_dict(self.weights[name])
+                raise RunError(f"{self.path}: no weights for {name!r} (it has {sorted(self.weights)})")
+            saved = self.weights[name]
+            for key in sorted(expected.keys() | saved.keys()):
+                field = f"weights/{name}/{key}"
+                if key not in saved:
+                    raise field_error(self.path, field, "is missing")
+                if key not in expected:
+                    raise field_error(self.path, field, f"is not a weight of the rebuilt {name}")
+                have, want = saved[key], expected[key]
+                if have.shape != want.shape or have.dtype != want.dtype:
+                    raise field_error(
+                        self.path,
+                        field,
+                        f"is {have.dtype} {list(have.shape)}; the rebuilt {name} has {want.dtype} {list(want.shape)}",
+                    )
+
+    def load_into(self, modules: dict[str, torch.nn.Module]) -> None:
+        """Load the stored weights into ``modules`` (by the names they were saved under), once
+        :meth:`check_fits` has found that they fit."""
+        self.check_fits(modules)
+        for name, module in modules.items():
+            if name in self.weights:
+                module.load_state_dict(self.weights[name])
+
+
+def _digest(text: str, tensors: dict[str, torch.Tensor]) -> str:
+    """sha256 of the JSON header ``text`` and of every tensor: name, dtype, shape and bytes."""
+    digest = hashlib.sha256(text.encode())
+    for name in sorted(tensors):
+        tensor = tensors[name]
+        digest.update(f"\0{name}\0{tensor.dtype}\0{list(tensor.shape)}\0".encode())
+        digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def encode(tensors: dict[str, torch.Tensor], text: str) -> bytes:
+    """The safetensors file of ``tensors`` with the JSON header ``text`` and their sha256."""
+    return save(tensors, metadata={"fabula": text, "sha256": _digest(text, tensors)})
 
 
 def save_checkpoint(
@@ -113,27 +205,137 @@ def save_checkpoint(
         for key, value in module.state_dict().items():
             tensors[f"weights/{name}/{key}"] = value.detach().cpu().clone().contiguous()
     header = {"metadata": metadata, "state": _flatten(state, tensors, "state")}
-    atomic_write(
-        Path(path),
-        lambda tmp: save_file(tensors, str(tmp), metadata={"fabula": json.dumps(header)}),
-    )
+    data = encode(tensors, json.dumps(header))
+    atomic_write(Path(path), lambda tmp: _write_bytes(tmp, data))
 
 
-def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> Checkpoint:
-    """Read a checkpoint written by :func:`save_checkpoint` (safetensors only, no pickle)."""
+def _parse(path: Path, text: str) -> dict:
+    """The JSON header ``text``, refused unless it nests at most :data:`MAX_DEPTH` deep (checked
+    before parsing) and is ``{"metadata": {...}, "state": ...}``."""
+    depth = deepest = 0
+    for token in _JSON_TOKEN.finditer(text):
+        bracket = token.group()
+        if bracket in ("[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif bracket in ("]", "}"):
+            depth -= 1
+    if deepest > MAX_DEPTH:
+        raise field_error(
+            path, "fabula", f"nests {deepest} deep (a checkpoint's header nests at most {MAX_DEPTH})"
+        )
+    try:
+        header = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise field_error(path, "fabula", f"is not JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise field_error(path, "fabula", f"is a JSON {type(header).__name__}, not an object")
+    wrong = sorted({"metadata", "state"} ^ set(header))
+    if wrong:
+        raise field_error(
+            path, wrong[0], "is missing" if wrong[0] not in header else "is not a checkpoint field"
+        )
+    if not isinstance(header["metadata"], dict):
+        raise field_error(path, "metadata", "is not a JSON object")
+    return header
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    """Read a checkpoint written by :func:`save_checkpoint` (safetensors only, no pickle; tensors
+    on the CPU), refusing a damaged or malformed one in one line naming the file and the field."""
     path = Path(path)
     if not path.is_file():
         raise RunError(f"{path}: no checkpoint")
     try:
         with safe_open(str(path), framework="pt") as f:
-            header = json.loads((f.metadata() or {})["fabula"])
-        tensors = load_file(str(path), device=str(map_location))
-    except (SafetensorError, KeyError, json.JSONDecodeError) as e:
+            stored = f.metadata() or {}
+        tensors = load_file(str(path))
+    except SafetensorError as e:
         raise RunError(f"{path}: not a fabula checkpoint ({e})") from None
+    except OSError as e:
+        raise RunError(f"{path}: cannot read it ({e.strerror})") from None
+    if set(stored) == {"fabula"}:
+        raise RunError(f"{path}: has no checksum to verify it by (written by an older fabula?)")
+    if set(stored) != {"fabula", "sha256"}:
+        raise RunError(f"{path}: not a fabula checkpoint (its header holds {sorted(stored)})")
+    if _digest(stored["fabula"], tensors) != stored["sha256"]:
+        raise RunError(f"{path}: damaged: its contents do not match the sha256 in its header")
+    header = _parse(path, stored["fabula"])
     weights: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in tensors.items():
         kind, _, rest = key.partition("/")
-        if kind == "weights":
-            name, _, param = rest.partition("/")
+        name, _, param = rest.partition("/")
+        if kind == "weights" and name and param:
             weights.setdefault(name, {})[param] = value
-    return Checkpoint(header["metadata"], weights, _unflatten(header["state"], tensors))
+        elif kind != "state":
+            raise field_error(path, key, "is a tensor that is neither a weight nor training state")
+    return Checkpoint(path, header["metadata"], weights, _unflatten(header["state"], tensors, path, "state"))
+
+
+def parameters_of(target) -> dict[str, tuple[object, bool]]:
+    """``{name: (annotation, required)}`` of a settings dataclass's fields, or of a class's
+    constructor arguments."""
+    if dataclasses.is_dataclass(target):
+        hints = typing.get_type_hints(target)
+        return {
+            f.name: (
+                hints[f.name],
+                f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING,
+            )
+            for f in dataclasses.fields(target)
+        }
+    hints = typing.get_type_hints(target.__init__)
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {
+        p.name: (hints[p.name], p.default is p.empty)
+        for p in inspect.signature(target).parameters.values()
+        if p.kind in named
+    }
+
+
+def _fits(value, hint, sizes: bool) -> bool:
+    """Whether the JSON ``value`` is of type ``hint`` (lists for sequences; bounded lengths;
+    with ``sizes``, integers in [0, :data:`MAX_SIZE`))."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(value, a, sizes) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return type(value) is int and (0 <= value < MAX_SIZE if sizes else abs(value) < 2**64)
+    if hint is float:
+        return type(value) in (int, float) and math.isfinite(value)
+    if hint is str:
+        return isinstance(value, str) and len(value) <= MAX_ITEMS
+    if origin in (list, tuple, collections.abc.Sequence):
+        return (
+            isinstance(value, list)
+            and len(value) <= MAX_ITEMS
+            and all(_fits(v, args[0], sizes) for v in value)
+        )
+    return False
+
+
+def check_arguments(path: Path, field: str, values, parameters: dict, sizes: bool = False) -> None:
+    """Refuse the saved ``values`` at ``field`` of the checkpoint at ``path`` unless they are a
+    JSON object that ``parameters`` (:func:`parameters_of`) take: no unknown or missing names,
+    each value of its annotated type, lists and strings at most :data:`MAX_ITEMS` long and, with
+    ``sizes`` (constructor arguments), integers in [0, :data:`MAX_SIZE`)."""
+    if not isinstance(values, dict):
+        raise field_error(path, field, "is not a JSON object")
+    for name in values:
+        if name not in parameters:
+            raise field_error(path, f"{field}/{name}", f"is unknown (known: {', '.join(parameters)})")
+    for name, (hint, required) in parameters.items():
+        if name not in values:
+            if required:
+                raise field_error(path, f"{field}/{name}", "is missing")
+            continue
+        if not _fits(values[name], hint, sizes):
+            shown = json.dumps(values[name])
+            shown = shown if len(shown) <= 40 else shown[:37] + "..."
+            bounds = f", or out of [0, {MAX_SIZE})" if sizes else ""
+            kind = getattr(hint, "__name__", str(hint))
+            raise field_error(path, f"{field}/{name}", f"is {shown}: not {kind}{bounds}")

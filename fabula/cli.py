@@ -21,12 +21,20 @@ from fabula.compare import CompareSettings, compare, estimate_seconds
 from fabula.compare import markdown as compare_markdown
 from fabula.data.text import TextBatch
 from fabula.errors import FabulaError, UsageError
-from fabula.evaluation import ESTIMATORS, evaluate
+from fabula.evaluation import ImportanceWeighted, default_estimator, evaluate, parse_estimator
+from fabula.evaluation.estimators import spec_of
 from fabula.evaluation.gaps import inference_gaps
-from fabula.generation import DECODERS, decode, homotopy
+from fabula.evaluation.mixture import mixture_diagnostics
+from fabula.generation import DECODERS, decode, homotopy, sample_documents
 from fabula.inference import MCMC, Refinement, refined
 from fabula.inference.registry import KINDS, build, specs
-from fabula.models.capabilities import GeneratesSentences, HasComponents, HasPosteriorMean, HasTopics
+from fabula.models.capabilities import (
+    GeneratesDocuments,
+    GeneratesSentences,
+    HasComponents,
+    HasPosteriorMean,
+    HasTopics,
+)
 from fabula.recipes import STORIES, recipe
 from fabula.runs import (
     SYNTHETIC,
@@ -38,7 +46,7 @@ from fabula.runs import (
     load_run,
     train,
 )
-from fabula.settings import add_arguments, from_arguments
+from fabula.settings import COUNT, NONNEGATIVE, POSITIVE, SEED, Range, add_arguments, from_arguments, number
 
 EXAMPLES = """examples:
   fabula train nvdm --out runs/demo                      # synthetic corpus, no download
@@ -48,8 +56,8 @@ EXAMPLES = """examples:
   fabula train lstm-vae --data ptb --data-dir ../shared/data --out runs/vae
   fabula train lstm-vae --inference sa-vae:10 --out runs/savae
   fabula train gmvae --data ptb --data-dir ../shared/data --dispersion 0.8 --out runs/dgmvae
-  fabula evaluate runs/nvdm20 --estimator iw --samples 500 --json
-  fabula evaluate runs/demo --estimator iw --samples 100 --gaps
+  fabula evaluate runs/nvdm20 --estimator iw:500 --json
+  fabula evaluate runs/demo --estimator iw:100 --gaps
   fabula topics runs/nvdm20 --k 10
   fabula sample runs/vae --n 5 --decode beam
   fabula sample runs/vae --n 3 --from "the company said it would sell its stake"
@@ -58,6 +66,9 @@ EXAMPLES = """examples:
   fabula diagnose runs/demo --inference nuts --items 0:10 --out diag/nuts
   fabula diagnose runs/demo --inference vae --against-nuts --backend numpyro --items 0:5 --out diag/vae
 """
+
+
+POINTS = Range(at_least=2)  # a segment's ends
 
 
 def _threads(args) -> None:
@@ -103,9 +114,8 @@ def cmd_evaluate(args) -> int:
     _threads(args)
     run = load_run(args.run, data_dir=args.data_dir, device=args.device)
     data = _split(run, args.split)
-    report = evaluate(
-        run.inference, data, args.estimator, args.samples, args.batch_size, progress=not args.json
-    )
+    estimator = parse_estimator(args.estimator) if args.estimator else default_estimator(run.inference.story)
+    report = evaluate(run.inference, data, estimator, args.batch_size, progress=not args.json)
     result = {
         **report.summary(),
         "split": args.split,
@@ -113,12 +123,14 @@ def cmd_evaluate(args) -> int:
         "inference": run.inference.spec,
     }
     if run.reference is not None:
-        generator = evaluate(run.reference, data, args.estimator, args.samples, args.batch_size).summary()
+        generator = evaluate(run.reference, data, estimator, args.batch_size).summary()
         result["generator"] = generator
+    if isinstance(run.inference.story, HasComponents):
+        result["mixture"] = mixture_diagnostics(run.inference, data, args.batch_size)
     if args.gaps:
         refinement = Refinement(steps=args.gap_steps, lr=args.gap_lr)
         result["gaps"] = inference_gaps(
-            run.inference, refined(run.inference, refinement), data, args.samples, batch_size=args.batch_size
+            run.inference, refined(run.inference, refinement), data, args.gap_samples, batch_size=args.batch_size
         )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -128,9 +140,16 @@ def cmd_evaluate(args) -> int:
         rows["generating model"] = result["generator"]
     print(
         f"{args.run}: {args.split} split, {result['num_data']} data, inference {run.inference.spec}, "
-        f"estimator {args.estimator} (S={args.samples}); NLL, KL and MI in nats per datum"
+        f"estimator {spec_of(estimator)}; NLL, KL and MI in nats per datum"
     )
     print(_table(rows))
+    if "mixture" in result:
+        m = result["mixture"]
+        used = ", ".join(f"{u:.2f}" for u in m["used"])
+        print(
+            f"mixture: KL(c) {m['kl_c']:.2f}, KL(z) {m['kl_z']:.2f}, MI(x; c) {m['mi_c']:.2f} nats; "
+            f"components in use per latent pair (exp entropy of usage) {used}"
+        )
     if args.gaps:
         g = result["gaps"]
         print(
@@ -140,12 +159,12 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
-def _sentence_run(args):
-    run = load_run(args.run, data_dir=args.data_dir)
+def _sentence_story(run):
+    """The story of a run and its vocabulary, refusing a story that does not generate sentences."""
     story = run.inference.story
     if not isinstance(story, GeneratesSentences):
         raise UsageError(f"the {run.metadata['story']} story does not generate sentences")
-    return run, story, next(iter(run.splits.values())).vocab
+    return story, next(iter(run.splits.values())).vocab
 
 
 def _encode(run, vocab, sentence: str):
@@ -153,9 +172,27 @@ def _encode(run, vocab, sentence: str):
     return batch.to(run.inference.story.device)
 
 
+def _sample_documents(args, run) -> int:
+    """Documents from a bag-of-words story's prior, each as long as a random training document."""
+    if args.source is not None or args.component is not None or args.decode != "sample":
+        raise UsageError(
+            f"the {run.metadata['story']} story samples documents from its prior; "
+            "--from, --component and --decode apply to sentence stories"
+        )
+    corpus = _split(run, "train")
+    lengths = corpus.lengths[torch.randint(len(corpus), (args.n,))]
+    documents = sample_documents(run.inference.story, lengths, args.max_length)
+    for length, words in zip(lengths.tolist(), documents, strict=True):
+        print(f"{length:.0f} words: " + " ".join(f"{corpus.vocab.words[i]}:{c}" for i, c in words))
+    return 0
+
+
 def cmd_sample(args) -> int:
     torch.manual_seed(args.seed)
-    run, story, vocab = _sentence_run(args)
+    run = load_run(args.run, data_dir=args.data_dir)
+    if isinstance(run.inference.story, GeneratesDocuments):
+        return _sample_documents(args, run)
+    story, vocab = _sentence_story(run)
     if args.source is not None:
         if not story.code_sites:
             raise UsageError("--from needs a story with a latent code (lstm-vae, gmvae)")
@@ -165,8 +202,12 @@ def cmd_sample(args) -> int:
     elif args.component is not None:
         if not isinstance(story, HasComponents):
             raise UsageError("--component needs a mixture story (gmvae)")
-        pair, _, k = args.component.rpartition(":")
-        z = story.generate_component(int(pair or 0), int(k), args.n)
+        (m, k), (pairs, components) = args.component, story.component_means.shape[:2]
+        if m >= pairs or k >= components:
+            raise UsageError(
+                f"--component {m}:{k}: the story has pairs 0..{pairs - 1}, components 0..{components - 1}"
+            )
+        z = story.generate_component(m, k, args.n)
     else:
         z = story.code(story.prior_sample(args.n))
     for ids in decode(story.decoder, z, args.n, args.decode, args.beam_size, args.max_length):
@@ -175,7 +216,8 @@ def cmd_sample(args) -> int:
 
 
 def cmd_interpolate(args) -> int:
-    run, story, vocab = _sentence_run(args)
+    run = load_run(args.run, data_dir=args.data_dir)
+    story, vocab = _sentence_story(run)
     guide = run.inference.guide
     if not story.code_sites or not isinstance(guide, HasPosteriorMean):
         raise UsageError("interpolation needs a story with a latent code and a guide with posterior means")
@@ -224,7 +266,7 @@ def cmd_compare(args) -> int:
     reference = None
     if generator is not None:
         fitted = fit_reference(generator, r.kind, splits["train"], settings.seed, progress=not args.json)
-        reference = evaluate(fitted, splits["test"], "iw", settings.samples).summary()
+        reference = evaluate(fitted, splits["test"], ImportanceWeighted(settings.samples)).summary()
     if args.json:
         print(json.dumps({"rows": rows, "generator": reference}, indent=2))
     else:
@@ -242,10 +284,11 @@ def cmd_diagnose(args) -> int:
 
     run = load_run(args.run, data_dir=args.data_dir)
     data = _split(run, args.split)
-    start, _, stop = args.items.partition(":")
-    index = torch.arange(int(start or 0), min(int(stop or len(data)), len(data)))
+    index = torch.arange(len(data))[args.items]
     if len(index) == 0:
-        raise UsageError(f"--items {args.items} selects no data of the {len(data)} in {args.split}")
+        raise UsageError(
+            f"--items selects none of the {len(data)} data in {args.split} (START must be below it)"
+        )
     batch = data.batch(index)
     story, guide = run.inference.story, run.inference.guide
     sampler = {
@@ -255,10 +298,11 @@ def cmd_diagnose(args) -> int:
         "backend": args.backend,
     }
 
+    lr = run.config.inference.refinement_lr if args.refinement_lr is None else args.refinement_lr
     setup = replace(
         inference_setup(run.config, story, guide, run.splits),
         training={"learn_story": False},  # built for the run's data, never trained
-        refinement={"lr": args.refinement_lr},
+        refinement={"lr": lr},
         trained=run.inference,
         sampler=sampler,
     )
@@ -302,9 +346,36 @@ def cmd_topics(args) -> int:
     story = run.inference.story
     if not isinstance(story, HasTopics):
         raise UsageError(f"the {run.metadata['story']} story has no topics")
-    for j, words in enumerate(story.topics(next(iter(run.splits.values())).vocab.words, args.k)):
-        print(f"z[{j}]\t" + " ".join(words))
+    words = next(iter(run.splits.values())).vocab.words
+    if args.k > len(words):
+        raise UsageError(f"--k {args.k} exceeds the vocabulary's {len(words)} words")
+    for j, top in enumerate(story.topics(words, args.k)):
+        print(f"z[{j}]\t" + " ".join(top))
     return 0
+
+
+def _items(text: str) -> slice:
+    """``--items START:STOP``: either may be left out (from the first, to the last datum)."""
+    start, _, stop = text.partition(":")
+    try:
+        items = slice(int(start or 0), int(stop) if stop else None)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected START:STOP with integers, got {text!r}") from None
+    if items.start < 0 or (items.stop is not None and items.stop <= items.start):
+        raise argparse.ArgumentTypeError(f"expected 0 <= START < STOP, got {text!r}")
+    return items
+
+
+def _component(text: str) -> tuple[int, int]:
+    """``--component [M:]K``: pair ``M`` (0 if left out) and component ``K``."""
+    pair, _, k = text.rpartition(":")
+    try:
+        m, k = int(pair or 0), int(k)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected [M:]K with integers, got {text!r}") from None
+    if m < 0 or k < 0:
+        raise argparse.ArgumentTypeError(f"expected M, K >= 0, got {text!r}")
+    return m, k
 
 
 def _inference_help(trains: bool | None = None) -> str:
@@ -349,7 +420,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     threads = argparse.ArgumentParser(add_help=False)
-    threads.add_argument("--threads", type=int, help="torch CPU threads")
+    threads.add_argument("--threads", type=number(int, COUNT), help=f"torch CPU threads, {COUNT}")
     run_data = argparse.ArgumentParser(add_help=False)
     run_data.add_argument("--data-dir", help="where the run's dataset lies now, if it moved")
     _train_parser(sub, threads)
@@ -358,29 +429,48 @@ def parser() -> argparse.ArgumentParser:
         "evaluate",
         parents=[threads, run_data],
         help="bound the NLL of a run's test data; report perplexity, KL, active units",
-        epilog="example: fabula evaluate runs/demo --estimator iw --samples 500 --json",
+        epilog="example: fabula evaluate runs/demo --estimator iw:500 --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     e.add_argument("run", help="run directory written by 'fabula train'")
     e.add_argument(
         "--estimator",
-        default="elbo",
-        choices=ESTIMATORS,
-        help="elbo: the variational bound; iw: importance-weighted bound with --samples (default: elbo)",
-    )
-    e.add_argument(
-        "--samples", type=int, default=1, help="samples S from the guide per document (default: 1)"
+        help="elbo[:S]: the variational bound, reconstruction over S draws of q; iw:S: the "
+        "importance-weighted bound with S draws; iw-draws:S: importance sampling from a proposal fitted "
+        "to the posterior draws, with its k-hat; exact: the likelihood of a story that has one "
+        "(default: exact where the story has it, else elbo)",
     )
     e.add_argument("--split", default="test", help="data split (default: test)")
-    e.add_argument("--batch-size", type=int, default=200)
+    e.add_argument(
+        "--batch-size",
+        type=number(int, COUNT),
+        default=200,
+        help=f"data per evaluation batch, {COUNT} (default: 200)",
+    )
     e.add_argument("--device", default="cpu")
     e.add_argument(
         "--gaps",
         action="store_true",
         help="also report Cremer et al.'s approximation and amortization gaps (λ* by refining the run's λ)",
     )
-    e.add_argument("--gap-steps", type=int, default=100, help="refinement steps for λ* (default: 100)")
-    e.add_argument("--gap-lr", type=float, default=0.5, help="refinement step size for λ* (default: 0.5)")
+    e.add_argument(
+        "--gap-steps",
+        type=number(int, COUNT),
+        default=100,
+        help=f"refinement steps for λ*, {COUNT} (default: 100)",
+    )
+    e.add_argument(
+        "--gap-lr",
+        type=number(float, POSITIVE),
+        default=0.5,
+        help=f"refinement step size for λ*, {POSITIVE} (default: 0.5)",
+    )
+    e.add_argument(
+        "--gap-samples",
+        type=number(int, COUNT),
+        default=500,
+        help=f"IW samples S for log p(x) of the gaps, {COUNT} (default: 500)",
+    )
     e.add_argument(
         "--json",
         action="store_true",
@@ -396,32 +486,54 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     k.add_argument("run", help="run directory")
-    k.add_argument("--k", type=int, default=10, help="words per dimension (default: 10)")
+    k.add_argument(
+        "--k", type=number(int, COUNT), default=10, help=f"words per dimension, {COUNT} (default: 10)"
+    )
     k.set_defaults(func=cmd_topics)
 
+    decoding = argparse.ArgumentParser(add_help=False)
+    decoding.add_argument(
+        "--beam-size",
+        type=number(int, COUNT),
+        default=5,
+        help=f"hypotheses of --decode beam, {COUNT} (default: 5)",
+    )
+    decoding.add_argument(
+        "--max-length",
+        type=number(int, COUNT),
+        default=50,
+        help=f"words of a sentence at most (of a document: most frequent words shown), {COUNT} (default: 50)",
+    )
     sm = sub.add_parser(
         "sample",
-        parents=[run_data],
-        help="generate sentences from a sentence story (prior, or q(z|x) of a sentence)",
+        parents=[run_data, decoding],
+        help="generate sentences from a sentence story (prior, or q(z|x) of a sentence), or documents "
+        "from a bag-of-words story's prior",
         epilog="examples:\n  fabula sample runs/vae --n 5 --decode beam\n"
-        '  fabula sample runs/vae --n 3 --from "the company said it would sell its stake"',
+        '  fabula sample runs/vae --n 3 --from "the company said it would sell its stake"\n'
+        "  fabula sample runs/nvdm20 --n 3 --max-length 10",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    sm.add_argument("run", help="run directory of an rnnlm, lstm-vae or gmvae")
-    sm.add_argument("--n", type=int, default=10, help="sentences to generate (default: 10)")
+    sm.add_argument("run", help="run directory of an nvdm, rnnlm, lstm-vae or gmvae")
+    sm.add_argument(
+        "--n",
+        type=number(int, COUNT),
+        default=10,
+        help=f"sentences or documents to generate, {COUNT} (default: 10)",
+    )
     sm.add_argument("--from", dest="source", help="encode this sentence and decode draws of z from q(z|x)")
     sm.add_argument(
-        "--component", help="gmvae: draw pair M's z from component K ([M:]K; the other pairs from the prior)"
+        "--component",
+        type=_component,
+        help="gmvae: draw pair M's z from component K ([M:]K; the other pairs from the prior)",
     )
     sm.add_argument("--decode", default="sample", choices=DECODERS, help="decoding (default: sample)")
-    sm.add_argument("--beam-size", type=int, default=5)
-    sm.add_argument("--max-length", type=int, default=50)
-    sm.add_argument("--seed", type=int, default=0)
+    sm.add_argument("--seed", type=number(int, SEED), default=0, help=f"random seed, {SEED} (default: 0)")
     sm.set_defaults(func=cmd_sample)
 
     ip = sub.add_parser(
         "interpolate",
-        parents=[run_data],
+        parents=[run_data, decoding],
         help="decode the homotopy between two sentences' posterior means",
         epilog='example: fabula interpolate runs/vae "he said the market was weak" "the stock rose N %" --steps 5',
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -429,10 +541,13 @@ def parser() -> argparse.ArgumentParser:
     ip.add_argument("run", help="run directory of an lstm-vae or gmvae")
     ip.add_argument("a", help="first sentence")
     ip.add_argument("b", help="second sentence")
-    ip.add_argument("--steps", type=int, default=5, help="points on the segment, ends included (default: 5)")
-    ip.add_argument("--decode", default="greedy", choices=DECODERS)
-    ip.add_argument("--beam-size", type=int, default=5)
-    ip.add_argument("--max-length", type=int, default=50)
+    ip.add_argument(
+        "--steps",
+        type=number(int, POINTS),
+        default=5,
+        help=f"points on the segment, ends included, {POINTS} (default: 5)",
+    )
+    ip.add_argument("--decode", default="greedy", choices=DECODERS, help="decoding (default: greedy)")
     ip.set_defaults(func=cmd_interpolate)
 
     c = sub.add_parser(
@@ -451,8 +566,15 @@ def parser() -> argparse.ArgumentParser:
     )
     c.add_argument("--data", default=SYNTHETIC, help="'synthetic' (default, no download), '20news' or 'ptb'")
     c.add_argument("--data-dir", help="folder with local copies of the dataset")
-    c.add_argument("--latent-dim", type=int, default=2, help="size of z (default: 2, the oracle's)")
-    c.add_argument("--hidden-dim", type=int, default=100, help="network sizes (default: 100)")
+    c.add_argument(
+        "--latent-dim",
+        type=number(int, COUNT),
+        default=2,
+        help=f"size of z, {COUNT} (default: 2, the oracle's)",
+    )
+    c.add_argument(
+        "--hidden-dim", type=number(int, COUNT), default=100, help=f"network sizes, {COUNT} (default: 100)"
+    )
     c.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     add_arguments(c, CompareSettings, "compare")
     c.set_defaults(func=cmd_compare)
@@ -471,12 +593,27 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--inference", default="nuts", help=f"an inference spec: {', '.join(specs())} (default: nuts)"
     )
-    d.add_argument("--items", default="0:10", help="data to diagnose, START:STOP (default: 0:10)")
+    d.add_argument(
+        "--items",
+        type=_items,
+        default="0:10",
+        help="data to diagnose, START:STOP (0 <= START < STOP; either may be left out; default: 0:10)",
+    )
     d.add_argument("--out", required=True, help="folder for posterior.nc and the plots")
-    d.add_argument("--split", default="test")
-    d.add_argument("--samples", type=int, default=500, help="draws (per chain for nuts; default: 500)")
-    d.add_argument("--warmup", type=int, default=500, help="nuts warm-up steps (default: 500)")
-    d.add_argument("--chains", type=int, default=2, help="nuts chains (default: 2)")
+    d.add_argument("--split", default="test", help="data split (default: test)")
+    d.add_argument(
+        "--samples",
+        type=number(int, COUNT),
+        default=500,
+        help=f"draws, {COUNT} (per chain for nuts; default: 500)",
+    )
+    d.add_argument(
+        "--warmup",
+        type=number(int, NONNEGATIVE),
+        default=500,
+        help=f"nuts warm-up steps, {NONNEGATIVE} (default: 500)",
+    )
+    d.add_argument("--chains", type=number(int, COUNT), default=2, help=f"nuts chains, {COUNT} (default: 2)")
     d.add_argument(
         "--backend",
         default="pyro",
@@ -489,7 +626,9 @@ def parser() -> argparse.ArgumentParser:
         help="also run NUTS and report q's error against it, with density overlays",
     )
     d.add_argument(
-        "--refinement-lr", type=float, default=0.1, help="step size of refinement kinds (default: 0.1)"
+        "--refinement-lr",
+        type=number(float, POSITIVE),
+        help=f"step size of refinement kinds, {POSITIVE} (default: the run's --refinement-lr)",
     )
     d.set_defaults(func=cmd_diagnose)
     return p

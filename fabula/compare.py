@@ -10,11 +10,11 @@ import pyro
 import torch
 
 from fabula.errors import SettingsError
-from fabula.evaluation import evaluate
+from fabula.evaluation import ImportanceWeighted, evaluate
 from fabula.inference import VariationalInference
-from fabula.inference.annealing import parse_schedule
+from fabula.inference.annealing import FORMS, parse_schedule
 from fabula.inference.registry import Setup, build, trainable
-from fabula.settings import setting
+from fabula.settings import COUNT, POSITIVE, SEED, check_ranges, setting
 
 
 @dataclass
@@ -24,24 +24,24 @@ class CompareSettings:
     inference: tuple[str, ...] = setting(
         ("vae", "svi:20", "vae+svi:20", "sa-vae:20"), "inference kinds (specs of the registry) to compare"
     )
-    epochs: int = setting(2, "epochs per inference kind")
-    batch_size: int = setting(50, "data per step")
-    train_size: int | None = setting(500, "training data used (the first N; unset: all)")
-    test_size: int | None = setting(200, "test data evaluated (the first N; unset: all)")
-    lr: float = setting(1e-3, "Adam learning rate")
-    refinement_lr: float = setting(0.1, "step size of the K refinement steps")
-    anneal: str | None = setting(None, "KL annealing for every inference kind, e.g. linear:2000")
-    samples: int = setting(100, "IW samples for the NLL bound")
-    seed: int = setting(0, "random seed")
+    epochs: int = setting(2, "epochs per inference kind", within=COUNT)
+    batch_size: int = setting(50, "data per step", within=COUNT)
+    train_size: int | None = setting(500, "training data used (the first N; unset: all)", within=COUNT)
+    test_size: int | None = setting(200, "test data evaluated (the first N; unset: all)", within=COUNT)
+    lr: float = setting(1e-3, "Adam learning rate", within=POSITIVE)
+    refinement_lr: float = setting(0.1, "step size of the K refinement steps", within=POSITIVE)
+    anneal: str | None = setting(None, f"KL annealing for every inference kind: {FORMS}")
+    samples: int = setting(100, "IW samples for the NLL bound", within=COUNT)
+    seed: int = setting(0, "random seed", within=SEED)
 
     def __post_init__(self):
+        check_ranges(self)
+        if not self.inference:
+            raise SettingsError("--inference needs at least one inference kind")
         for spec in self.inference:
             trainable(spec)
         if self.anneal:
             parse_schedule(self.anneal)
-        for name in ("epochs", "batch_size", "samples"):
-            if getattr(self, name) < 1:
-                raise SettingsError(f"{name.replace('_', '-')} must be >= 1, got {getattr(self, name)}")
 
 
 def _setup(build_pair, splits, settings: CompareSettings, objective, learn_story: bool) -> Setup:
@@ -107,8 +107,8 @@ def compare(
                     splits["train"], settings.epochs, settings.batch_size, settings.seed, progress=progress
                 )
         seconds = time.perf_counter() - start
-        report = evaluate(inference, splits["test"], "iw", settings.samples).summary()
-        elbo = evaluate(inference, splits["test"], "elbo", 10).summary()
+        report = evaluate(inference, splits["test"], ImportanceWeighted(settings.samples)).summary()
+        elbo = evaluate(inference, splits["test"], "elbo:10").summary()
         rows[spec] = {
             "nll_elbo": elbo["nll"],
             "nll": report["nll"],

@@ -1,11 +1,13 @@
 """Decoding sentences from an autoregressive decoder: ancestral sampling, greedy and beam search,
-and homotopies between latent codes (Bowman et al. 2016)."""
+and homotopies between latent codes (Bowman et al. 2016); and sampling documents from a
+bag-of-words story."""
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
-from fabula.data.text import BOS, EOS, PAD
+from fabula.data.text import BOS, EOS, PAD, UNK
 from fabula.errors import SettingsError
 
 DECODERS = ("greedy", "beam", "sample")
@@ -27,17 +29,24 @@ def _strip(rows: torch.Tensor, max_length: int) -> list[list[int]]:
 
 
 @torch.no_grad()
-def sample(decoder, z=None, num=None, max_length=50, temperature=1.0, greedy=False) -> list[list[int]]:
-    """Ancestral sampling (or, with ``greedy``, the most likely word at each step) of ``num``
-    sentences, or one per row of ``z``. Sentences end at ``<eos>`` or after ``max_length`` words."""
+def draw(
+    decoder, z=None, num=None, steps=51, temperature=1.0, greedy=False, dropped=None, markers=False
+) -> torch.Tensor:
+    """``[N, steps]`` word ids decoded ancestrally (or, with ``greedy``, the most likely word at each
+    step) for ``num`` sequences, or one per row of ``z``: each ends at its first ``<eos>`` and is
+    ``<pad>`` after it; one without ``<eos>`` fills all ``steps``. ``dropped`` (``[N, steps]``
+    booleans) marks the steps whose input word the decoder reads as ``<unk>`` (word dropout).
+    ``<pad>`` and ``<bos>`` are never drawn unless ``markers``, which keeps the probability the
+    decoder gives them: the draws are then exactly from the decoder's distribution."""
     n = z.shape[0] if z is not None else num
     device = decoder.out.weight.device
     tokens = torch.full((n, 1), BOS, dtype=torch.long, device=device)
     state, out = decoder.start(z, n), []
     done = torch.zeros(n, dtype=torch.bool, device=device)
-    for _ in range(max_length + 1):
-        logits, state = decoder.step(tokens, state, z)
-        logits = _never(logits[:, -1])
+    for t in range(steps):
+        inputs = tokens if dropped is None else torch.where(dropped[:, t, None], UNK, tokens)
+        logits, state = decoder.step(inputs, state, z)
+        logits = logits[:, -1] if markers else _never(logits[:, -1])
         if greedy:
             tokens = logits.argmax(-1, keepdim=True)
         else:
@@ -47,7 +56,14 @@ def sample(decoder, z=None, num=None, max_length=50, temperature=1.0, greedy=Fal
         done |= tokens[:, 0] == EOS
         if done.all():
             break
-    return _strip(torch.cat(out, 1), max_length)
+    out = torch.cat(out, 1)
+    return F.pad(out, (0, steps - out.shape[1]), value=PAD)
+
+
+def sample(decoder, z=None, num=None, max_length=50, temperature=1.0, greedy=False) -> list[list[int]]:
+    """Ancestral sampling (or, with ``greedy``, the most likely word at each step) of ``num``
+    sentences, or one per row of ``z``. Sentences end at ``<eos>`` or after ``max_length`` words."""
+    return _strip(draw(decoder, z, num, max_length + 1, temperature, greedy), max_length)
 
 
 def greedy(decoder, z=None, num=None, max_length=50) -> list[list[int]]:
@@ -100,6 +116,19 @@ def decode(decoder, z=None, num=None, method="greedy", beam_size=5, max_length=5
     if method == "sample":
         return sample(decoder, z, num, max_length, temperature)
     raise SettingsError(f"unknown decoding method {method!r}; choose from {DECODERS}")
+
+
+@torch.no_grad()
+def sample_documents(story, lengths: torch.Tensor, max_words: int = 50) -> list[list[tuple[int, int]]]:
+    """Documents of the given ``lengths`` drawn from a bag-of-words story's prior
+    (:class:`~fabula.models.capabilities.GeneratesDocuments`): each one's ``(word id, count)``
+    pairs, most frequent first, at most ``max_words`` of them."""
+    counts = story.generate(lengths)
+    top = counts.topk(min(max_words, counts.shape[-1]), dim=-1)
+    return [
+        [(i, c) for i, c in zip(ids, values, strict=True) if c > 0]
+        for ids, values in zip(top.indices.tolist(), top.values.long().tolist(), strict=True)
+    ]
 
 
 def homotopy(z_a: torch.Tensor, z_b: torch.Tensor, steps: int) -> torch.Tensor:

@@ -16,84 +16,70 @@ from fabula.guides import EmptyGuide, MixtureGuide, NormalGuide, SentenceGuide
 from fabula.inference import DispersedELBO, FreeBitsELBO
 from fabula.models import GMVAE, LSTMVAE, NVDM, RNNLM
 from fabula.plots import plot_component_means
-from fabula.settings import setting
+from fabula.settings import COUNT, NONNEGATIVE, PROBABILITY, Range, check_ranges, setting
 
 BOW, SENTENCES = "bow", "sentences"
-
-
-def _positive(settings, *names: str) -> None:
-    for name in names:
-        value = getattr(settings, name)
-        if not value > 0:
-            raise SettingsError(f"{name.replace('_', '-')} must be > 0, got {value}")
-
-
-def _rate(name: str, value: float) -> None:
-    if not 0 <= value < 1:
-        raise SettingsError(f"{name} must lie in [0, 1), got {value}")
+DROPOUT = Range(at_least=0, below=1)
 
 
 @dataclass
 class NVDMSettings:
     """NVDM (Miao et al. 2016): a bag-of-words VAE with an MLP encoder"""
 
-    latent_dim: int = setting(50, "size of z")
-    hidden: tuple[int, ...] = setting((500,), "encoder hidden layer sizes")
+    latent_dim: int = setting(50, "size of z", within=COUNT)
+    hidden: tuple[int, ...] = setting(
+        (500,), "encoder hidden layer sizes (no sizes: a linear encoder)", within=COUNT
+    )
     activation: str = setting("tanh", "encoder activation", choices=["tanh", "relu", "softplus"])
 
     def __post_init__(self):
-        _positive(self, "latent_dim")
+        check_ranges(self)
 
 
 @dataclass
 class RNNLMSettings:
     """RNNLM: an LSTM language model (no latent)"""
 
-    embed_dim: int = setting(256, "word embedding size")
-    hidden_dim: int = setting(256, "LSTM size")
+    embed_dim: int = setting(256, "word embedding size", within=COUNT)
+    hidden_dim: int = setting(256, "LSTM size", within=COUNT)
     tie: bool = setting(False, "tie input and output embeddings")
-    dropout: float = setting(0.0, "dropout in the decoder")
+    dropout: float = setting(0.0, "dropout in the decoder", within=DROPOUT)
 
     def __post_init__(self):
-        _positive(self, "embed_dim", "hidden_dim")
-        _rate("dropout", self.dropout)
+        check_ranges(self)
 
 
 @dataclass
 class LSTMVAESettings:
     """LSTM-VAE (Bowman et al. 2016; Kim et al. 2018): z sets the decoder's state and feeds every step"""
 
-    latent_dim: int = setting(32, "size of z")
-    embed_dim: int = setting(256, "word embedding size")
-    hidden_dim: int = setting(256, "LSTM size")
+    latent_dim: int = setting(32, "size of z", within=COUNT)
+    embed_dim: int = setting(256, "word embedding size", within=COUNT)
+    hidden_dim: int = setting(256, "LSTM size", within=COUNT)
     encoder: str = setting("lstm", "guide encoder", choices=["lstm", "bow"])
     z_every_step: bool = setting(True, "feed z to every decoder input, not only its initial state")
     tie: bool = setting(False, "tie input and output embeddings")
-    dropout: float = setting(0.0, "dropout in the decoder")
+    dropout: float = setting(0.0, "dropout in the decoder", within=DROPOUT)
 
     def __post_init__(self):
-        _positive(self, "latent_dim", "embed_dim", "hidden_dim")
-        _rate("dropout", self.dropout)
+        check_ranges(self)
 
 
 @dataclass
 class GMVAESettings:
     """GMVAE / DGMVAE (Shi et al. 2020): discrete-continuous latent pairs, c summed out exactly"""
 
-    num_components: int = setting(10, "mixture components K per pair")
-    num_pairs: int = setting(1, "independent (c, z) pairs M")
-    latent_dim: int = setting(8, "size of each z")
-    embed_dim: int = setting(256, "word embedding size")
-    hidden_dim: int = setting(256, "LSTM size")
-    dropout: float = setting(0.0, "dropout in the decoder")
-    dispersion: float = setting(0.0, "DGMVAE's dispersion weight beta' in [0, 1] (0: the GMVAE)")
-    mutual_information: float = setting(0.0, "weight of DGMVAE's I(x; c) term")
+    num_components: int = setting(10, "mixture components K per pair", within=COUNT)
+    num_pairs: int = setting(1, "independent (c, z) pairs M", within=COUNT)
+    latent_dim: int = setting(8, "size of each z", within=COUNT)
+    embed_dim: int = setting(256, "word embedding size", within=COUNT)
+    hidden_dim: int = setting(256, "LSTM size", within=COUNT)
+    dropout: float = setting(0.0, "dropout in the decoder", within=DROPOUT)
+    dispersion: float = setting(0.0, "DGMVAE's dispersion weight beta' (0: the GMVAE)", within=PROBABILITY)
+    mutual_information: float = setting(0.0, "weight of DGMVAE's I(x; c) term", within=NONNEGATIVE)
 
     def __post_init__(self):
-        _positive(self, "num_components", "num_pairs", "latent_dim", "embed_dim", "hidden_dim")
-        _rate("dropout", self.dropout)
-        if not 0 <= self.dispersion <= 1:
-            raise SettingsError(f"dispersion must lie in [0, 1], got {self.dispersion}")
+        check_ranges(self)
 
 
 def _nvdm(s: NVDMSettings, train):
@@ -126,6 +112,13 @@ def continuous_objective(story_settings, inference):
             raise SettingsError("free bits floor the analytic KL; they apply with --elbo meanfield")
         return FreeBitsELBO(inference.free_bits)
     return Trace_ELBO() if inference.elbo == "trace" else None
+
+
+def likelihood_objective(story_settings, inference):
+    """The objective of a story without latents (its log-likelihood): KL remedies do not apply."""
+    if inference.free_bits is not None or inference.anneal:
+        raise SettingsError("the story has no latent: --free-bits and --anneal do not apply (give none)")
+    return continuous_objective(story_settings, inference)
 
 
 def mixture_objective(story_settings: GMVAESettings, inference):
@@ -202,7 +195,7 @@ STORIES = {
         BOW,
         callbacks=(Topics(),),
     ),
-    "rnnlm": Recipe(RNNLM, EmptyGuide, RNNLMSettings, _rnnlm, SENTENCES),
+    "rnnlm": Recipe(RNNLM, EmptyGuide, RNNLMSettings, _rnnlm, SENTENCES, objective=likelihood_objective),
     "lstm-vae": Recipe(
         LSTMVAE,
         SentenceGuide,

@@ -4,6 +4,7 @@ story's callbacks, and loading a run back as the inference kind that was trained
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -11,19 +12,26 @@ from pathlib import Path
 import pyro
 import torch
 
-from fabula.checkpoint import rng_state, set_rng_state
+from fabula.checkpoint import (
+    Checkpoint,
+    check_arguments,
+    field_error,
+    parameters_of,
+    rng_state,
+    set_rng_state,
+)
 from fabula.data import DataFormatError, load_dataset, synthetic_nvdm_corpus
 from fabula.data.registry import DATASETS
 from fabula.data.synthetic import synthetic_sentence_corpus
-from fabula.errors import SettingsError
+from fabula.errors import DivergenceError, SettingsError
 from fabula.evaluation import evaluate
 from fabula.guides import NormalGuide, SentenceGuide
 from fabula.inference import Amortized
 from fabula.inference.registry import InferenceSettings, Setup, build, trainable
 from fabula.inference.trainer import OptimizerSettings
-from fabula.recipes import BOW, SENTENCES, Epoch, recipe
+from fabula.recipes import BOW, SENTENCES, STORIES, Epoch, recipe
 from fabula.rundir import RunDirectory
-from fabula.settings import from_dict, setting, to_dict
+from fabula.settings import COUNT, SEED, check_ranges, from_dict, setting, to_dict
 
 SYNTHETIC = "synthetic"
 KIND_OF_FORMAT = {"nvdm": BOW, "lines": SENTENCES, "dialogues": SENTENCES}
@@ -53,9 +61,9 @@ class DataSettings:
 class RunSettings:
     """Run: length, batch size, seed and device"""
 
-    epochs: int = setting(30, "total epochs")
-    batch_size: int = setting(64, "data per step")
-    seed: int = setting(0, "random seed")
+    epochs: int = setting(30, "total epochs", within=COUNT)
+    batch_size: int = setting(64, "data per step", within=COUNT)
+    seed: int = setting(0, "random seed", within=SEED)
     device: str = setting("cpu", "torch device, e.g. cpu or cuda")
     validate: bool = setting(False, "keep Pyro's argument and shape checks on while training (slower)")
     reference: bool = setting(
@@ -64,10 +72,7 @@ class RunSettings:
     )
 
     def __post_init__(self):
-        if self.epochs < 0 or self.batch_size < 1:
-            raise SettingsError(
-                f"epochs must be >= 0 and batch-size >= 1, got {self.epochs} and {self.batch_size}"
-            )
+        check_ranges(self)
 
 
 @dataclass
@@ -208,12 +213,118 @@ def inference_setup(config: TrainConfig, story, guide, splits) -> Setup:
     )
 
 
+RUN_METADATA = ("story", "data", "vocab", "train", "story_config", "guide_config", "epoch", "history")
+
+
+def _check_data_description(path: Path, data) -> None:
+    """Refuse a saved data description that :func:`data_description` does not write."""
+    synthetic = isinstance(data, dict) and data.get("name") == SYNTHETIC
+    if synthetic:
+        expected = {"name": (str, True), "kind": (str, True), "seed": (int, True)}
+    else:
+        expected = {"name": (str, True), "data_dir": (str | None, True)}
+    check_arguments(path, "metadata/data", data, expected)
+    if synthetic and data["kind"] not in (BOW, SENTENCES):
+        raise field_error(path, "metadata/data/kind", f"is {data['kind']!r}, not {BOW!r} or {SENTENCES!r}")
+    if not synthetic and data["name"] not in DATASETS:
+        raise field_error(path, "metadata/data/name", f"is {data['name']!r}, not a registered dataset")
+
+
+def check_run(checkpoint: Checkpoint) -> TrainConfig:
+    """The configuration a run's checkpoint was trained with, its metadata checked before
+    anything is built from it: the keys :func:`train` writes and their types, the saved settings
+    against the settings classes, the story's and guide's arguments against their constructors
+    (sizes bounded), and the stored weights against a story and guide rebuilt from those
+    arguments on the meta device (which allocates nothing, whatever the sizes say). A refusal
+    names the file and the field."""
+    path, meta = checkpoint.path, checkpoint.metadata
+    wrong = sorted(set(RUN_METADATA) ^ set(meta))
+    if wrong:
+        problem = "is missing" if wrong[0] not in meta else "is not a run's metadata"
+        raise field_error(path, f"metadata/{wrong[0]}", problem)
+    story = meta["story"]
+    if story not in STORIES:
+        raise field_error(path, "metadata/story", f"is {story!r}, not one of {sorted(STORIES)}")
+    _check_data_description(path, meta["data"])
+    check_arguments(path, "metadata/vocab", meta["vocab"], {"size": (int, True), "sha256": (str, True)})
+    saved, parts = meta["train"], TrainConfig.parts(story)
+    if not isinstance(saved, dict) or saved.get("story") != story:
+        raise field_error(path, "metadata/train/story", f"does not name the run's story, {story!r}")
+    for name in saved:
+        if name != "story" and name not in parts:
+            raise field_error(path, f"metadata/train/{name}", "is not a part of a run's configuration")
+    for name, part in parts.items():
+        check_arguments(path, f"metadata/train/{name}", saved.get(name), parameters_of(part))
+    try:
+        config = TrainConfig.from_dict(saved)
+    except SettingsError as e:
+        raise field_error(path, "metadata/train", f"is refused: {e}") from None
+    r, rebuilt = recipe(story), {}
+    for name, cls in (("story", r.story), ("guide", r.guide)):
+        field = f"metadata/{name}_config"
+        arguments = meta[f"{name}_config"]
+        check_arguments(path, field, arguments, parameters_of(cls), sizes=True)
+        try:
+            with torch.device("meta"):
+                rebuilt[name] = cls(**arguments)
+        except ValueError as e:  # the constructor's own checks (SettingsError is one)
+            raise field_error(path, field, f"is refused by {cls.__name__}: {e}") from None
+    checkpoint.check_fits(rebuilt)
+    return config
+
+
+def restore_training_state(inference, checkpoint: Checkpoint) -> None:
+    """Load the checkpoint's training state (optimizers, schedules, update policy) into
+    ``inference`` and its RNG state into torch, refusing, with the file's name, a state that
+    does not fit this setup."""
+    path, state = checkpoint.path, checkpoint.state
+    if not isinstance(state, dict) or set(state) != {"inference", "rng"}:
+        found = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise field_error(path, "state", f"holds {found}, not inference and rng")
+    cpu = state["rng"].get("cpu") if isinstance(state["rng"], dict) else None
+    want = torch.get_rng_state()
+    if not (isinstance(cpu, torch.Tensor) and cpu.dtype == want.dtype and cpu.shape == want.shape):
+        raise field_error(path, "state/rng/cpu", "is not a state of torch's CPU generator")
+    try:
+        inference.load_state_dict(state["inference"])
+    except (KeyError, TypeError, ValueError, IndexError) as e:
+        problem = f"does not fit the {inference.spec} setup ({type(e).__name__}: {e})"
+        raise field_error(path, "state/inference", problem) from None
+    set_rng_state(state["rng"])
+
+
+def _finite(value) -> bool:
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return not isinstance(value, float) or math.isfinite(value)
+
+
+def check_finite(metrics: dict, epoch: int) -> None:
+    """Refuse to record an epoch with a non-finite metric: a diverged fit or bound."""
+    for name, value in metrics.items():
+        if not _finite(value):
+            shown = value if isinstance(value, float) else "not finite"
+            raise DivergenceError(f"{name} is {shown} after epoch {epoch}, so the epoch is not recorded")
+
+
 def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> list[dict]:
-    """Train ``config`` into run directory ``out`` (continuing it with ``resume``)."""
+    """Train ``config`` into run directory ``out`` (continuing it with ``resume``), holding the
+    directory's lock throughout (:class:`~fabula.rundir.RunDirectory`). A divergence is reported
+    with where the run stands: its last checkpoint, verified, or that there is none yet."""
     directory = RunDirectory(out)
-    checkpoint = directory.begin(resume)
+    with directory.training(resume) as checkpoint:
+        try:
+            return _train(config, directory, checkpoint, progress)
+        except DivergenceError as e:
+            raise DivergenceError(f"{e}; {directory.last_checkpoint()}") from None
+
+
+def _train(
+    config: TrainConfig, directory: RunDirectory, checkpoint: Checkpoint | None, progress: bool
+) -> list[dict]:
+    out = directory.path
     if checkpoint is not None:
-        saved = TrainConfig.from_dict(checkpoint.metadata["train"])
+        saved = check_run(checkpoint)
         saved.run.epochs = config.run.epochs
         if saved.story != config.story:
             raise SettingsError(f"{out} holds a run of the {saved.story} story, not of {config.story}")
@@ -264,8 +375,7 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     start_epoch = 0
     if checkpoint is not None:
         checkpoint.load_into(modules)
-        inference.load_state_dict(checkpoint.state["inference"])
-        set_rng_state(checkpoint.state["rng"])
+        restore_training_state(inference, checkpoint)
         start_epoch = checkpoint.metadata["epoch"]
     else:
         pyro.set_rng_seed(run.seed)
@@ -274,16 +384,18 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
 
     def on_epoch_end(epoch: int, metrics: dict) -> None:
         metrics["train_seconds"] = time.perf_counter() - clock[0]
-        report = evaluate(inference, splits[split], "elbo", 1).summary()
+        report = evaluate(inference, splits[split], "elbo").summary()
         metrics["eval_split"] = split
         metrics.update({f"eval_{k}": v for k, v in report.items() if k not in ("estimator", "samples")})
         context = Epoch(inference, splits[split], vocab.words, directory.path, [])
         for callback in r.callbacks:
             metrics.update(callback.measure(context))
+        check_finite(metrics, epoch)
         state = {"inference": inference.state_dict(), "rng": rng_state()}
         context.history = directory.commit(modules, state, {**metadata, "epoch": epoch}, metrics)
-        for callback in r.callbacks:
-            callback.draw(context)
+        with directory.writing("the story's per-epoch drawings", directory.path):
+            for callback in r.callbacks:
+                callback.draw(context)
         clock[0] = time.perf_counter()
 
     # Pyro's argument and shape checks add about half to an NVDM step (benchmarks/overhead.py);
@@ -313,8 +425,8 @@ def load_run(run: str | Path, data_dir: str | Path | None = None, device: str = 
     """Rebuild a trained run's inference object -- the kind that was trained, from its saved
     configuration -- and its data, from its checkpoint."""
     checkpoint = RunDirectory(run).load()
+    config = check_run(checkpoint)
     meta = checkpoint.metadata
-    config = TrainConfig.from_dict(meta["train"])
     splits, generator = load_data(meta["data"], data_dir)
     check_vocabulary(splits, meta)
     r = recipe(config.story)

@@ -18,6 +18,13 @@ PARTICLE_DIM = DATA_DIM - 1
 """The dimension of the ``"particles"`` plate (draws per datum), just left of the data plate."""
 
 
+def trace_pair(model, guide, args, kwargs):
+    """One draw: the guide's trace and the model replayed on it, ``(model_trace, guide_trace)``."""
+    guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
+    model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
+    return model_trace, guide_trace
+
+
 def trace_guide(guide, batch, num_samples: int = 1, params=None):
     """The guide's trace with ``num_samples`` draws per datum (site batch shapes ``[S, B]``)."""
     with pyro.plate("particles", num_samples, dim=PARTICLE_DIM):

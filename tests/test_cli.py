@@ -25,7 +25,7 @@ def test_train_evaluate_topics_on_the_embedded_default(tmp_path, capsys):
     assert [json.loads(line)["epoch"] for line in lines] == [1, 2]
     capsys.readouterr()
 
-    assert main(["evaluate", run, "--estimator", "iw", "--samples", "20", "--json"]) == 0
+    assert main(["evaluate", run, "--estimator", "iw:20", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert {"perplexity", "corpus_perplexity", "nll", "kl", "active_units", "estimator", "samples"} <= set(
         report
@@ -39,11 +39,11 @@ def test_train_evaluate_topics_on_the_embedded_default(tmp_path, capsys):
     assert (
         "| trained |" in table
         and "| generating model |" in table
-        and "estimator elbo (S=1)" in table
+        and "estimator elbo:1" in table
         and "| mi |" in table
     )
 
-    assert main(["evaluate", run, "--samples", "10", "--gaps", "--gap-steps", "5", "--json"]) == 0
+    assert main(["evaluate", run, "--gap-samples", "10", "--gaps", "--gap-steps", "5", "--json"]) == 0
     gaps = json.loads(capsys.readouterr().out)["gaps"]
     total = gaps["log_likelihood"] - gaps["elbo_amortized"]
     assert gaps["approximation_gap"] + gaps["amortization_gap"] == pytest.approx(total)
@@ -80,7 +80,7 @@ def test_sentence_stories_train_evaluate_and_generate(story, tmp_path, capsys):
     extra = extra if story == "lstm-vae" else []
     assert main(["train", story, "--out", run, "--epochs", "1", *tiny, *extra]) == 0
     capsys.readouterr()
-    assert main(["evaluate", run, "--estimator", "iw", "--samples", "4", "--json"]) == 0
+    assert main(["evaluate", run, "--estimator", "iw:4", "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
     assert (
         report["num_tokens"] > report["num_data"] and "mi" in report and report["generator"]["samples"] == 4
@@ -182,6 +182,12 @@ def test_gmvae_trains_with_mixture_diagnostics_and_samples_per_component(tmp_pat
     assert len(history[-1]["eval_usage"]) == 2 and len(history[-1]["component_means"][0]) == 3
     assert (run / "components.png").stat().st_size > 0
     capsys.readouterr()
+    # evaluation reports the mixture diagnostics that training logged, on the same split
+    assert main(["evaluate", str(run), "--split", history[-1]["eval_split"], "--json"]) == 0
+    mixture = json.loads(capsys.readouterr().out)["mixture"]
+    assert mixture["kl_c"] == pytest.approx(history[-1]["eval_kl_c"], rel=1e-5)
+    assert main(["evaluate", str(run)]) == 0
+    assert "mixture: KL(c)" in capsys.readouterr().out
     assert main(["sample", str(run), "--n", "2", "--component", "1:2", "--max-length", "5"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
     assert main(["sample", str(run), "--n", "2", "--from", "w0704 w0312", "--max-length", "5"]) == 0

@@ -1,10 +1,13 @@
 import math
+import warnings
 
 import pytest
 import torch
 
 from fabula.diagnostics import posterior_error, psis_khat, to_arviz
 from fabula.diagnostics.arviz import az
+from fabula.errors import UsageError
+from fabula.evaluation import evaluate
 from fabula.inference import MCMC, Amortized, Inference
 from fabula.inference.sources import Source
 from helpers import linear_gaussian_setup, nvdm_setup
@@ -116,3 +119,35 @@ def test_posterior_error_is_zero_for_equal_draws_and_grows_with_shift_and_spread
     assert torch.allclose(wide["kl"], torch.full((2,), 1.5 * (3 - math.log(4)), dtype=torch.float64))
     with pytest.raises(ValueError, match="differ after dim 0"):
         posterior_error(ref[:, :1], ref)
+
+
+def test_exported_posteriors_hold_log_p_x_given_z_alone_and_serve_loo_and_waic(sampled):
+    story, guide, batch, mcmc = sampled
+    nvdm, nvdm_guide, corpus = nvdm_setup()
+    exports = [to_arviz(mcmc, batch), to_arviz(Amortized(nvdm, nvdm_guide), corpus["test"].batch(torch.arange(6)), 40)]
+    for idata in exports:
+        assert list(idata.log_likelihood.data_vars) == ["x"]  # the conditioned z is not data
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # ArviZ's warning on high k-hat of few data
+            loo, waic = az.loo(idata), az.waic(idata)
+        assert math.isfinite(loo.elpd_loo) and math.isfinite(waic.elpd_waic)
+    # the group is log p(x | z): for the linear-Gaussian story, a Gaussian density of x at each draw
+    z = mcmc.chains.samples["z"][0, :5]
+    noise = torch.distributions.Normal(z @ story.weight.T + story.bias, story.log_noise.exp())
+    expected = noise.log_prob(batch.x).sum(-1).detach()
+    assert torch.allclose(torch.as_tensor(exports[0].log_likelihood["x"].values[0, :5]), expected, atol=1e-4)
+
+
+def test_a_samplers_draws_estimate_log_p_x_with_a_fitted_proposal_and_its_khat():
+    story, guide, data = linear_gaussian_setup(num_data=3)
+    mcmc = MCMC(story, guide, num_samples=300, warmup=200, progress=False)
+    torch.manual_seed(0)
+    report = evaluate(mcmc, data, "iw-draws:2000")
+    exact = -story.log_marginal(data.x).detach()
+    # the draws' Student-t proposal is close to p(z|x): the estimate is within a few hundredths
+    # of a nat of log p(x), and k-hat says it is reliable
+    assert torch.allclose(report.nll, exact, atol=0.03)
+    summary = report.summary()
+    assert summary["estimator"] == "iw-draws" and summary["khat_max"] < 0.5 and "kl" not in summary
+    with pytest.raises(UsageError, match="has a variational q; use iw:S"):
+        evaluate(Amortized(story, guide), data, "iw-draws:10")

@@ -3,17 +3,24 @@ import math
 import pytest
 import torch
 
+from fabula.errors import SettingsError, UsageError
 from fabula.evaluation import (
+    ELBO,
+    Exact,
+    ImportanceWeighted,
     active_units,
+    default_estimator,
     elbo_terms,
     evaluate,
     iw_log_likelihood,
     log_weights,
+    parse_estimator,
     perplexities,
 )
 from fabula.evaluation.bounds import chunk_size_for
-from fabula.inference import Amortized
-from helpers import linear_gaussian_setup, nvdm_setup
+from fabula.evaluation.estimators import spec_of
+from fabula.inference import MCMC, Amortized
+from helpers import linear_gaussian_setup, nvdm_setup, sentence_setup
 
 
 def exact_posterior_params(story, x):
@@ -81,21 +88,73 @@ def test_active_units_counts_dimensions_with_varying_means():
         active_units(means[:1])
 
 
-def test_evaluate_names_its_estimator_and_adds_the_token_sequence_offset():
+def test_evaluate_names_its_estimator_and_scores_the_token_sequence():
     story, guide, corpus = nvdm_setup()
     inference = Amortized(story, guide)
     test = corpus["test"]
     torch.manual_seed(5)
-    report = evaluate(inference, test, "elbo", 3, batch_size=len(test))
+    report = evaluate(inference, test, "elbo:3", batch_size=len(test))
     summary = report.summary()
     assert (summary["estimator"], summary["samples"], summary["num_data"]) == ("elbo", 3, 16)
     assert set(summary) >= {"perplexity", "corpus_perplexity", "nll", "kl", "active_units"}
-    # the NLL is of the token sequence: the count NLL plus the multinomial coefficient
+    # the NLL is of the token sequence, as the bag-of-words likelihood scores it (no offset)
     torch.manual_seed(5)
     with torch.no_grad():
         recon, kl = elbo_terms(story, guide, test.batch(torch.arange(len(test))), 3)
-    assert torch.allclose(report.nll, kl["z"] - recon + test.log_coef, atol=1e-4)
+    assert torch.allclose(report.nll, kl["z"] - recon, atol=1e-4)
     assert torch.equal(report.tokens, test.lengths)
-    assert summary["reconstruction"] == pytest.approx(float((recon - test.log_coef).mean()), rel=1e-5)
+    assert summary["reconstruction"] == pytest.approx(float(recon.mean()), rel=1e-5)
     with pytest.raises(ValueError, match="unknown estimator"):
         evaluate(inference, test, "bogus")
+
+
+@pytest.mark.parametrize(
+    ("spec", "problem"),
+    [("iw:0", "integer >= 1"), ("elbo:x", "integer >= 1"), ("iw:²", "integer >= 1"), ("exact:5", "no samples")],
+)
+def test_estimator_specs_refuse_what_they_cannot_mean(spec, problem):
+    with pytest.raises(SettingsError, match=problem):
+        parse_estimator(spec)
+
+
+def test_estimator_specs_read_back_as_their_objects():
+    for estimator in (ELBO(), ELBO(7), ImportanceWeighted(50), Exact()):
+        assert parse_estimator(spec_of(estimator)) == estimator
+    assert parse_estimator("iw") == ImportanceWeighted(500)
+    with pytest.raises(SettingsError, match="samples must be an integer >= 1"):
+        ImportanceWeighted(0)
+
+
+def test_exact_estimator_scores_the_marginal_and_bounds_lie_below_it():
+    story, guide, data = linear_gaussian_setup(num_data=12)
+    inference = Amortized(story, guide)
+    assert default_estimator(story) == Exact()
+    exact = evaluate(inference, data, batch_size=5)
+    assert exact.estimator == "exact"
+    assert torch.allclose(exact.nll, -story.log_marginal(data.x).detach(), atol=1e-5)
+    assert exact.kl is not None  # the guide's diagnostics come with any estimator
+    torch.manual_seed(0)
+    bounds = [evaluate(inference, data, e).nll.mean() for e in (ELBO(20), ImportanceWeighted(200), ImportanceWeighted(5000))]
+    # -ELBO >= -IW(S) >= -IW(S') >= -log p(x) for S < S' (the untrained q leaves wide gaps)
+    assert bounds[0] > bounds[1] > bounds[2] > exact.nll.mean()
+
+
+def test_exact_estimator_of_a_story_without_latents_equals_its_elbo():
+    story, guide, splits = sentence_setup(latent=False)
+    inference = Amortized(story, guide)
+    assert default_estimator(story) == Exact()
+    exact = evaluate(inference, splits["test"]).summary()
+    elbo = evaluate(inference, splits["test"], "elbo").summary()
+    assert exact["estimator"] == "exact" and exact["kl"] == 0
+    assert exact["nll"] == pytest.approx(elbo["nll"], rel=1e-6)
+
+
+def test_exact_estimator_scores_a_samplers_story_and_refuses_a_story_without_one():
+    story, guide, data = linear_gaussian_setup(num_data=4)
+    report = evaluate(MCMC(story, guide, progress=False), data, "exact").summary()
+    assert set(report) == {"estimator", "samples", "num_data", "nll"}  # no q: no KL, AU or MI
+    assert report["nll"] == pytest.approx(-story.log_marginal(data.x).mean().item(), rel=1e-5)
+    nvdm, nvdm_guide, corpus = nvdm_setup()
+    assert default_estimator(nvdm) == ELBO()
+    with pytest.raises(UsageError, match="NVDM has no exact log p"):
+        evaluate(Amortized(nvdm, nvdm_guide), corpus["test"], "exact")

@@ -120,7 +120,7 @@ def test_refinement_refuses_a_discrete_site_its_objective_does_not_sum_out():
 
 def test_aggressive_training_with_dispersion():
     story, guide, corpus = tiny(num_pairs=1)
-    updates = Aggressive(corpus["train"], corpus["valid"], batch_size=8, inner_steps=3, patience=1)
+    updates = Aggressive(corpus["valid"], batch_size=8, inner_steps=3, patience=1)
     inference = Amortized(story, guide, objective=DispersedELBO(0.8, 0.1), updates=updates)
     history = inference.fit(corpus["train"], epochs=1, batch_size=16, progress=False)
     assert math.isfinite(history[0]["loss"]) and history[0]["inner_steps"] >= 1
@@ -152,8 +152,8 @@ def test_gmvae_trains_evaluates_and_generates_per_component():
     before = story.component_means.detach().clone()
     inference.fit(corpus["train"], epochs=1, batch_size=16, progress=False)
     assert not torch.equal(before, story.component_means)
-    for estimator in ("elbo", "iw"):
-        report = evaluate(inference, corpus["test"], estimator, 4).summary()
+    for estimator in ("elbo:4", "iw:4"):
+        report = evaluate(inference, corpus["test"], estimator).summary()
         assert math.isfinite(report["nll"]) and report["kl"] >= 0
     z = story.generate_component(1, 2, 5)
     assert z.shape == (5, 4)

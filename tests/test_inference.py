@@ -1,4 +1,5 @@
 import math
+import warnings
 
 import pyro
 import pyro.optim
@@ -6,16 +7,20 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
-from fabula.evaluation import elbo_terms
+from fabula.errors import UsageError
+from fabula.evaluation import elbo_terms, evaluate
 from fabula.inference import (
     Aggressive,
     Amortized,
     FreeBitsELBO,
+    MeanFieldELBO,
     NonAmortized,
     Refinement,
+    RefinementWarning,
     SemiAmortized,
     StochasticVI,
     parse_schedule,
+    refined,
 )
 from fabula.inference.annealing import Cyclical, Linear, Logistic, annealed
 from fabula.inference.trainer import make_optimizer
@@ -40,7 +45,7 @@ def make(name, story, guide, data):
         return NonAmortized(story, guide, num_data=len(data))
     if name == "aggressive":
         return Amortized(
-            story, guide, updates=Aggressive(data, data, batch_size=8, inner_steps=4, patience=2)
+            story, guide, updates=Aggressive(data, batch_size=8, inner_steps=4, patience=2)
         )
     if name == "svi":
         return StochasticVI(story, guide, Refinement(steps=2, lr=0.1))
@@ -77,6 +82,7 @@ def test_every_story_guide_inference_pair_takes_a_step(setup, inference, device)
     data = train_split(data)
     story.to(device), guide.to(device)
     inf = make(inference, story, guide, data)
+    inf.begin(data)
     before = [p.detach().clone() for p in inf.params]
     batch = next(data.batches(16, shuffle=True, device=device))
     metrics = inf.step(batch)
@@ -186,7 +192,7 @@ def test_no_optimizer_is_built_that_nothing_steps():
     story, guide, corpus = nvdm_setup()
     data = corpus["train"]
     assert set(Amortized(story, guide).trainer.optimizers) == {"joint"}
-    aggressive = Amortized(story, guide, updates=Aggressive(data, data, batch_size=8))
+    aggressive = Amortized(story, guide, updates=Aggressive(data, batch_size=8))
     assert set(aggressive.trainer.optimizers) == {"story", "guide"}
     fixed = StochasticVI(story, guide, Refinement(steps=1), learn_story=False)
     assert fixed.trainer.optimizers == {}
@@ -203,3 +209,62 @@ def test_learning_rate_schedule_is_part_of_the_resumable_state():
     again = Amortized(story, guide, optim_args={"lr": 0.1}, lr_decay=0.5, decay_after=1)
     again.load_state_dict(inf.state_dict())
     assert again.end_epoch()["lr"] == 0.025
+
+
+def test_mean_field_elbo_is_the_value_and_gradient_of_pyros_trace_mean_field_elbo():
+    story, guide, corpus = nvdm_setup()
+    batch = corpus["train"].batch(torch.arange(16))
+    params = guide.local_params(batch)
+    losses, grads = [], []
+    for objective in (MeanFieldELBO(), TraceMeanField_ELBO()):
+        torch.manual_seed(3)
+        loss = objective.differentiable_loss(story.model, lambda b: guide(b, params), batch)
+        losses.append(loss)
+        grads.append(torch.autograd.grad(loss, [*story.parameters(), params["loc"]], retain_graph=True))
+    assert torch.allclose(losses[0], losses[1], rtol=1e-6)
+    for mine, pyros in zip(*grads, strict=True):
+        assert torch.allclose(mine, pyros, rtol=1e-5, atol=1e-6)
+
+
+def test_mean_field_elbo_refuses_a_discrete_guide_site_and_a_latent_the_guide_lacks():
+    def model(batch):
+        with pyro.plate("data", 3):
+            pyro.sample("c", pyro.distributions.Bernoulli(0.3))
+
+    def guide(batch):
+        with pyro.plate("data", 3):
+            pyro.sample("c", pyro.distributions.Bernoulli(torch.tensor([0.2, 0.5, 0.9])))
+
+    with pytest.raises(UsageError, match="guide site 'c' is not reparameterised; train with Trace_ELBO"):
+        MeanFieldELBO().differentiable_loss(model, guide, None)
+    with pytest.raises(UsageError, match="latent site 'c' has no site in the guide"):
+        MeanFieldELBO().differentiable_loss(model, lambda batch: None, None)
+
+
+def test_a_table_of_lambda_serves_the_data_it_was_fitted_on_and_refuses_others():
+    story, guide, corpus = nvdm_setup()
+    train, test = corpus["train"], corpus["test"]
+    inference = NonAmortized(story, guide, len(train))
+    with pytest.raises(UsageError, match="datum 0 has no fitted variational parameters.*StochasticVI"):
+        evaluate(inference, train)  # nothing trained yet: the rows hold the prior, fitted to nothing
+    inference.fit(train, epochs=1, batch_size=16, progress=False)
+    assert math.isfinite(evaluate(inference, train, batch_size=7).summary()["nll"])
+    # test documents share the training documents' indices, not their λ
+    with pytest.raises(UsageError, match="is not the datum its row of λ was fitted to.*StochasticVI"):
+        evaluate(inference, test)
+    with pytest.raises(UsageError, match="is not the datum its row of λ was fitted to"):
+        evaluate(inference, train.subset(torch.arange(len(train)).flip(0)))
+    # the suggested remedy scores the test data with λ fitted to them from the prior
+    refit = StochasticVI(story, guide, Refinement(steps=5, lr=0.1))
+    assert math.isfinite(evaluate(refit, test).summary()["nll"])
+
+
+def test_refinement_outside_training_warns_when_its_step_raises_the_negative_elbo():
+    story, guide, corpus = nvdm_setup()
+    test = corpus["test"]
+    # clipped steps of 3 overshoot this small story's optimum of λ (steps of 0.5 descend)
+    with pytest.warns(RefinementWarning, match=r"raised the mean negative ELBO .* lr=3.0"):
+        evaluate(refined(Amortized(story, guide), Refinement(steps=5, lr=3.0)), test)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RefinementWarning)
+        evaluate(refined(Amortized(story, guide), Refinement(steps=5, lr=0.5)), test)

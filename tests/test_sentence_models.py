@@ -8,6 +8,7 @@ from pyro import poutine
 from fabula.data.synthetic import synthetic_sentence_corpus
 from fabula.data.text import BOS, EOS, PAD, UNK, TextBatch, TextCorpus, TextVocab
 from fabula.distributions import MaskedSequenceCategorical
+from fabula.errors import UsageError
 from fabula.evaluation import elbo_terms, evaluate, iw_log_likelihood, mutual_information
 from fabula.generation import beam_search, greedy, homotopy, sample
 from fabula.guides import EmptyGuide, SentenceGuide
@@ -61,7 +62,7 @@ def test_word_dropout_changes_decoder_inputs_only_and_never_evaluation():
     reports = []
     for rate in (0.0, 0.9):
         torch.manual_seed(1)
-        reports.append(evaluate(Amortized(story, guide, word_dropout=rate), splits["test"], "elbo", 2).nll)
+        reports.append(evaluate(Amortized(story, guide, word_dropout=rate), splits["test"], "elbo:2").nll)
     assert torch.equal(reports[0], reports[1])
 
 
@@ -79,7 +80,7 @@ def test_decoder_dropout_is_off_in_evaluation_and_the_training_mode_comes_back()
         expected = -(logp * batch.mask).sum(-1)
     for seed in (1, 2):  # dropout on would make these differ from each other and from expected
         torch.manual_seed(seed)
-        report = evaluate(inference, splits["test"], "elbo", 1, batch_size=len(splits["test"]))
+        report = evaluate(inference, splits["test"], "elbo", batch_size=len(splits["test"]))
         assert torch.allclose(report.nll.sort().values, expected.sort().values, atol=1e-4)
     assert story.training and story.decoder.dropout.training
 
@@ -163,8 +164,11 @@ def test_mutual_information_is_zero_for_one_shared_q_and_log_b_for_separated_qs(
 def test_aggressive_training_updates_the_encoder_first_and_stops_when_mi_stalls():
     splits, _ = synthetic_sentence_corpus(num_train=64, num_valid=16, num_test=8, vocab_size=30)
     story, guide = small_vae()
-    updates = Aggressive(splits["train"], splits["valid"], batch_size=16, inner_steps=10, patience=3)
+    updates = Aggressive(splits["valid"], batch_size=16, inner_steps=10, patience=3)
     inference = Amortized(story, guide, updates=updates)
+    with pytest.raises(UsageError, match="call begin"):
+        inference.step(next(splits["train"].batches(16)))
+    inference.begin(splits["train"])
     decoder_before = story.decoder.out.weight.detach().clone()
     metrics = inference.step(next(splits["train"].batches(16, shuffle=True)))
     assert metrics["inner_steps"] >= 3 and not torch.equal(decoder_before, story.decoder.out.weight)

@@ -2,6 +2,7 @@ import pytest
 import torch
 
 from fabula.data import DataFormatError, load_dataset
+from fabula.data.registry import DATASETS
 from fabula.data.synthetic import synthetic_sentence_corpus
 from fabula.data.text import BOS, EOS, PAD, UNK, TextBatch, TextCorpus, TextVocab
 
@@ -22,6 +23,63 @@ def test_indexed_vocab_file(tmp_path):
     path.write_text("<pad>\t0\n<bos>\t1\n<eos>\t2\n_UNK\t3\nhello\t7\n")
     with pytest.raises(DataFormatError, match="line 5.*out of order"):
         TextVocab.from_indexed_file(path)
+
+
+HEAD = "<pad>\t0\n<bos>\t1\n<eos>\t2\n_UNK\t3\n"
+
+
+@pytest.mark.parametrize(
+    "text, line, problem",
+    [
+        (HEAD + "hello\t\u00b2\n", 5, "index '\u00b2' is not an integer"),  # str.isdigit accepts it
+        (HEAD + "hello\t\u0664\n", 5, "index '\u0664' is not an integer"),  # int() reads it as 4
+        (HEAD + "hello\t+4\n", 5, "index '+4' is not an integer"),
+        (
+            HEAD + "hello\t" + "9" * 5000 + "\n",
+            5,
+            "index 99999999999999999999... (5000 characters) out of range 0..",
+        ),
+        (HEAD.encode() + b"hel\xc0\xafo\t4\n", 5, "invalid UTF-8"),  # an overlong "/"
+        (HEAD + "hello\n", 5, "expected TOKEN<TAB>INDEX, got 'hello'"),
+        (HEAD + "\t4\n", 5, "token '' is empty or holds whitespace"),
+        (HEAD + "two words\t4\n", 5, "token 'two words' is empty or holds whitespace"),
+        (HEAD + "hello\t4\n<bos>\t5\n", 6, "the word '<bos>' appears twice (first on line 2)"),
+        (HEAD + "_UNK\t4\n", 5, "the word '_UNK' appears twice (first on line 4)"),
+        (HEAD + "<unk>\t4\n", 5, "'<unk>' names id 3, which this file spells '_UNK'"),
+        ("<s>\t0\n<bos>\t1\n<eos>\t2\n_UNK\t3\n", 1, "entry 0 must be '<pad>', got '<s>'"),
+        (HEAD.replace("_UNK", "<unk>"), 4, "entry 3 must be '_UNK', got '<unk>'"),
+        (HEAD[: HEAD.index("_UNK")], None, "3 entries, fewer than the four specials"),
+    ],
+)
+def test_malformed_indexed_vocab_names_file_line_and_problem(tmp_path, text, line, problem):
+    path = tmp_path / "vocab.txt"
+    path.write_bytes(text if isinstance(text, bytes) else text.encode())
+    with pytest.raises(DataFormatError) as err:
+        TextVocab.from_indexed_file(path)
+    assert (err.value.path, err.value.line) == (str(path), line)
+    assert problem in err.value.problem
+
+
+def test_text_that_is_not_utf8_is_refused_naming_its_line(tmp_path):
+    path = tmp_path / "ptb.train.txt"
+    path.write_bytes(b" a b \r\n c \r\n d \xff e \n")
+    vocab = TextVocab.build([["a", "b", "c"]])
+    with pytest.raises(DataFormatError, match=r"ptb.train.txt, line 3: invalid UTF-8 \(invalid start byte"):
+        TextCorpus.from_file(path, vocab)
+    with pytest.raises(DataFormatError, match=r"ptb.train.txt, line 3: invalid UTF-8"):
+        DATASETS["ptb"].reader(tmp_path)  # builds its vocabulary from this file first
+    path.write_bytes(b" a b \r\n c \r d\n")
+    corpus = TextCorpus.from_file(path, vocab)  # \r\n and \r end lines, as in text mode
+    assert [vocab.decode(corpus.sentence(i)) for i in range(len(corpus))] == [["a", "b"], ["c"], ["<unk>"]]
+
+
+def test_reserved_tokens_are_refused_naming_their_line(tmp_path):
+    vocab = TextVocab.build([["a"]])
+    path = write(tmp_path, "a <unk> a\na <eos> b\n")
+    with pytest.raises(
+        DataFormatError, match="s.txt, line 2: token '<eos>' is reserved for the batches' markers"
+    ):
+        TextCorpus.from_file(path, vocab)
 
 
 def write(tmp_path, text):

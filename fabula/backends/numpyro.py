@@ -2,9 +2,15 @@ r"""NumPyro/JAX twins of the stories' log joints, and NUTS over them for many po
 
 A *twin* restates a trained story's :math:`\log p(x, z)` for one datum in JAX, reading the
 story's torch weights as arrays; the torch story stays the one definition of the model, and
-``tests/test_backends.py`` checks that both give the same log joint in float64. Discrete
-latents are summed out in the twin (the GMVAE's :math:`c`), so NUTS moves only the continuous
-ones; dropout, a training device, is absent (the twin is the story in evaluation mode).
+:func:`fabula.backends.parity.check_twin` checks that both give the same log joint and gradient
+in float64. Discrete latents are summed out in the twin (the GMVAE's :math:`c`), so NUTS moves
+only the continuous ones; dropout, a training device, is absent (the twin is the story in
+evaluation mode).
+
+Hand-written twins are registered per story class (:func:`register_twin`; fabula registers
+NVDM, LSTM-VAE, GMVAE and linear-Gaussian). A story without one is sampled through the
+generic twin (:func:`fabula.backends.callback.generic_twin`), which calls the torch story from
+JAX: slower per step than a hand twin, with nothing to write.
 
 :func:`nuts` runs NumPyro's NUTS kernel (its functional ``hmc`` interface) for every datum and
 chain as one vectorized program: each datum's posterior gets its own chains, its own step-size
@@ -44,13 +50,17 @@ def _normal_logpdf(z, loc, scale):
 @dataclass
 class Twin:
     """A story's log joint in JAX: ``log_joint(params, z, datum)`` for one datum (``z``: the dict
-    of its continuous latents), ``params`` the story's weights as arrays, and ``data(batch)``
-    the batch as a dict of arrays with the data on the leading axis."""
+    of its continuous latents ``sites``), ``params`` the story's weights as arrays, ``data(batch)``
+    the batch as a dict of arrays with the data on the leading axis, and ``dtype`` the float
+    dtype of the latents. ``compiler_options`` go to XLA when :func:`nuts` compiles (a twin
+    whose cost is outside XLA compiles faster unoptimized)."""
 
     sites: tuple[str, ...]
     params: dict
     log_joint: Callable
     data: Callable
+    dtype: np.dtype
+    compiler_options: dict | None = None
 
 
 def _nvdm(story: NVDM, dtype) -> Twin:
@@ -64,13 +74,13 @@ def _nvdm(story: NVDM, dtype) -> Twin:
     def log_joint(p, z, datum):
         z = z["z"]
         logits = p["w"] @ z + p["b"]
-        loglik = datum["counts"] @ jax.nn.log_softmax(logits) + datum["log_coef"]
+        loglik = datum["counts"] @ jax.nn.log_softmax(logits)
         return _normal_logpdf(z, p["prior_loc"], p["prior_scale"]) + loglik
 
     def data(batch):
-        return {"counts": _array(batch.counts, dtype), "log_coef": _array(batch.log_coef, dtype)}
+        return {"counts": _array(batch.counts, dtype)}
 
-    return Twin(("z",), params, log_joint, data)
+    return Twin(("z",), params, log_joint, data, dtype)
 
 
 def _linear_gaussian(story: LinearGaussian, dtype) -> Twin:
@@ -87,7 +97,7 @@ def _linear_gaussian(story: LinearGaussian, dtype) -> Twin:
         prior = _normal_logpdf(z, p["prior_loc"], p["prior_scale"])
         return prior + _normal_logpdf(datum["x"], p["w"] @ z + p["b"], p["noise"])
 
-    return Twin(("z",), params, log_joint, lambda batch: {"x": _array(batch.x, dtype)})
+    return Twin(("z",), params, log_joint, lambda batch: {"x": _array(batch.x, dtype)}, dtype)
 
 
 def _decoder_params(decoder, dtype) -> dict:
@@ -146,7 +156,7 @@ def _lstm_vae(story: LSTMVAE, dtype) -> Twin:
         z = z["z"]
         return _normal_logpdf(z, p["prior_loc"], p["prior_scale"]) + _decoder_loglik(p, z, datum, every)
 
-    return Twin(("z",), params, log_joint, _sentence_data)
+    return Twin(("z",), params, log_joint, _sentence_data, dtype)
 
 
 def _gmvae(story: GMVAE, dtype) -> Twin:
@@ -167,22 +177,68 @@ def _gmvae(story: GMVAE, dtype) -> Twin:
         )
         return prior + _decoder_loglik(p, jnp.concatenate([z[s] for s in sites]), datum, every)
 
-    return Twin(sites, params, log_joint, _sentence_data)
+    return Twin(sites, params, log_joint, _sentence_data, dtype)
 
 
-TWINS = {NVDM: _nvdm, LSTMVAE: _lstm_vae, GMVAE: _gmvae, LinearGaussian: _linear_gaussian}
+_BUILDERS: dict[type, Callable] = {}
+
+
+def register_twin(story_class: type, builder: Callable) -> Callable:
+    r"""Register ``builder(story, dtype) -> Twin``, a hand-written JAX twin of the stories of
+    ``story_class`` (that class exactly: a subclass may change the model, so it is registered on
+    its own), for ``MCMC(..., backend="numpyro")``; a later registration replaces an earlier
+    one. Returns ``builder``. Check it with :func:`fabula.backends.parity.check_twin`.
+
+    A bag-of-words story :math:`z \sim \mathcal N(0, I)`,
+    :math:`x \mid z \sim \mathrm{Mult}(N, \mathrm{softmax}(W z))` with weight ``W`` (scored as
+    its token sequence, as :class:`~fabula.distributions.BagOfWordsMultinomial` does)::
+
+        def bag_twin(story, dtype):
+            params = {"w": jnp.asarray(story.weight.detach().cpu().numpy(), dtype)}
+
+            def log_joint(p, z, datum):
+                z = z["z"]
+                prior = jnp.sum(jax.scipy.stats.norm.logpdf(z))
+                return prior + datum["counts"] @ jax.nn.log_softmax(p["w"] @ z)
+
+            def data(batch):
+                return {"counts": jnp.asarray(batch.counts.cpu().numpy(), dtype)}
+
+            return Twin(("z",), params, log_joint, data, dtype)
+
+        register_twin(BagStory, bag_twin)
+        check_twin(story, batch)  # float64 log joint and gradient against the torch story
+    """
+    if not isinstance(story_class, type):
+        raise TypeError(f"register_twin takes a story class, got {story_class!r}")
+    _BUILDERS[story_class] = builder
+    return builder
+
+
+def has_twin(story) -> bool:
+    """Whether a hand-written twin is registered for the class of ``story``."""
+    return type(story) in _BUILDERS
 
 
 def twin(story, dtype=None) -> Twin:
-    """The JAX twin of ``story`` with its current weights (``dtype``: that of the weights)."""
-    make = TWINS.get(type(story))
+    """The registered twin of ``story`` with its current weights (``dtype``: that of the
+    weights, float32 unless JAX has float64 enabled)."""
+    make = _BUILDERS.get(type(story))
     if make is None:
         raise TypeError(
-            f"no NumPyro twin of {type(story).__name__}; twins exist for "
-            f"{', '.join(t.__name__ for t in TWINS)}"
+            f"no hand-written NumPyro twin of {type(story).__name__} is registered (twins are registered "
+            f"for {', '.join(t.__name__ for t in _BUILDERS)}); register one with "
+            "fabula.backends.numpyro.register_twin, or sample through the generic twin "
+            "(fabula.backends.callback.generic_twin)"
         )
     dtype = dtype or np.dtype(str(next(story.parameters()).dtype).removeprefix("torch."))
-    return make(story, dtype)
+    return make(story, jax.dtypes.canonicalize_dtype(dtype))
+
+
+register_twin(NVDM, _nvdm)
+register_twin(LSTMVAE, _lstm_vae)
+register_twin(GMVAE, _gmvae)
+register_twin(LinearGaussian, _linear_gaussian)
 
 
 @dataclass
@@ -214,7 +270,7 @@ def nuts(
     compiled chunks of ``chunk`` so that a progress bar can follow them."""
     data = twin.data(batch)
     size = next(iter(data.values())).shape[0]
-    dtype = next(iter(twin.params.values())).dtype
+    dtype = twin.dtype
     init = {s: jnp.broadcast_to(jnp.asarray(v, dtype), (num_chains, *np.shape(v))) for s, v in init.items()}
 
     def potential_gen(params, datum):
@@ -250,9 +306,9 @@ def nuts(
     advance_all = jax.vmap(jax.vmap(advance, (0, 0)), (0, None))
     keys = jax.random.split(jax.random.PRNGKey(seed), num_chains * size).reshape(num_chains, size, -1)
     clock = time.perf_counter()
-    start_c = jax.jit(start_all).lower(init, keys, data).compile()
+    start_c = jax.jit(start_all).lower(init, keys, data).compile(twin.compiler_options)
     state = jax.eval_shape(start_all, init, keys, data)
-    advance_c = jax.jit(advance_all).lower(state, data).compile()
+    advance_c = jax.jit(advance_all).lower(state, data).compile(twin.compiler_options)
     compile_seconds = time.perf_counter() - clock
 
     total = warmup + num_samples

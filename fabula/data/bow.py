@@ -9,22 +9,24 @@ import torch
 
 from fabula.data.corpus import Corpus
 from fabula.data.errors import DataFormatError
-from fabula.data.files import numbered_lines
+from fabula.data.files import INT64_MAX, INT64_MIN, abbreviate, numbered_lines, read_int
 from fabula.data.vocab import Vocab
+
+MAX_COUNT = 2**24
+"""The largest count (and document length) a :class:`BagOfWords` holds: float32 stores every
+integer exactly up to :math:`2^{24}` = 16,777,216, and :math:`2^{24} + 1` not."""
+_COUNT_NOTE = " (counts are stored as float32, exact up to 2^24 = 16,777,216)"
 
 
 @dataclass
 class BowBatch:
     """A batch of documents as dense counts.
 
-    ``counts[b, v]`` is how often word ``v`` occurs in document ``b``; ``log_coef[b]`` is the
-    multinomial coefficient :math:`\\log N_b! - \\sum_v \\log x_{bv}!`, computed once per corpus so
-    that likelihoods need not take ``lgamma`` of a vocabulary-sized tensor each step;
-    ``index[b]`` is the document's position in its corpus.
+    ``counts[b, v]`` is how often word ``v`` occurs in document ``b``; ``index[b]`` is the
+    document's position in its corpus.
     """
 
     counts: torch.Tensor
-    log_coef: torch.Tensor
     index: torch.Tensor
     labels: torch.Tensor
 
@@ -43,7 +45,7 @@ class BowBatch:
         return self.counts.shape[0]
 
     def to(self, device: torch.device | str) -> BowBatch:
-        return BowBatch(*(t.to(device) for t in (self.counts, self.log_coef, self.index, self.labels)))
+        return BowBatch(*(t.to(device) for t in (self.counts, self.index, self.labels)))
 
 
 class BagOfWords(Corpus):
@@ -73,16 +75,14 @@ class BagOfWords(Corpus):
         rows = torch.repeat_interleave(torch.arange(n), self.indptr.diff())
         counts64 = self.counts.double()
         lengths = torch.zeros(n, dtype=torch.float64).index_add_(0, rows, counts64)
-        lgamma_sum = torch.zeros(n, dtype=torch.float64).index_add_(0, rows, torch.lgamma(counts64 + 1))
         self.lengths = lengths.float()
-        self.log_coef = (torch.lgamma(lengths + 1) - lgamma_sum).float()
 
     def __len__(self) -> int:
         return len(self.indptr) - 1
 
     @property
     def num_tokens(self) -> int:
-        return int(self.counts.sum())
+        return int(self.counts.sum(dtype=torch.float64))
 
     @classmethod
     def from_dense(cls, counts: torch.Tensor, vocab: Vocab, labels=None, name="corpus") -> BagOfWords:
@@ -102,6 +102,9 @@ class BagOfWords(Corpus):
     def from_nvdm_file(cls, path: str | Path, vocab: Vocab) -> BagOfWords:
         """Read an NVDM ``.feat`` file: one document per line, ``LABEL ID:COUNT ...``, 1-based ids.
 
+        Labels are 64-bit integers. Counts, and a document's total, are at most
+        :data:`MAX_COUNT` (:math:`2^{24}`): they are stored as float32, the dtype of the batches
+        that stories read, which holds every integer exactly up to that bound and no further.
         Every malformed line raises :class:`DataFormatError` naming the file, line and problem.
         """
         path = Path(path)
@@ -111,43 +114,37 @@ class BagOfWords(Corpus):
             fields = line.split()
             if not fields:
                 raise DataFormatError(path, "empty line (a document needs a label and words)", n)
-            try:
-                labels.append(int(fields[0]))
-            except ValueError:
-                raise DataFormatError(path, f"label {fields[0]!r} is not an integer", n) from None
+            labels.append(
+                read_int(fields[0], INT64_MIN, INT64_MAX, path, n, "label", note=" (64-bit integers)")
+            )
             if len(fields) == 1:
                 raise DataFormatError(path, "empty document (a label and no words)", n)
             seen = set()
+            length = 0
             for tok in fields[1:]:
                 word, sep, count = tok.partition(":")
                 if not sep:
-                    raise DataFormatError(path, f"token {tok!r} is not of the form ID:COUNT", n)
-                try:
-                    i = int(word)
-                except ValueError:
-                    raise DataFormatError(path, f"word id {word!r} in {tok!r} is not an integer", n) from None
-                if not 1 <= i <= V:
-                    raise DataFormatError(path, f"word id {i} out of range 1..{V} (vocabulary size {V})", n)
+                    raise DataFormatError(path, f"token {abbreviate(tok)!r} is not of the form ID:COUNT", n)
+                context = f" in {abbreviate(tok)!r}"
+                i = read_int(word, 1, V, path, n, "word id", context, f" (vocabulary size {V})")
                 if i in seen:
                     raise DataFormatError(path, f"word id {i} appears twice", n)
                 seen.add(i)
-                try:
-                    c = int(count)
-                except ValueError:
-                    raise DataFormatError(path, f"count {count!r} in {tok!r} is not an integer", n) from None
-                if c <= 0:
-                    raise DataFormatError(path, f"count {c} in {tok!r} is not positive", n)
+                c = read_int(count, 1, MAX_COUNT, path, n, "count", context, _COUNT_NOTE)
+                length += c
                 ids.append(i - 1)
                 counts.append(c)
+            if length > MAX_COUNT:
+                raise DataFormatError(path, f"document of {length} tokens > {MAX_COUNT}{_COUNT_NOTE}", n)
             indptr.append(len(ids))
         if len(indptr) == 1:
             raise DataFormatError(path, "file has no documents")
         return cls(
             torch.tensor(indptr),
-            torch.tensor(ids),
+            torch.tensor(ids, dtype=torch.long),
             torch.tensor(counts, dtype=torch.float32),
             vocab,
-            torch.tensor(labels),
+            torch.tensor(labels, dtype=torch.long),
             name=str(path),
         )
 
@@ -168,7 +165,7 @@ class BagOfWords(Corpus):
         rows, pos = self._entries(index)
         dense = torch.zeros(len(index), len(self.vocab))
         dense[rows, self.ids[pos]] = self.counts[pos]
-        return BowBatch(dense, self.log_coef[index], index, self.labels[index]).to(device)
+        return BowBatch(dense, index, self.labels[index]).to(device)
 
     def _select(self, index: torch.Tensor) -> BagOfWords:
         _, pos = self._entries(index)

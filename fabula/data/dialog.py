@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 
 from fabula.data.errors import DataFormatError
-from fabula.data.text import TextCorpus, TextVocab
+from fabula.data.files import abbreviate, numbered_lines, read_int
+from fabula.data.text import TextCorpus, TextVocab, refuse_reserved
 
 ACTS = ("inform", "question", "directive", "commissive")  # label codes 1..4
 EMOTIONS = ("none", "anger", "disgust", "fear", "happiness", "sadness", "surprise")  # 0..6
@@ -33,11 +34,14 @@ class Dialogues:
     turn: torch.Tensor  # position of the utterance in its dialogue
 
 
-def _labels(path: Path, line: str, n: int) -> list[int]:
-    try:
-        return [int(x) for x in line.split()]
-    except ValueError:
-        raise DataFormatError(path, f"labels {line.strip()!r} are not integers", n) from None
+def _labels(path: Path, line: str, n: int, what: str, names: tuple[str, ...], first: int) -> list[int]:
+    """The labels on ``line`` (number ``n``): codes ``first, first + 1, ...`` of ``names``."""
+    last = first + len(names) - 1
+    note = f" ({', '.join(f'{first + k} {name}' for k, name in enumerate(names))})"
+    return [
+        read_int(x, first, last, path, n, what, f" in {abbreviate(line.strip())!r}", note)
+        for x in line.split()
+    ]
 
 
 def read_dailydialog(
@@ -50,26 +54,29 @@ def read_dailydialog(
 
     A dialogue whose utterance count differs from its label counts (train line 7,852 of the
     official release has 12 utterances and 11 labels) is left out with a :class:`DataWarning`
-    naming the file and line. Unless given, the vocabulary is built from these utterances: the
-    ``max_vocab`` most frequent entries, specials included (rarer words become ``<unk>``).
+    naming the file and line; a split left without utterances is a :class:`DataFormatError`.
+    Acts are 1..4 and emotions 0..6 (:data:`ACTS`, :data:`EMOTIONS`); no utterance may hold a
+    :data:`~fabula.data.text.RESERVED` token. Unless given, the vocabulary is built from these
+    utterances: the ``max_vocab`` most frequent entries, specials included (rarer words become
+    ``<unk>``).
 
     :returns: ``(Dialogues, vocab)``.
     """
     folder = Path(folder)
     paths = [folder / name for name in ("dialogues.txt", "dialogues_act.txt", "dialogues_emotion.txt")]
-    for path in paths:
-        if not path.is_file():
-            raise DataFormatError(path, "file not found")
-    texts, acts, emotions = (p.read_text(encoding="utf-8").splitlines() for p in paths)
-    if not len(texts) == len(acts) == len(emotions):
-        raise DataFormatError(
-            folder, f"{len(texts)} dialogues but {len(acts)} act and {len(emotions)} emotion lines"
-        )
+    texts, acts, emotions = ([line for _, line in numbered_lines(p, "file")] for p in paths)
+    for path, lines in ((paths[1], acts), (paths[2], emotions)):
+        if len(lines) != len(texts):
+            raise DataFormatError(path, f"{len(lines)} lines but {paths[0].name} has {len(texts)} dialogues")
+    if not texts:
+        raise DataFormatError(paths[0], "no dialogues (the split is empty)")
     tokens, act_labels, emotion_labels, dialogue, turn = [], [], [], [], []
     for n, (text, act_line, emotion_line) in enumerate(zip(texts, acts, emotions, strict=True), 1):
-        utterances = [u.split() for u in (text.lower() if lowercase else text).split(END_OF_UTTERANCE)]
+        utterances = [(u.lower() if lowercase else u).split() for u in text.split(END_OF_UTTERANCE)]
         utterances = [u for u in utterances if u]
-        a, e = _labels(paths[1], act_line, n), _labels(paths[2], emotion_line, n)
+        refuse_reserved([t for u in utterances for t in u], paths[0], n)
+        a = _labels(paths[1], act_line, n, "act", ACTS, 1)
+        e = _labels(paths[2], emotion_line, n, "emotion", EMOTIONS, 0)
         if not len(utterances) == len(a) == len(e):
             warnings.warn(
                 f"{paths[0]}, line {n}: {len(utterances)} utterances but {len(a)} act and {len(e)} "
@@ -83,6 +90,10 @@ def read_dailydialog(
         emotion_labels += e
         dialogue += [n - 1] * len(utterances)
         turn += list(range(len(utterances)))
+    if not tokens:
+        raise DataFormatError(
+            paths[0], f"no utterances: each of the {len(texts)} dialogues is empty or left out"
+        )
     vocab = vocab or TextVocab.build(tokens, max_size=max_vocab)
     corpus = TextCorpus([vocab.encode(u) for u in tokens], vocab, name=str(paths[0]))
     labels = Dialogues(corpus, *(torch.tensor(x) for x in (act_labels, emotion_labels, dialogue, turn)))

@@ -19,6 +19,7 @@ from pathlib import Path
 from fabula.data.bow import BagOfWords
 from fabula.data.dialog import load_dailydialog
 from fabula.data.errors import DataFormatError
+from fabula.data.files import numbered_lines
 from fabula.data.text import TextCorpus, TextVocab
 from fabula.data.vocab import Vocab
 from fabula.errors import SettingsError
@@ -57,9 +58,7 @@ def _read_nvdm(folder: Path) -> dict:
 
 def _read_ptb(folder: Path) -> dict:
     """PTB: the vocabulary is built from the training split (its ``<unk>`` is the unknown word)."""
-    train_path = folder / "ptb.train.txt"
-    with train_path.open(encoding="utf-8") as f:
-        vocab = TextVocab.build(line.split() for line in f)
+    vocab = TextVocab.build(line.split() for _, line in numbered_lines(folder / "ptb.train.txt", "text file"))
     return {
         split: TextCorpus.from_file(folder / f"ptb.{split}.txt", vocab)
         for split in ("train", "valid", "test")

@@ -11,12 +11,20 @@ import torch
 
 from fabula.data.corpus import Corpus, cut
 from fabula.data.errors import DataFormatError
-from fabula.data.files import numbered_lines
-from fabula.data.vocab import Vocab
+from fabula.data.files import INT64_MAX, abbreviate, numbered_lines, read_int
+from fabula.data.vocab import Vocab, refuse_repeats
 from fabula.errors import SettingsError
 
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
+RESERVED = frozenset(SPECIALS[:UNK])  # the markers a batch adds around and after each sentence
+
+
+def refuse_reserved(tokens: Sequence[str], path: str | Path, line: int) -> None:
+    """Raise a :class:`DataFormatError` at ``path``, ``line`` if a token is one of
+    :data:`RESERVED`, which a sentence cannot hold (its id would end or pad it in a batch)."""
+    if found := RESERVED.intersection(tokens):
+        raise DataFormatError(path, f"token {min(found)!r} is reserved for the batches' markers", line)
 
 
 class TextVocab(Vocab):
@@ -52,23 +60,38 @@ class TextVocab(Vocab):
 
     @classmethod
     def from_indexed_file(cls, path: str | Path, unk: str = "_UNK") -> TextVocab:
-        """Read ``TOKEN<TAB>INDEX`` lines (the Yahoo ``vocab.txt``) whose first four entries are
-        ``<pad> <bos> <eos>`` and the unknown word ``unk``."""
+        """Read ``TOKEN<TAB>INDEX`` lines (the Yahoo ``vocab.txt``), line k holding index k - 1,
+        whose first four entries are ``<pad> <bos> <eos>`` and the unknown word ``unk``.
+
+        A token is a non-empty word without whitespace (text is split at whitespace, so no other
+        token could ever be looked up); an index is ASCII digits.
+        """
         path = Path(path)
+        expected = (*SPECIALS[:UNK], unk)
         words = []
         for n, line in numbered_lines(path, "vocabulary file"):
             token, sep, index = line.rstrip("\n").partition("\t")
-            if not sep or not index.strip().isdigit():
-                raise DataFormatError(path, f"expected TOKEN<TAB>INDEX, got {line.rstrip()!r}", n)
-            if int(index) != n - 1:
-                raise DataFormatError(path, f"index {index} out of order (expected {n - 1})", n)
+            if not sep:
+                raise DataFormatError(path, f"expected TOKEN<TAB>INDEX, got {abbreviate(line.rstrip())!r}", n)
+            if token.split() != [token]:
+                raise DataFormatError(path, f"token {abbreviate(token)!r} is empty or holds whitespace", n)
+            if read_int(index, 0, INT64_MAX, path, n, "index") != n - 1:
+                raise DataFormatError(path, f"index {abbreviate(index)} out of order (expected {n - 1})", n)
+            if n <= len(expected) and token != expected[n - 1]:
+                raise DataFormatError(
+                    path, f"entry {n - 1} must be {expected[n - 1]!r}, got {abbreviate(token)!r}", n
+                )
             words.append(token)
-        if len(words) < 4 or words[3] != unk:
-            raise DataFormatError(path, f"entry 3 must be the unknown word {unk!r}")
-        try:
-            return cls([*SPECIALS, *words[4:]], unk_aliases=(unk,))
-        except ValueError as e:
-            raise DataFormatError(path, str(e)) from None
+        if len(words) < len(expected):
+            raise DataFormatError(path, f"{len(words)} entries, fewer than the four specials {expected}")
+        refuse_repeats(words, path)
+        if unk != SPECIALS[UNK] and SPECIALS[UNK] in words:
+            raise DataFormatError(
+                path,
+                f"{SPECIALS[UNK]!r} names id {UNK}, which this file spells {unk!r}",
+                words.index(SPECIALS[UNK]) + 1,
+            )
+        return cls([*SPECIALS, *words[4:]], unk_aliases=(unk,))
 
     def encode(self, tokens: Sequence[str]) -> list[int]:
         """Word ids; unknown words and the unknown-word aliases become ``<unk>``."""
@@ -179,7 +202,7 @@ class TextCorpus(Corpus):
         long_lines: str = "truncate",
         empty_lines: str = "error",
     ) -> TextCorpus:
-        """Read one whitespace-tokenised sentence per line.
+        """Read one whitespace-tokenised sentence per line (none may hold a :data:`RESERVED` token).
 
         Lines longer than ``max_length`` tokens are cut to their first ``max_length`` tokens
         (``long_lines="truncate"``), left out (``"drop"``) or refused (``"error"``). Empty lines
@@ -193,6 +216,7 @@ class TextCorpus(Corpus):
         sentences = []
         for n, line in numbered_lines(path, "text file"):
             tokens = line.split()
+            refuse_reserved(tokens, path, n)
             if not tokens:
                 if empty_lines == "error":
                     raise DataFormatError(path, "empty line (pass empty_lines='skip' to leave it out)", n)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from fabula.data.errors import DataFormatError
-from fabula.data.files import numbered_lines
+from fabula.data.files import INT64_MAX, abbreviate, numbered_lines, read_int
 
 
 class Vocab:
@@ -37,16 +37,28 @@ class Vocab:
 
     @classmethod
     def from_nvdm_file(cls, path: str | Path) -> Vocab:
-        """Read an NVDM ``vocab.new``: one ``WORD COUNT`` entry per line, line k is id k."""
+        """Read an NVDM ``vocab.new``: one ``WORD COUNT`` entry per line (the count, a corpus
+        frequency, is checked but not kept), line k is id k."""
         words = []
         for n, line in numbered_lines(path, "vocabulary file"):
             fields = line.split()
-            if not fields:
-                raise DataFormatError(path, "empty vocabulary entry", n)
+            if len(fields) != 2:
+                raise DataFormatError(path, f"expected WORD COUNT, got {abbreviate(line.rstrip())!r}", n)
+            read_int(fields[1], 0, INT64_MAX, path, n, "count")
             words.append(fields[0])
         if not words:
             raise DataFormatError(path, "vocabulary is empty")
-        try:
-            return cls(words)
-        except ValueError as e:
-            raise DataFormatError(path, str(e)) from None
+        refuse_repeats(words, path)
+        return cls(words)
+
+
+def refuse_repeats(words: Sequence[str], path: str | Path) -> None:
+    """Raise a :class:`DataFormatError` naming the line of the first word of file ``path`` (word
+    ``i`` read from line ``i + 1``) that repeats an earlier one."""
+    first: dict[str, int] = {}
+    for n, word in enumerate(words, 1):
+        if word in first:
+            raise DataFormatError(
+                path, f"the word {abbreviate(word)!r} appears twice (first on line {first[word]})", n
+            )
+        first[word] = n

@@ -12,7 +12,7 @@ import torch
 from pyro import poutine
 
 from fabula.errors import UsageError
-from fabula.evaluation.bounds import log_weights
+from fabula.evaluation.bounds import log_weights, pareto_khat
 from fabula.inference.mcmc import MCMC
 from fabula.traces import PARTICLE_DIM, sample_sites
 
@@ -39,7 +39,7 @@ def _log_likelihood(
             with pyro.plate("particles", next(iter(values.values())).shape[0], dim=PARTICLE_DIM):
                 trace = poutine.trace(poutine.condition(story.model, data=values)).get_trace(batch)
             for site in sample_sites(trace):
-                if site["is_observed"]:
+                if site["is_observed"] and site["name"] not in values:  # the data, not the conditioned z
                     parts.setdefault(site["name"], []).append(site["fn"].log_prob(site["value"]))
         for name, p in parts.items():
             out.setdefault(name, []).append(torch.cat(p))
@@ -100,13 +100,10 @@ def psis_khat(inference, batch, num_samples: int = 500) -> torch.Tensor:
     if inference.source is None:
         raise UsageError(
             f"psis_khat diagnoses a variational q and this {type(inference).__name__} has none (its "
-            "source is None); for MCMC chains read r-hat and ESS of fabula.diagnostics.to_arviz(mcmc, batch)"
+            "source is None); for MCMC chains read r-hat and ESS of fabula.diagnostics.to_arviz(mcmc, batch), "
+            "and the k-hat of a proposal fitted to the draws in evaluate(mcmc, data, 'iw-draws:S')"
         )
-    logw = log_weights(inference.story, inference.guide, batch, num_samples, inference.local_params(batch))
-    logw = logw.T.double().cpu()
-    _, khat = az.psislw(logw.numpy())
-    khat = torch.as_tensor(khat)
-    return torch.where(logw.std(-1) < 1e-4, float("-inf"), khat)
+    return pareto_khat(log_weights(inference.story, inference.guide, batch, num_samples, inference.local_params(batch)))
 
 
 def plot_diagnostics(idata, out_dir, reference=None) -> list[str]:

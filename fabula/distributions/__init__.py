@@ -1,6 +1,6 @@
 """Likelihoods written once, each a single fused op, and used by every story."""
 
 from fabula.distributions.bag_of_words import BagOfWordsMultinomial
-from fabula.distributions.sequence import MaskedSequenceCategorical
+from fabula.distributions.sequence import AutoregressiveSequence, MaskedSequenceCategorical
 
-__all__ = ["BagOfWordsMultinomial", "MaskedSequenceCategorical"]
+__all__ = ["AutoregressiveSequence", "BagOfWordsMultinomial", "MaskedSequenceCategorical"]

@@ -1,4 +1,4 @@
-"""Bounds on log-likelihood, perplexity and posterior-collapse metrics for any inference object,
+"""Estimators and bounds of log-likelihood, perplexity and posterior-collapse metrics for any inference object,
 and text (BLEU) and clustering (homogeneity, V-measure) metrics."""
 
 from fabula.evaluation.bleu import corpus_bleu, reconstruction_bleu, sample_bleu
@@ -11,13 +11,30 @@ from fabula.evaluation.bounds import (
     terms_from_traces,
 )
 from fabula.evaluation.clustering import chance_homogeneity, completeness, homogeneity, v_measure
+from fabula.evaluation.estimators import (
+    ELBO,
+    ESTIMATORS,
+    Estimator,
+    Exact,
+    ImportanceFromDraws,
+    ImportanceWeighted,
+    default_estimator,
+    parse_estimator,
+)
 from fabula.evaluation.metrics import active_units, perplexities
 from fabula.evaluation.mixture import mixture_diagnostics
-from fabula.evaluation.report import ESTIMATORS, Evaluation, evaluate
+from fabula.evaluation.report import Evaluation, evaluate
 
 __all__ = [
+    "ELBO",
     "ESTIMATORS",
+    "Estimator",
     "Evaluation",
+    "Exact",
+    "ImportanceFromDraws",
+    "ImportanceWeighted",
+    "default_estimator",
+    "parse_estimator",
     "active_units",
     "chance_homogeneity",
     "completeness",

@@ -7,12 +7,17 @@ All estimators trace the story once with the samples on an outer ``"particles"``
 from __future__ import annotations
 
 import math
+import warnings
 
+import pyro
 import torch
+from pyro import poutine
+from pyro.distributions import MultivariateStudentT
 from pyro.distributions.util import scale_and_mask
 from torch.distributions import kl_divergence
 
-from fabula.traces import run_traces, sample_sites
+from fabula.errors import UsageError
+from fabula.traces import PARTICLE_DIM, run_traces, sample_sites
 
 
 def log_weights(story, guide, batch, num_samples: int, params=None) -> torch.Tensor:
@@ -120,3 +125,65 @@ def iw_log_likelihood(story, guide, batch, num_samples: int = 500, params=None, 
     for start in range(0, num_samples, chunk):
         parts.append(log_weights(story, guide, batch, min(chunk, num_samples - start), params))
     return torch.logsumexp(torch.cat(parts), 0) - math.log(num_samples)
+
+
+def log_joint(story, batch, values: dict[str, torch.Tensor]) -> torch.Tensor:
+    r""":math:`\log p(x, z)` per draw and datum, ``[S, B]``, of the story conditioned on
+    ``values`` (``{site: [S, B, ...]}``, every latent site)."""
+    with pyro.plate("particles", next(iter(values.values())).shape[0], dim=PARTICLE_DIM):
+        trace = poutine.trace(poutine.condition(story.model, data=values)).get_trace(batch)
+    unset = [s["name"] for s in sample_sites(trace) if not s["is_observed"]]
+    if unset:
+        raise UsageError(f"the draws hold no values of the latent sites {unset}")
+    return sum(site["fn"].log_prob(site["value"]) for site in sample_sites(trace))
+
+
+@torch.no_grad()
+def proposal_log_weights(story, batch, draws: dict[str, torch.Tensor], num_samples: int, df: float = 10.0):
+    r"""``[S, B]`` log weights :math:`\log p(x, z_s) - \log r(z_s)`, :math:`z_s \sim r`, with
+    :math:`r` per datum a multivariate Student-t (``df``) matching the mean and covariance of
+    that datum's posterior ``draws`` (``{site: [N, B, ...]}``; continuous sites only)."""
+    sites = list(draws)
+    for s in sites:
+        if draws[s].dtype in (torch.long, torch.int, torch.bool):
+            raise UsageError(f"a proposal fitted to draws needs continuous latents; site {s!r} is discrete")
+    n, size = draws[sites[0]].shape[:2]
+    shapes = {s: draws[s].shape[2:] for s in sites}
+    z = torch.cat([draws[s].reshape(n, size, -1) for s in sites], -1).double()  # [N, B, D]
+    dim = z.shape[-1]
+    if n <= dim:
+        raise UsageError(f"a proposal fitted to draws needs more draws than latent dimensions ({n} <= {dim})")
+    loc = z.mean(0)
+    centred = (z - loc).transpose(0, 1)  # [B, N, D]
+    cov = centred.transpose(1, 2) @ centred / (n - 1) + 1e-8 * torch.eye(dim, dtype=z.dtype, device=z.device)
+    scale_tril = torch.linalg.cholesky(cov * (df - 2) / df)
+    proposal = MultivariateStudentT(torch.tensor(df, dtype=z.dtype, device=z.device), loc, scale_tril)
+    chunk = chunk_size_for(story, batch, num_samples)
+    parts = []
+    for start in range(0, num_samples, chunk):
+        sample = proposal.sample((min(chunk, num_samples - start),))  # [S, B, D]
+        values, offset = {}, 0
+        for s in sites:
+            width = math.prod(shapes[s])
+            values[s] = sample[..., offset : offset + width].reshape(*sample.shape[:2], *shapes[s])
+            values[s] = values[s].to(draws[s].dtype)
+            offset += width
+        parts.append(log_joint(story, batch, values).double() - proposal.log_prob(sample))
+    return torch.cat(parts)
+
+
+def pareto_khat(logw: torch.Tensor) -> torch.Tensor:
+    r"""Pareto :math:`\hat k` per datum of log importance weights ``[S, B]``; weights equal up to
+    rounding (the proposal is the target) have no tail to fit and get :math:`-\infty`.
+
+    References: A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry. Pareto Smoothed Importance
+    Sampling. JMLR 2024.
+    """
+    with warnings.catch_warnings():
+        # ArviZ 0.2x announces its 1.x refactor on import; fabula uses the 0.2x API.
+        warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning)
+        import arviz as az
+
+    logw = logw.T.double().cpu()
+    _, khat = az.psislw(logw.numpy())
+    return torch.where(logw.std(-1) < 1e-4, float("-inf"), torch.as_tensor(khat))

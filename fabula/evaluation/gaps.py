@@ -15,6 +15,7 @@ ICML 2018.
 
 from __future__ import annotations
 
+from fabula.evaluation.estimators import ELBO, ImportanceWeighted
 from fabula.evaluation.report import evaluate
 
 
@@ -23,9 +24,9 @@ def inference_gaps(
 ):
     """Approximation and amortization gaps (nats per datum) of ``inference`` on ``data``;
     ``refined`` gives λ* (the same story and guide, refined per datum)."""
-    elbo_amortized = -evaluate(inference, data, "elbo", elbo_samples, batch_size).nll
-    elbo_optimal = -evaluate(refined, data, "elbo", elbo_samples, batch_size).nll
-    log_likelihood = -evaluate(refined, data, "iw", iw_samples, batch_size).nll
+    elbo_amortized = -evaluate(inference, data, ELBO(elbo_samples), batch_size).nll
+    elbo_optimal = -evaluate(refined, data, ELBO(elbo_samples), batch_size).nll
+    log_likelihood = -evaluate(refined, data, ImportanceWeighted(iw_samples), batch_size).nll
     return {
         "log_likelihood": float(log_likelihood.double().mean()),
         "elbo_amortized": float(elbo_amortized.double().mean()),

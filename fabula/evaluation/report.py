@@ -2,36 +2,45 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from tqdm.auto import tqdm
 
-from fabula.errors import DivergenceError, SettingsError, UsageError
+from fabula.errors import DivergenceError, SettingsError
 from fabula.evaluation.bounds import (
-    iw_log_likelihood,
     mutual_information,
     posterior_means,
     terms_from_traces,
+)
+from fabula.evaluation.estimators import (
+    ELBO,
+    BatchTerms,
+    Estimator,
+    default_estimator,
+    parse_estimator,
+    spec_of,
 )
 from fabula.evaluation.metrics import active_units, perplexities
 from fabula.nn.mode import evaluation_mode
 from fabula.traces import run_traces, trace_guide
 
-ESTIMATORS = ("elbo", "iw")
-
 
 @dataclass
 class Evaluation:
-    """Per-datum results of one estimator; :meth:`summary` gives the reported figures."""
+    """Per-datum results of one estimator; :meth:`summary` gives the reported figures. The
+    guide's diagnostics (``kl``, ``posterior_means``, ``mutual_information``) are ``None`` for
+    an inference object without a variational q; ``diagnostics`` holds the estimator's own
+    per-datum figures (``khat`` of ``iw-draws``), summarised by their mean and maximum."""
 
     estimator: str
     samples: int
     nll: torch.Tensor
-    kl: torch.Tensor
+    kl: torch.Tensor | None
     tokens: torch.Tensor | None
-    posterior_means: torch.Tensor
-    mutual_information: float
+    posterior_means: torch.Tensor | None
+    mutual_information: float | None
+    diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def summary(self) -> dict:
         out = {
@@ -39,13 +48,16 @@ class Evaluation:
             "samples": self.samples,
             "num_data": int(self.nll.numel()),
             "nll": float(self.nll.double().mean()),
-            "kl": float(self.kl.double().mean()),
-            "active_units": active_units(self.posterior_means),
-            "mi": self.mutual_information,
         }
-        if self.estimator == "elbo":
+        if self.kl is not None:
+            out["kl"] = float(self.kl.double().mean())
+            out["active_units"] = active_units(self.posterior_means)
+            out["mi"] = self.mutual_information
+        if self.estimator == ELBO.name:
             # E_q[log p(x | z)] = KL - NLL under the ELBO (of the token sequence, like the NLL)
             out["reconstruction"] = float((self.kl.double() - self.nll.double()).mean())
+        for name, value in self.diagnostics.items():
+            out[f"{name}_mean"], out[f"{name}_max"] = float(value.double().mean()), float(value.max())
         if self.tokens is not None:
             out.update(perplexities(self.nll, self.tokens))
             out["num_tokens"] = int(self.tokens.sum())
@@ -56,78 +68,74 @@ class Evaluation:
 def evaluate(
     inference,
     data,
-    estimator: str = "elbo",
-    num_samples: int = 1,
+    estimator: Estimator | str | None = None,
     batch_size: int = 256,
     progress: bool = False,
 ) -> Evaluation:
     r"""Per-datum NLL of ``data`` under ``inference``'s story, with the λ it would use.
 
-    The NLL is of the datum's token sequence where the story observes a sufficient statistic
-    of it (see :meth:`~fabula.models.Story.sequence_log_prob_offset`), so that perplexity
+    ``estimator`` is an :mod:`~fabula.evaluation.estimators` object or its spec (``"elbo"``,
+    ``"elbo:S"``, ``"iw:S"``, ``"iw-draws:S"``, ``"exact"``), refusing an inference object it
+    cannot score; by default the story's exact likelihood where it has one, else the ELBO with
+    one draw. The NLL is of the datum's token sequence (a story
+    observing word counts scores the sequence they summarise:
+    :class:`~fabula.distributions.BagOfWordsMultinomial`), so that perplexity
     :math:`\exp(\mathrm{NLL}/N)` is per token.
 
-    * ``"elbo"``: :math:`-\mathrm{ELBO} = -E_q[\log p(x\mid z)] + KL(q\|p)`, reconstruction
-      averaged over ``num_samples`` draws, KL analytic where available;
-    * ``"iw"``: :math:`-\log\frac1S\sum_s p(x,z_s)/q(z_s\mid x)` with ``S = num_samples``.
-
-    ``kl`` is reported with both; active units read the guide's posterior means; ``mi`` is the
-    batch-averaged estimate of :func:`~fabula.evaluation.bounds.mutual_information` (it depends
-    on ``batch_size``: at most its log). Story and guide are evaluated without dropout.
+    With a variational q, ``kl`` (analytic where available, averaged over the estimator's
+    draws), active units (of the guide's posterior means) and ``mi`` (the batch-averaged
+    :func:`~fabula.evaluation.bounds.mutual_information`, at most ``log batch_size``) are
+    reported too. Story and guide are evaluated without dropout.
     """
-    if inference.source is None:
-        raise UsageError(
-            f"evaluate scores a variational q and this {type(inference).__name__} has none (its source is "
-            "None); evaluate the inference that fitted the story, and compare MCMC draws with "
-            "fabula.diagnostics.posterior_error"
-        )
-    if estimator not in ESTIMATORS:
-        raise SettingsError(f"unknown estimator {estimator!r}; choose from {ESTIMATORS}")
-    if num_samples < 1:
-        raise SettingsError(f"num_samples must be >= 1, got {num_samples}")
+    if estimator is None:
+        estimator = default_estimator(inference.story)
+    elif isinstance(estimator, str):
+        estimator = parse_estimator(estimator)
+    estimator.check(inference)
+    if batch_size < 1:
+        raise SettingsError(f"batch_size must be >= 1, got {batch_size}")
     with evaluation_mode(inference.story, inference.guide):
-        return _evaluate(inference, data, estimator, num_samples, batch_size, progress)
+        return _evaluate(inference, data, estimator, batch_size, progress)
 
 
-def _evaluate(inference, data, estimator, num_samples, batch_size, progress) -> Evaluation:
+def _evaluate(inference, data, estimator, batch_size, progress) -> Evaluation:
     story, guide = inference.story, inference.guide
-    device = story.device
-    nll, kl, tokens, means, mi = [], [], [], [], []
-    batches = data.batches(batch_size, device=device)
+    diagnosed = inference.source is not None
+    nll, kl, tokens, means, mi, extra = [], [], [], [], [], {}
     for batch in tqdm(
-        batches,
+        data.batches(batch_size, device=story.device),
         total=data.num_batches(batch_size),
-        desc=f"evaluate ({estimator}, S={num_samples})",
+        desc=f"evaluate ({spec_of(estimator)})",
         disable=not progress,
         leave=False,
     ):
-        params = inference.local_params(batch)
-        traced = num_samples if estimator == "elbo" else 1
-        model_trace, guide_trace = run_traces(story, guide, batch, traced, params)
-        recon, kls = terms_from_traces(model_trace, guide_trace)
-        kl_b = sum(kls.values(), torch.zeros_like(recon))
-        if estimator == "elbo":
-            nll_b = kl_b - recon
-        else:
-            nll_b = -iw_log_likelihood(story, guide, batch, num_samples, params)
-        nll.append(nll_b + story.sequence_log_prob_offset(batch))
-        kl.append(kl_b)
+        terms = BatchTerms(inference, batch)
+        if diagnosed:
+            terms.params = inference.local_params(batch)
+            model_trace, guide_trace = run_traces(story, guide, batch, estimator.particles, terms.params)
+            terms.reconstruction, kls = terms_from_traces(model_trace, guide_trace)
+            terms.kl = sum(kls.values(), torch.zeros_like(terms.reconstruction))
+            kl.append(terms.kl)
+            means.append(posterior_means(guide_trace, story.latent_sites, batch.size))
+            one_draw = guide_trace if estimator.particles == 1 else trace_guide(guide, batch, 1, terms.params)
+            mi.append(mutual_information(one_draw, story.latent_sites) * batch.size)
+        nll.append(-estimator.log_likelihood(terms))
+        for name, value in terms.diagnostics.items():
+            extra.setdefault(name, []).append(value)
         n_tokens = story.num_tokens(batch)
         if n_tokens is not None:
             tokens.append(n_tokens)
-        means.append(posterior_means(guide_trace, story.latent_sites, batch.size))
-        one_draw = guide_trace if traced == 1 else trace_guide(guide, batch, 1, params)
-        mi.append(mutual_information(one_draw, story.latent_sites) * batch.size)
     nll_t = torch.cat(nll).cpu()
     if not torch.isfinite(nll_t).all():
         bad = int((~torch.isfinite(nll_t)).nonzero()[0])
-        raise DivergenceError(f"non-finite NLL for datum {bad} of the evaluated data")
+        raise DivergenceError(f"non-finite NLL for datum {bad} of the evaluated data ({spec_of(estimator)})")
     return Evaluation(
-        estimator=estimator,
-        samples=num_samples,
+        estimator=estimator.name,
+        samples=estimator.samples,
         nll=nll_t,
-        kl=torch.cat(kl).cpu(),
+        kl=torch.cat(kl).cpu() if diagnosed else None,
         tokens=torch.cat(tokens).cpu() if tokens else None,
-        posterior_means=torch.cat(means).cpu(),
-        mutual_information=float(sum(mi)) / len(data),
+        posterior_means=torch.cat(means).cpu() if diagnosed else None,
+        mutual_information=float(sum(mi)) / len(data) if diagnosed else None,
+        diagnostics={name: torch.cat(v).cpu() for name, v in extra.items()},
     )

@@ -7,6 +7,7 @@ from fabula.inference.dispersed import DispersedELBO
 from fabula.inference.free_bits import FreeBitsELBO
 from fabula.inference.kernels import Chains, Kernel, NumPyroNUTS, PyroNUTS, StepKernel
 from fabula.inference.mcmc import MCMC
+from fabula.inference.mean_field import MeanFieldELBO
 from fabula.inference.presets import (
     Amortized,
     AmortizedSVI,
@@ -15,7 +16,7 @@ from fabula.inference.presets import (
     StochasticVI,
     refined,
 )
-from fabula.inference.refinement import Refinement
+from fabula.inference.refinement import Refinement, RefinementWarning
 from fabula.inference.sources import Encoded, FromPrior, Refined, Tabulated
 from fabula.inference.updates import Aggressive, Joint, StoryThenGuide
 from fabula.inference.variational import VariationalInference
@@ -36,9 +37,11 @@ __all__ = [
     "FromPrior",
     "Inference",
     "Joint",
+    "MeanFieldELBO",
     "NonAmortized",
     "Refined",
     "Refinement",
+    "RefinementWarning",
     "SemiAmortized",
     "StochasticVI",
     "StoryThenGuide",

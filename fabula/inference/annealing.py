@@ -13,12 +13,14 @@ References:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, fields
 
 from pyro.poutine.messenger import Messenger
 from pyro.poutine.util import site_is_subsample
 
 from fabula.errors import SettingsError
+from fabula.settings import ANY, COUNT, NONNEGATIVE, POSITIVE, PROBABILITY, Range
 
 
 class ScaleLatents(Messenger):
@@ -40,64 +42,90 @@ def annealed(fn, beta: float):
     return fn if beta == 1.0 else ScaleLatents(beta)(fn)
 
 
+class Schedule:
+    r"""A schedule of the KL weight :math:`\beta_t`; its parameters are finite and each within
+    its range in ``ranges``, checked on construction."""
+
+    ranges: typing.ClassVar[dict[str, Range]] = {}
+
+    def __post_init__(self):
+        hints = typing.get_type_hints(type(self))
+        for f in fields(self):
+            self.ranges.get(f.name, ANY).check(f.name.upper(), getattr(self, f.name), hints[f.name])
+
+
 @dataclass(frozen=True)
-class Constant:
+class Constant(Schedule):
     beta: float = 1.0
+
+    ranges = {"beta": NONNEGATIVE}
 
     def __call__(self, step: int) -> float:
         return self.beta
 
 
 @dataclass(frozen=True)
-class Linear:
+class Linear(Schedule):
     r""":math:`\beta_t = \min(1, \beta_0 + (1-\beta_0)\, t / T)`."""
 
     steps: int
     start: float = 0.0
+
+    ranges = {"steps": COUNT, "start": PROBABILITY}
 
     def __call__(self, step: int) -> float:
         return min(1.0, self.start + (1.0 - self.start) * step / self.steps)
 
 
 @dataclass(frozen=True)
-class Logistic:
-    r""":math:`\beta_t = 1 / (1 + e^{-k (t - t_0)})` (Bowman et al. 2016)."""
+class Logistic(Schedule):
+    r""":math:`\beta_t = 1 / (1 + e^{-k (t - t_0)})` (Bowman et al. 2016), computed without
+    overflow far from the midpoint."""
 
     rate: float
     midpoint: float
 
+    ranges = {"rate": POSITIVE}
+
     def __call__(self, step: int) -> float:
-        return 1.0 / (1.0 + math.exp(-self.rate * (step - self.midpoint)))
+        x = self.rate * (step - self.midpoint)
+        return 1.0 / (1.0 + math.exp(-x)) if x >= 0 else math.exp(x) / (1.0 + math.exp(x))
 
 
 @dataclass(frozen=True)
-class Cyclical:
+class Cyclical(Schedule):
     r"""Fu et al. (2019): in each period of ``period`` steps, :math:`\beta` rises linearly from 0
     to 1 over the first ``ratio`` of the period, then stays at 1."""
 
     period: int
     ratio: float = 0.5
 
+    ranges = {"period": COUNT, "ratio": Range(above=0, at_most=1)}
+
     def __call__(self, step: int) -> float:
         return min(1.0, (step % self.period) / (self.period * self.ratio))
 
 
 SCHEDULES = {"constant": Constant, "linear": Linear, "logistic": Logistic, "cyclical": Cyclical}
+FORMS = "linear:STEPS[:START], logistic:RATE:MIDPOINT, cyclical:PERIOD[:RATIO] or constant[:BETA]"
 
 
-def parse_schedule(text: str):
-    """Read ``"linear:STEPS"``, ``"logistic:RATE:MIDPOINT"``, ``"cyclical:PERIOD[:RATIO]"`` or
-    ``"constant[:BETA]"``."""
+def parse_schedule(text: str) -> Schedule:
+    """Read a schedule of one of the :data:`FORMS` (``"linear:8000"``, say); integer parameters
+    may be written as floats (``linear:1e4``)."""
     name, *args = text.split(":")
     if name not in SCHEDULES:
         raise SettingsError(f"unknown annealing schedule {name!r}; choose from {sorted(SCHEDULES)}")
-    cls = SCHEDULES[name]
+    cls, params = SCHEDULES[name], fields(SCHEDULES[name])
+    hints = typing.get_type_hints(cls)
     try:
+        if len(args) > len(params):
+            raise ValueError(f"{name} takes at most {len(params)} values")
         values = [float(a) for a in args]
-        if cls in (Linear, Cyclical) and values:
-            values[0] = int(values[0])
-        schedule = cls(*values)
+        values = [
+            int(v) if hints[f.name] is int and v.is_integer() else v
+            for f, v in zip(params, values, strict=False)
+        ]
+        return cls(*values)
     except (TypeError, ValueError) as e:
-        raise SettingsError(f"bad annealing schedule {text!r}: {e}") from None
-    schedule(0)
-    return schedule
+        raise SettingsError(f"bad annealing schedule {text!r}: {e} (--anneal takes {FORMS})") from None

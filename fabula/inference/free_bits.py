@@ -14,32 +14,28 @@ NeurIPS 2016.
 from __future__ import annotations
 
 import torch
-from pyro import poutine
 from pyro.distributions.util import scale_and_mask
-from pyro.infer import ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO
 
 from fabula.errors import SettingsError
+from fabula.inference.mean_field import MeanFieldELBO
 from fabula.traces import kl_per_dim, sample_sites
 
 
-class FreeBitsELBO(ELBO):
-    """Single-particle ELBO with per-coordinate KL floored at ``free_bits`` nats (batch average)."""
+class FreeBitsELBO(MeanFieldELBO):
+    """Single-particle ELBO with per-coordinate KL floored at ``free_bits`` nats (batch average),
+    on the traces of :class:`~fabula.inference.mean_field.MeanFieldELBO`."""
 
     def __init__(self, free_bits: float):
         if not free_bits >= 0:
             raise SettingsError(f"free bits must be >= 0, got {free_bits}")
-        super().__init__(num_particles=1)
+        super().__init__()
         self.free_bits = free_bits
 
     @property
     def bound(self) -> ELBO:
         """The ELBO without the floor (analytic KL), for refinement and evaluation."""
-        return TraceMeanField_ELBO()
-
-    def _get_trace(self, model, guide, args, kwargs):
-        guide_trace = poutine.trace(guide).get_trace(*args, **kwargs)
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(*args, **kwargs)
-        return model_trace, guide_trace
+        return MeanFieldELBO()
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
@@ -61,12 +57,3 @@ class FreeBitsELBO(ELBO):
             floored = kl.reshape(batch, -1).mean(0).clamp(min=self.free_bits)
             loss = loss + scale_and_mask(floored.sum() * batch, q["scale"])
         return loss
-
-    def loss(self, model, guide, *args, **kwargs) -> float:
-        with torch.no_grad():
-            return float(self.differentiable_loss(model, guide, *args, **kwargs))
-
-    def loss_and_grads(self, model, guide, *args, **kwargs) -> float:
-        loss = self.differentiable_loss(model, guide, *args, **kwargs)
-        loss.backward()
-        return float(loss)

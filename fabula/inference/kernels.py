@@ -46,18 +46,21 @@ from pyro.infer.autoguide.initialization import init_to_value
 from tqdm.auto import tqdm
 
 from fabula.checkpoint import preserved_rng
+from fabula.errors import SettingsError
 from fabula.inference.pyro_internals import RecordingNUTS
 
 
 @dataclass
 class Chains:
     """Draws ``{site: [chain, draw, B, ...]}``, per-draw statistics ``{name: [chain, draw]}``
-    (``[chain, draw, B]`` when each datum has its own chains), and the seconds the run took
-    (``compile`` and ``sample``, warmup included)."""
+    (``[chain, draw, B]`` when each datum has its own chains), the seconds the run took
+    (``compile`` and ``sample``, warmup included), and what the kernel says of how it ran
+    (``info``; :class:`NumPyroNUTS`: which twin, ``{"twin": "hand" | "generic"}``)."""
 
     samples: dict[str, torch.Tensor]
     stats: dict[str, torch.Tensor]
     seconds: dict[str, float] = field(default_factory=dict)
+    info: dict[str, str] = field(default_factory=dict)
 
 
 @contextmanager
@@ -195,21 +198,38 @@ class PyroNUTS(StepKernel):
 
 
 class NumPyroNUTS(Kernel):
-    """NumPyro's No-U-Turn sampler on the story's JAX twin (:mod:`fabula.backends.numpyro`):
-    every datum gets its own chains and adaptation, all chains and data one compiled program.
-    Discrete sites are summed out in the twin, so only continuous sites are drawn; all chains
-    start at ``init``, or at one prior draw. Statistics per draw and datum (``[chain, draw,
-    B]``): ``energy``, ``diverging``, ``step_size``, ``n_steps``, ``accept_prob``, ``tree_depth``."""
+    """NumPyro's No-U-Turn sampler on a JAX form of the story's log joint
+    (:mod:`fabula.backends.numpyro`): every datum gets its own chains and adaptation, all chains
+    and data one compiled program. ``twin`` picks the form: ``"hand"`` the hand-written twin
+    registered for the story's class (discrete sites summed out in it), ``"generic"`` the
+    story's own torch log joint called from JAX (:mod:`fabula.backends.callback`; continuous
+    latents only), ``"auto"`` (the default) the hand twin when one is registered, else the
+    generic one; the run's :attr:`Chains.info` says which ran. All chains start at ``init``,
+    or at one prior draw. Statistics per draw and datum (``[chain, draw, B]``): ``energy``,
+    ``diverging``, ``step_size``, ``n_steps``, ``accept_prob``, ``tree_depth``."""
 
     name = "NUTS (numpyro)"
+    TWINS = ("auto", "hand", "generic")
 
-    def __init__(self, target_accept: float = 0.8, max_tree_depth: int = 10):
-        self.target_accept, self.max_tree_depth = target_accept, max_tree_depth
+    def __init__(self, target_accept: float = 0.8, max_tree_depth: int = 10, twin: str = "auto"):
+        if twin not in self.TWINS:
+            raise SettingsError(f"unknown twin {twin!r}; choose from {self.TWINS}")
+        self.target_accept, self.max_tree_depth, self.twin = target_accept, max_tree_depth, twin
+
+    def twin_for(self, story, batch):
+        """The JAX twin this kernel samples ``batch`` with, and which it is: ``(twin, "hand" |
+        "generic")``."""
+        # JAX is imported only when used
+        from fabula.backends.callback import generic_twin
+        from fabula.backends.numpyro import has_twin, twin
+
+        kind = self.twin if self.twin != "auto" else "hand" if has_twin(story) else "generic"
+        return (twin(story) if kind == "hand" else generic_twin(story, batch)), kind
 
     def run(self, story, batch, init, *, num_samples, warmup, num_chains, seed, progress) -> Chains:
-        from fabula.backends.numpyro import nuts, twin  # JAX is imported only when used
+        from fabula.backends.numpyro import nuts
 
-        jax_twin = twin(story)
+        jax_twin, kind = self.twin_for(story, batch)
         if init is None:
             with seeded(seed, story.device):
                 init = story.prior_sample(batch.size)
@@ -229,6 +249,7 @@ class NumPyroNUTS(Kernel):
             {s: torch.as_tensor(v, device=story.device) for s, v in result.samples.items()},
             {k: torch.as_tensor(v) for k, v in result.stats.items()},
             {"compile": result.compile_seconds, "sample": result.sample_seconds},
+            {"twin": kind},
         )
 
 

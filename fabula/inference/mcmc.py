@@ -18,8 +18,10 @@ class MCMC(Inference):
     ``kernel`` is any kernel object; without one, ``backend`` picks No-U-Turn sampling with
     ``target_accept`` (default 0.8) and ``max_tree_depth`` (default 10):
     ``"pyro"`` (the default) Pyro's NUTS on the story, one joint chain over the batch
-    (:class:`~fabula.inference.kernels.PyroNUTS`); ``"numpyro"`` NumPyro's NUTS on its JAX
-    twin, per-datum chains, the whole run compiled (:class:`~fabula.inference.kernels.NumPyroNUTS`).
+    (:class:`~fabula.inference.kernels.PyroNUTS`); ``"numpyro"`` NumPyro's NUTS on the JAX twin
+    registered for the story's class or, without one, on the story's own log joint called from
+    JAX, per-datum chains, the whole run compiled (:class:`~fabula.inference.kernels.NumPyroNUTS`;
+    ``chains.info["twin"]`` says which).
 
     MCMC has no variational parameters (``source`` is ``None``) and does not train. A
     ``guide`` only places the chains' start, at its posterior mean (else each chain starts at a

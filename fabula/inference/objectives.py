@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-from pyro.infer import ELBO, TraceMeanField_ELBO
+from pyro.infer import ELBO
+
+from fabula.inference.mean_field import MeanFieldELBO
 
 
 @runtime_checkable
@@ -21,7 +23,8 @@ class ModifiesBound(Protocol):
 
 
 def bound_of(objective: ELBO | None) -> ELBO:
-    """The bound ``objective`` is (default: ``TraceMeanField_ELBO``), or the one it modifies."""
+    """The bound ``objective`` is (default: :class:`~fabula.inference.mean_field.MeanFieldELBO`),
+    or the one it modifies."""
     if objective is None:
-        return TraceMeanField_ELBO()
+        return MeanFieldELBO()
     return objective.bound if isinstance(objective, ModifiesBound) else objective

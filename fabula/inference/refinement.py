@@ -7,7 +7,7 @@ and of semi-amortized VI.
 
 (SGD with momentum :math:`\mu` and step size :math:`\alpha`, gradients clipped per datum to
 norm ``clip_norm``). The ELBO is the inference setup's bound (a Pyro ``ELBO``; by default
-``TraceMeanField_ELBO``, and ``TraceEnum_ELBO`` for stories whose discrete sites are summed
+:class:`~fabula.inference.mean_field.MeanFieldELBO`, and ``TraceEnum_ELBO`` for stories whose discrete sites are summed
 out) of the story and the guide run at :math:`\lambda_k`; because the data are independent, the gradient of the batch's ELBO
 with respect to datum ``b``'s :math:`\lambda_b` is that datum's own gradient. With
 ``differentiable=True`` every step stays in the autograd graph (``create_graph``), so the
@@ -28,6 +28,7 @@ References:
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -65,9 +66,21 @@ def check_refinable(guide, batch, params: dict[str, torch.Tensor], objective: EL
         )
 
 
+class RefinementWarning(UserWarning):
+    """Refinement raised the negative ELBO it is meant to lower: its step size is too large."""
+
+
 @dataclass(frozen=True)
 class Refinement:
-    """Settings of the inner loop: ``steps`` (K), ``lr`` (α), ``momentum`` (μ), ``clip_norm``."""
+    """Settings of the inner loop: ``steps`` (K), ``lr`` (α), ``momentum`` (μ), ``clip_norm``.
+
+    The defaults (α = 1, per-datum clip 5) are Kim et al.'s for LSTM sentence VAEs. The scale of
+    a good α is that of the gradient of a datum's ELBO with respect to its λ, which grows with
+    the datum's size: a bag of words of hundreds of tokens needs α of about 0.01-0.1. Choose the
+    largest α for which the refined ELBO is lower than the start's; refinement outside training
+    (evaluation, test-time refinement) checks that on each batch, with the same random numbers
+    at both ends, and warns (:class:`RefinementWarning`) when it is not.
+    """
 
     steps: int = 20
     lr: float = 1.0
@@ -104,11 +117,32 @@ class Refinement:
         objective: ELBO | None = None,
     ):
         """λ_K from λ_0 = ``params`` on the bound of ``objective`` (default
-        ``TraceMeanField_ELBO``). Without ``differentiable`` the result is detached. Runs with
+        :class:`~fabula.inference.mean_field.MeanFieldELBO`). Without ``differentiable`` the result is detached. Runs with
         gradients enabled even inside ``torch.no_grad`` (evaluation)."""
         objective = bound_of(objective)
+        checked = not torch.is_grad_enabled()  # outside training: nothing to slow down
         with torch.enable_grad():
-            return self._run(story, guide, batch, params, differentiable, objective)
+            refined = self._run(story, guide, batch, params, differentiable, objective)
+        if checked and params and self.steps:
+            self._check_descent(story, guide, batch, params, refined, objective)
+        return refined
+
+    def _check_descent(self, story, guide, batch, start, end, objective) -> None:
+        """Warn when the negative ELBO at λ_K exceeds the one at λ_0 (common random numbers)."""
+        device = next(iter(start.values())).device
+        losses = []
+        for lam in (start, end):  # with gradients on: TraceEnum_ELBO refuses a loss without them
+            with preserved_rng(device), torch.enable_grad():
+                lam = {k: v.detach().requires_grad_() for k, v in lam.items()}
+                losses.append(negative_elbo(story, guide, batch, lam, objective).item() / batch.size)
+        if losses[1] > losses[0]:
+            warnings.warn(
+                f"refinement raised the mean negative ELBO of a batch from {losses[0]:.2f} to "
+                f"{losses[1]:.2f} nats ({self.steps} steps, lr={self.lr}): lower Refinement(lr=...) "
+                "(see its docstring for the scale)",
+                RefinementWarning,
+                stacklevel=3,
+            )
 
     def _run(self, story, guide, batch, params, differentiable, objective):
         if not params:  # a story without latents has nothing to refine

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from fabula.errors import SettingsError, UsageError
-from fabula.inference.annealing import parse_schedule
+from fabula.inference.annealing import FORMS, parse_schedule
 from fabula.inference.base import Inference
 from fabula.inference.mcmc import MCMC
 from fabula.inference.presets import (
@@ -28,7 +28,7 @@ from fabula.inference.presets import (
 )
 from fabula.inference.refinement import Refinement
 from fabula.inference.updates import Aggressive
-from fabula.settings import setting
+from fabula.settings import NONNEGATIVE, POSITIVE, PROBABILITY, check_ranges, setting
 
 
 @dataclass
@@ -102,8 +102,8 @@ def parse(spec: str) -> tuple[InferenceKind, int | None]:
         if colon:
             raise SettingsError(f"{spec!r}: inference {name!r} takes no steps (write {name})")
         return kind, None
-    if not steps.isdigit():
-        raise SettingsError(f"{spec!r}: give the refinement steps, e.g. {name}:20")
+    if not steps.isdigit() or int(steps) < 1:
+        raise SettingsError(f"{spec!r}: give the refinement steps K >= 1, e.g. {name}:20")
     return kind, int(steps)
 
 
@@ -141,7 +141,6 @@ def _refining(preset, **extra):
 
 def _aggressive(setup: Setup, _):
     updates = Aggressive(
-        setup.split("train", "aggressive"),
         setup.split("valid", "aggressive"),
         setup.batch_size,
         seed=setup.seed,
@@ -214,25 +213,20 @@ class InferenceSettings:
         "vae", "inference kind, a spec of the registry: " + ", ".join(specs(trains=True))
     )
     elbo: str = setting(
-        "meanfield", "TraceMeanField_ELBO (analytic KL) or Trace_ELBO", choices=["meanfield", "trace"]
+        "meanfield", "the mean-field ELBO with analytic KL (MeanFieldELBO) or Trace_ELBO", choices=["meanfield", "trace"]
     )
-    anneal: str | None = setting(
-        None, "KL annealing: linear:STEPS, logistic:RATE:MIDPOINT, cyclical:PERIOD[:RATIO]"
+    anneal: str | None = setting(None, f"KL annealing: {FORMS}")
+    free_bits: float | None = setting(None, "free bits per latent coordinate (nats)", within=NONNEGATIVE)
+    word_dropout: float = setting(
+        0.0, "sentence stories: replace decoder input words by <unk> at this rate", within=PROBABILITY
     )
-    free_bits: float | None = setting(None, "free bits per latent coordinate (nats)")
-    word_dropout: float = setting(0.0, "sentence stories: replace decoder input words by <unk> at this rate")
-    refinement_lr: float = setting(0.1, "step size of the K refinement steps")
+    refinement_lr: float = setting(0.1, "step size of the K refinement steps", within=POSITIVE)
 
     def __post_init__(self):
+        check_ranges(self)
         parse(self.inference)
         if self.anneal:
             parse_schedule(self.anneal)
-        if self.free_bits is not None and not self.free_bits >= 0:
-            raise SettingsError(f"free-bits must be >= 0, got {self.free_bits}")
-        if not 0 <= self.word_dropout <= 1:
-            raise SettingsError(f"word-dropout must lie in [0, 1], got {self.word_dropout}")
-        if not self.refinement_lr > 0:
-            raise SettingsError(f"refinement-lr must be > 0, got {self.refinement_lr}")
 
     def training(self) -> dict:
         """The annealing and word-dropout settings of :class:`~fabula.inference.VariationalInference`."""

@@ -48,10 +48,30 @@ class Encoded(Source):
         return [p for p in self.guide.parameters() if p.requires_grad]
 
 
+class Fitted(nn.Module):
+    r"""Which datum each row of a λ table was fitted to: two signatures of the row's inputs,
+    :math:`\sum_j x_j \cos(\phi j + 1)` and :math:`\sum_j x_j \sin(\phi j + 1)` (:math:`\phi`
+    the golden ratio), recorded when the row is first trained; ``NaN`` while it is not. Zero
+    padding leaves them unchanged, so a sentence signs alike in any padded batch."""
+
+    def __init__(self, num_data: int):
+        super().__init__()
+        self.register_buffer("signature", torch.full((num_data, 2), float("nan"), dtype=torch.float64))
+
+    @staticmethod
+    def sign(inputs: torch.Tensor) -> torch.Tensor:
+        x = inputs.reshape(inputs.shape[0], -1).double()
+        phase = torch.arange(x.shape[1], dtype=torch.float64, device=x.device) * 1.618033988749895 + 1
+        return torch.stack([x @ phase.cos(), x @ phase.sin()], -1)
+
+
 class Tabulated(Source):
     r"""A table of :math:`\lambda_d` for the ``num_data`` training data, looked up by
     ``batch.index`` and started at the guide's :meth:`~fabula.guides.Guide.init_params` (the
-    prior). It is defined for those data only.
+    prior). It is defined for the data it was fitted on only: a training step records each
+    row's datum (:class:`Fitted`), and a lookup for another datum at that index, or for a row
+    never trained, is refused (fit λ for new data by refinement from the prior, e.g.
+    :class:`~fabula.inference.StochasticVI`).
 
     References: M. Hoffman, D. Blei, C. Wang, J. Paisley. Stochastic Variational Inference. JMLR 2013.
     """
@@ -62,19 +82,36 @@ class Tabulated(Source):
         self.table = nn.ParameterDict(
             {k: nn.Parameter(v) for k, v in guide.init_params(num_data, device).items()}
         )
+        self.fitted = Fitted(num_data).to(device)
 
     def local_params(self, batch) -> dict[str, torch.Tensor]:
-        if int(batch.index.max()) >= self.num_data:
+        index = batch.index
+        if int(index.max()) >= self.num_data:
+            raise UsageError(f"datum {int(index.max())} has no variational parameters (a table of {self.num_data})")
+        signature, known = Fitted.sign(batch.inputs), self.fitted.signature[index]
+        new = known[:, 0].isnan()
+        if new.any():
+            if not torch.is_grad_enabled():
+                raise UsageError(
+                    f"datum {int(index[new][0])} has no fitted variational parameters: a table of λ holds "
+                    "the data it was trained on; for other data fit λ by refinement from the prior "
+                    "(fabula.inference.StochasticVI(story, guide, Refinement(steps=K)))"
+                )
+            self.fitted.signature[index[new]] = signature[new]
+        other = ~torch.isclose(signature, self.fitted.signature[index], rtol=1e-9, atol=1e-9).all(-1)
+        if other.any():
             raise UsageError(
-                f"datum {int(batch.index.max())} has no variational parameters (a table of {self.num_data})"
+                f"datum {int(index[other][0])} of this batch is not the datum its row of λ was fitted to: a "
+                "table of λ holds the data it was trained on; for other data fit λ by refinement from "
+                "the prior (fabula.inference.StochasticVI(story, guide, Refinement(steps=K)))"
             )
-        return {k: v[batch.index] for k, v in self.table.items()}
+        return {k: v[index] for k, v in self.table.items()}
 
     def trainable_parameters(self) -> list[nn.Parameter]:
         return list(self.table.parameters())
 
     def modules(self) -> dict[str, nn.Module]:
-        return {"table": self.table}
+        return {"table": self.table, "table_data": self.fitted}
 
 
 class FromPrior(Source):
@@ -97,7 +134,7 @@ class FromPrior(Source):
 class Refined(Source):
     r""":math:`\lambda_K`: K steps of ``refinement`` from the λ of ``start``, on the bound of
     ``objective`` (:func:`~fabula.inference.objectives.bound_of`: the objective itself, or the
-    bound a training objective such as free bits modifies; ``TraceMeanField_ELBO`` for ``None``).
+    bound a training objective such as free bits modifies; ``MeanFieldELBO`` for ``None``).
 
     ``differentiable=False`` detaches :math:`\lambda_0` and the result (VAE+SVI, test-time
     refinement); ``differentiable=True`` keeps the K steps in the graph while gradients are

@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from fabula.errors import DivergenceError, SettingsError
-from fabula.settings import setting
+from fabula.settings import NONNEGATIVE, POSITIVE, Range, check_ranges, setting
 
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
@@ -179,19 +179,17 @@ class OptimizerSettings:
     """Optimizer: its kind, step size, per-epoch decay and gradient clipping"""
 
     optimizer: str = setting("adam", "optimizer", choices=sorted(OPTIMIZERS))
-    lr: float = setting(1e-3, "learning rate")
-    lr_decay: float = setting(1.0, "multiply the learning rate by this each epoch after --decay-after")
-    decay_after: int = setting(0, "epochs at the full learning rate before decay")
-    clip_norm: float | None = setting(None, "clip gradients to this global norm")
+    lr: float = setting(1e-3, "learning rate", within=POSITIVE)
+    lr_decay: float = setting(
+        1.0,
+        "multiply the learning rate by this each epoch after --decay-after",
+        within=Range(above=0, at_most=1),
+    )
+    decay_after: int = setting(0, "epochs at the full learning rate before decay", within=NONNEGATIVE)
+    clip_norm: float | None = setting(None, "clip gradients to this global norm", within=POSITIVE)
 
     def __post_init__(self):
-        if not self.lr > 0:
-            raise SettingsError(f"lr must be > 0, got {self.lr}")
-        EpochDecay(self.lr_decay, self.decay_after)
-        if self.clip_norm is not None and not self.clip_norm > 0:
-            raise SettingsError(
-                f"clip-norm must be > 0 (leave it unset for no clipping), got {self.clip_norm}"
-            )
+        check_ranges(self)
 
     def training(self) -> dict:
         """The trainer's settings of :class:`~fabula.inference.VariationalInference`."""

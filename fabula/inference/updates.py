@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torch.distributions import kl_divergence
 
-from fabula.errors import SettingsError
+from fabula.errors import SettingsError, UsageError
 from fabula.evaluation.bounds import mutual_information
 from fabula.inference.refinement import negative_elbo
 from fabula.traces import trace_guide
@@ -25,6 +25,9 @@ class Joint:
 
     def groups(self, inference) -> dict[str, list]:
         return {"joint": inference.story_parameters() + inference.source.trainable_parameters()}
+
+    def begin(self, data) -> None:
+        """The training data, before the first step (for policies that draw batches of their own)."""
 
     def step(self, inference, batch) -> dict[str, float]:
         return {
@@ -91,7 +94,8 @@ class StoryThenGuide(Joint):
 class Aggressive(Joint):
     r"""He et al.'s aggressive encoder training against the lagging inference network.
 
-    While *aggressive*, each step updates the λ source alone on fresh training batches (at most
+    While *aggressive*, each step updates the λ source alone on fresh batches of the training
+    data (the data ``fit`` trains on, or given to :meth:`begin`; at most
     ``inner_steps``, stopping once the loss summed over ``patience`` steps no longer falls),
     then the story once on the given batch. After each epoch the mutual information
     :math:`I_q(x; z)` is estimated on ``validation``
@@ -105,7 +109,6 @@ class Aggressive(Joint):
 
     def __init__(
         self,
-        data,
         validation,
         batch_size: int = 32,
         inner_steps: int = 100,
@@ -114,7 +117,7 @@ class Aggressive(Joint):
     ):
         if inner_steps < 1 or patience < 1:
             raise SettingsError(f"inner_steps and patience must be >= 1, got {inner_steps} and {patience}")
-        self.data, self.validation, self.batch_size = data, validation, batch_size
+        self.data, self.validation, self.batch_size = None, validation, batch_size
         self.inner_steps, self.patience, self.seed = inner_steps, patience, seed
         self.aggressive = True
         self.best_mi = float("-inf")
@@ -130,7 +133,15 @@ class Aggressive(Joint):
             raise SettingsError("aggressive training trains the story; learn_story=False does not apply")
         return {"story": inference.story_parameters(), "guide": inference.source.trainable_parameters()}
 
+    def begin(self, data) -> None:
+        self.data = data
+
     def _next_batch(self, device):
+        if self.data is None:
+            raise UsageError(
+                "aggressive updates draw their inner batches from the training data: train with "
+                "fit(data), or call begin(data) before stepping"
+            )
         while True:
             if self._stream is None:
                 self._stream = self.data.batches(

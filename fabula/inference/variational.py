@@ -4,7 +4,7 @@ r"""Variational inference as a composition: a story, a λ source, an objective, 
           - \beta_t\, KL\big(q_{\lambda_b}(z) \,\|\, p(z)\big)
 
 Where λ comes from (:mod:`~fabula.inference.sources`), which loss is minimised (a Pyro ``ELBO``:
-``TraceMeanField_ELBO`` by default, ``Trace_ELBO``, ``TraceEnum_ELBO``, free bits, DGMVAE's
+:class:`~fabula.inference.mean_field.MeanFieldELBO` by default, ``Trace_ELBO``, ``TraceEnum_ELBO``, free bits, DGMVAE's
 dispersion) and which parameters step when (:mod:`~fabula.inference.updates`) are three
 independent choices; any combination is one :class:`VariationalInference`. The presets
 (:mod:`~fabula.inference.presets`) name the combinations of the literature.
@@ -30,7 +30,7 @@ class VariationalInference(Inference):
 
     :param source: a λ source (:class:`~fabula.inference.sources.Encoded`, ``Tabulated``,
         ``Refined``, ...).
-    :param objective: a Pyro ``ELBO`` (default ``TraceMeanField_ELBO``, analytic KL); its
+    :param objective: a Pyro ``ELBO`` (default :class:`~fabula.inference.mean_field.MeanFieldELBO`, analytic KL); its
         ``bound`` (:func:`~fabula.inference.objectives.bound_of`) is what refinement and the
         encoder losses of the update policies use.
     :param annealing: a schedule of the step count giving the KL weight :math:`\beta_t`
@@ -113,8 +113,13 @@ class VariationalInference(Inference):
         """The update policy's per-epoch decisions, then the learning-rate schedule's step."""
         return {**self.updates.end_epoch(self), **self.trainer.end_epoch()}
 
+    def begin(self, data) -> None:
+        """Name the training data to the update policy (for steps taken without :meth:`fit`)."""
+        self.updates.begin(data)
+
     def fit(self, data, epochs: int = 1, batch_size: int = 64, seed: int = 0, **settings) -> list[dict]:
         """Train on ``data`` with a progress bar per epoch (:func:`~fabula.inference.trainer.fit`)."""
+        self.begin(data)
         return fit(self, data, epochs, batch_size, seed, **settings)
 
     def state_dict(self) -> dict:

@@ -21,6 +21,16 @@ class GeneratesSentences(Protocol):
 
 
 @runtime_checkable
+class GeneratesDocuments(Protocol):
+    """A bag-of-words story: word counts ``[N, vocab_size]`` of documents of the given lengths,
+    with ``z`` drawn from its prior unless given."""
+
+    vocab_size: int
+
+    def generate(self, lengths: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor: ...
+
+
+@runtime_checkable
 class HasTopics(Protocol):
     """A bag-of-words story whose latent dimensions have word profiles."""
 
@@ -37,6 +47,16 @@ class HasComponents(Protocol):
     mixture_logits: torch.Tensor
 
     def generate_component(self, m: int, k: int, num: int) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class ExactLikelihood(Protocol):
+    r"""A story whose marginal :math:`\log p(x)` of the observation is tractable: no latent, or a
+    conjugate one (scored by :class:`~fabula.evaluation.estimators.Exact`)."""
+
+    def log_prob(self, batch) -> torch.Tensor:
+        """``[B]``: the exact log-probability of each datum's observation."""
+        ...
 
 
 @runtime_checkable

@@ -62,7 +62,7 @@ class GMVAE(SentenceStory):
             for m in range(self.num_pairs):
                 c = pyro.sample(f"c{m}", dist.Categorical(logits=self.mixture_logits))
                 zs.append(pyro.sample(f"z{m}", self.component(m, c)))
-            self.observe(batch, self.decoder(batch.decoder_inputs, torch.cat(zs, -1)))
+            self.observe(batch, torch.cat(zs, -1))
 
     def prior_sample(self, num: int) -> dict[str, torch.Tensor]:
         out = {}

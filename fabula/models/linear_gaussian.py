@@ -60,6 +60,10 @@ class LinearGaussian(Story):
         )
         return dist.MultivariateNormal(self.bias, covariance_matrix=cov).log_prob(x)
 
+    def log_prob(self, batch) -> torch.Tensor:
+        r"""Exact :math:`\log p(x)` per datum of ``batch`` (:meth:`log_marginal` of its rows)."""
+        return self.log_marginal(batch.x)
+
     def posterior(self, x: torch.Tensor) -> dist.MultivariateNormal:
         """The exact posterior :math:`p(z \\mid x)` per row of ``x``."""
         var = self.log_noise.exp() ** 2

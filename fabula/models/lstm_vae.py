@@ -51,8 +51,7 @@ class LSTMVAE(SentenceStory):
     def model(self, batch) -> None:
         with self.data_plate(batch):
             z = pyro.sample("z", self.prior())
-            logits = self.decoder(batch.decoder_inputs, z)
-            self.observe(batch, logits)
+            self.observe(batch, z)
 
     def prior_sample(self, num: int) -> dict[str, torch.Tensor]:
         return {"z": self.prior().sample((num,))}

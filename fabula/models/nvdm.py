@@ -16,10 +16,12 @@ class NVDM(Story):
 
     .. math::
         z_d \sim \mathcal N(0, I_K), \qquad
-        x_d \mid z_d \sim \mathrm{Mult}\big(N_d,\ \mathrm{softmax}(R z_d + b)\big)
+        w_{d,i} \mid z_d \sim \mathrm{Cat}\big(\mathrm{softmax}(R z_d + b)\big), \quad i = 1..N_d
 
-    with :math:`R \in \mathbb R^{V\times K}` and :math:`b \in \mathbb R^V`. Column
-    :math:`R_{:,k}` is the word profile of latent dimension :math:`k` (see :meth:`topics`).
+    with :math:`R \in \mathbb R^{V\times K}` and :math:`b \in \mathbb R^V`, observed as word
+    counts (:class:`~fabula.distributions.BagOfWordsMultinomial`: its log-probability is that of
+    the token sequence, so perplexity is per token). Column :math:`R_{:,k}` is the word profile of
+    latent dimension :math:`k` (see :meth:`topics`).
 
     References: Y. Miao, L. Yu, P. Blunsom. Neural Variational Inference for Text Processing.
     ICML 2016.
@@ -53,19 +55,11 @@ class NVDM(Story):
             )
         with self.data_plate(batch):
             z = pyro.sample("z", self.prior())
-            pyro.sample(
-                "x",
-                BagOfWordsMultinomial(self.decoder(z), log_coef=batch.log_coef, validate_args=False),
-                obs=batch.counts,
-            )
+            words = BagOfWordsMultinomial(self.decoder(z), total_count=batch.lengths, validate_args=False)
+            pyro.sample("x", words, obs=batch.counts)
 
     def num_tokens(self, batch) -> torch.Tensor:
         return batch.lengths
-
-    def sequence_log_prob_offset(self, batch) -> torch.Tensor:
-        r"""The multinomial coefficient :math:`\log N! - \sum_v \log x_v!`: perplexity is of the
-        token sequence, :math:`p(w_{1:N}) = \prod_i p(w_i \mid z)`, as in Miao et al. (2016)."""
-        return batch.log_coef
 
     def prior_sample(self, num: int) -> dict[str, torch.Tensor]:
         return {"z": self.prior().sample((num,))}

@@ -31,8 +31,11 @@ class RNNLM(SentenceStory):
 
     def model(self, batch) -> None:
         with self.data_plate(batch):
-            logits = self.decoder(batch.decoder_inputs)
-            self.observe(batch, logits)
+            self.observe(batch, None)
 
     def prior_sample(self, num: int) -> dict[str, torch.Tensor]:
         return {}
+
+    def log_prob(self, batch) -> torch.Tensor:
+        r"""Exact :math:`\log p(w_{1:n})` per sentence (the story has no latent)."""
+        return self.likelihood(batch, None).log_prob(batch.targets)

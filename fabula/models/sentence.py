@@ -1,11 +1,12 @@
-"""What the sentence stories share: tokens observed under a mask, counted with ``<eos>``."""
+"""What the sentence stories share: sentences of a decoder, observed up to ``<eos>`` and counted with it."""
 
 from __future__ import annotations
 
 import pyro
 import torch
 
-from fabula.distributions import MaskedSequenceCategorical
+from fabula.data.text import UNK
+from fabula.distributions import AutoregressiveSequence
 from fabula.models.story import Story
 
 
@@ -17,11 +18,18 @@ class SentenceStory(Story):
     code_sites: tuple[str, ...] = ()
     """The continuous latent sites whose values, concatenated, condition the decoder."""
 
-    def observe(self, batch, logits: torch.Tensor) -> None:
-        """The observation site ``"x"``: the targets under the batch's mask (padding adds nothing)."""
-        pyro.sample(
-            "x", MaskedSequenceCategorical(logits, batch.mask, validate_args=False), obs=batch.targets
-        )
+    def likelihood(self, batch, code: torch.Tensor | None) -> AutoregressiveSequence:
+        r""":math:`p(x \mid z)`: sentences of ``self.decoder`` under ``code`` (``None``: no latent), as
+        long as the batch's longest (words and ``<eos>``), reading ``<unk>`` wherever the batch's
+        decoder inputs do in place of a word (word dropout)."""
+        dropped = (batch.decoder_inputs == UNK) & (batch.tokens[:, :-1] != UNK)
+        steps = batch.targets.shape[-1]
+        return AutoregressiveSequence(self.decoder, code, steps, (batch.size,), dropped, validate_args=False)
+
+    def observe(self, batch, code: torch.Tensor | None) -> None:
+        """The observation site ``"x"``: the batch's sentences under :meth:`likelihood` (padding adds
+        nothing); drawn from it when the site is unconditioned."""
+        pyro.sample("x", self.likelihood(batch, code), obs=batch.targets)
 
     def code(self, latents: dict[str, torch.Tensor]) -> torch.Tensor | None:
         """The decoder's conditioning vector from a draw of the latent sites (``None``: no latent)."""

@@ -28,8 +28,17 @@ class Story(Rebuildable, PyroModule):
 
     Subclasses implement :meth:`model`: global parameters are module parameters and buffers;
     local latents are ``pyro.sample`` sites inside :meth:`data_plate` with their event
-    dimensions declared (``.to_event``); observations are sampled with ``obs=``. The site
-    names in :attr:`latent_sites` are the contract with guides, evaluation and diagnostics.
+    dimensions declared (``.to_event``); observations are sampled with ``obs=`` from a
+    distribution that can also draw them, shaped by the batch (documents of the batch's lengths,
+    sentences as long as its longest; :mod:`fabula.distributions`). The site names in
+    :attr:`latent_sites` are the contract with guides, evaluation and diagnostics.
+
+    As in any Pyro model, ``obs=`` conditions: ``Predictive(story.model, ...)`` returns the batch's
+    observation. Pyro's :func:`~pyro.poutine.uncondition` makes the observation absent, and the
+    story then generates it. A guide still reads the batch (Pyro calls model and guide with the
+    same arguments, and an amortized guide encodes the observation), so posterior predictive
+    draws are ``Predictive(poutine.uncondition(story.model), guide=guide, num_samples=S)(batch)``,
+    and prior predictive draws the same without the guide.
     """
 
     latent_sites: tuple[str, ...] = ()
@@ -60,11 +69,6 @@ class Story(Rebuildable, PyroModule):
         """Elements one joint sample of the batch's latents materialises in :meth:`model`
         (sizes the chunks of importance-weighted evaluation); default: the inputs' size."""
         return batch.inputs.numel()
-
-    def sequence_log_prob_offset(self, batch) -> torch.Tensor | float:
-        """:math:`\\log p(x) - \\log p(\text{tokens of } x)` when the observation site is a
-        sufficient statistic of the token sequence (word counts); 0 otherwise."""
-        return 0.0
 
     @property
     def device(self) -> torch.device:

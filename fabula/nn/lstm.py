@@ -25,7 +25,8 @@ class LSTMDecoder(nn.Module):
     use the first; Kim et al. 2018 both). ``tie`` shares the input embedding with the output
     layer (then ``embed_dim`` must equal ``hidden_dim``).
 
-    Leading dimensions of ``z`` beyond the batch (particles, beams) are flattened into it.
+    Leading dimensions of the inputs and ``z`` (particles, beams) broadcast and are flattened into
+    one batch of sequences.
     """
 
     def __init__(
@@ -74,14 +75,17 @@ class LSTMDecoder(nn.Module):
         return self.out(self.dropout(h)), state
 
     def forward(self, inputs: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher-forced logits for ``inputs [B, T]`` and ``z [..., B, K]``: ``[..., B, T, V]``."""
+        """Teacher-forced logits ``[..., T, V]`` for ``inputs [..., T]`` and ``z [..., K]``, their
+        leading dimensions (particles, beams, batch) broadcast against each other."""
+        steps = inputs.shape[-1]
         if z is None or self.latent_dim == 0:
-            return self.step(inputs, None)[0]
-        lead = z.shape[:-1]
-        n = lead.numel() // inputs.shape[0]
-        flat_inputs = inputs.repeat(n, 1)
-        logits, _ = self.step(flat_inputs, self.start(z, flat_inputs.shape[0]), z)
-        return logits.reshape(*lead, *logits.shape[1:])
+            lead = inputs.shape[:-1]
+            return self.step(inputs.reshape(-1, steps), None)[0].reshape(*lead, steps, -1)
+        lead = torch.broadcast_shapes(inputs.shape[:-1], z.shape[:-1])
+        flat_inputs = inputs.expand(*lead, steps).reshape(-1, steps)
+        flat_z = z.expand(*lead, self.latent_dim).reshape(-1, self.latent_dim)
+        logits, _ = self.step(flat_inputs, self.start(flat_z, flat_inputs.shape[0]), flat_z)
+        return logits.reshape(*lead, steps, -1)
 
 
 class LSTMEncoder(nn.Module):

@@ -1,0 +1,140 @@
+"""Effective samples per second per document of NumPyro's NUTS through fabula's generic twin (the
+story's own torch log joint called from JAX, ``fabula.backends.callback``) against the hand-written
+JAX twin and Pyro's NUTS, on the posteriors p(z | x) of benchmarks/mcmc_backends.py: an NVDM on
+20 Newsgroups (z = 50) and the LSTM-VAE that generates the synthetic oracle corpus (z = 2,
+informative posteriors by construction; a guide is fitted to its corpus).
+
+Both NumPyro forms sample all ``--items`` test documents in one vectorized run, a chain per
+document with its own adaptation; Pyro's NUTS samples one chain per document, for the first
+``--pyro-items`` of them (it is the slow one, and its cost per document does not depend on how
+many are sampled). All start at the guide's posterior mean, with the same warmup and draws.
+
+A document's ESS is ArviZ's bulk ESS of its chain, the **minimum over its latent coordinates**; its
+ESS/s divides that by the seconds spent on it: for a vectorized run, the run's compile plus
+sampling time (warmup included) over the number of documents; for Pyro, its own chain's time.
+Rows give medians over documents, and ratios are of those medians. Torch and XLA get the same
+CPU threads (``--threads``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+
+import torch
+from mcmc_backends import min_ess, oracle_run
+
+from fabula.inference import MCMC
+from fabula.inference.kernels import NumPyroNUTS
+from fabula.runs import TrainConfig, load_run, train
+from results_log import record, session, synthetic_sizes
+
+GENERIC, HAND, PYRO = "numpyro, generic twin", "numpyro, hand twin", "pyro"
+
+
+def measure(run, items: int, pyro_items: int, warmup: int, samples: int) -> dict:
+    """Per-document ESS and seconds of each sampler on the first test documents of ``run``."""
+    story, guide = run.inference.story, run.inference.guide
+    test = run.splits["test"]
+    rows = {}
+    for name, twin in ((GENERIC, "generic"), (HAND, "hand")):
+        mcmc = MCMC(story, guide, samples, warmup, 1, progress=False, kernel=NumPyroNUTS(twin=twin))
+        chains = mcmc.run(test.batch(torch.arange(items)))
+        assert chains.info["twin"] == twin
+        total = mcmc.seconds["compile"] + mcmc.seconds["sample"]
+        rows[name] = {
+            "ess": min_ess(chains.samples["z"]).tolist(),
+            "seconds": [total / items] * items,
+            "compile": mcmc.seconds["compile"],
+            "total": total,
+            "leapfrogs": float(chains.stats["n_steps"].float().mean()),
+        }
+    pyro = {"ess": [], "seconds": [], "compile": 0.0, "leapfrogs": []}
+    for item in range(pyro_items):
+        mcmc = MCMC(story, guide, samples, warmup, 1, progress=False, backend="pyro", seed=item)
+        chains = mcmc.run(test.batch(torch.tensor([item])))
+        pyro["ess"].append(float(min_ess(chains.samples["z"])))
+        pyro["seconds"].append(mcmc.seconds["sample"])
+        pyro["leapfrogs"].append(float(chains.stats["n_steps"].float().mean()))
+    pyro["total"], pyro["leapfrogs"] = sum(pyro["seconds"]), statistics.mean(pyro["leapfrogs"])
+    rows[PYRO] = pyro
+    for row in rows.values():
+        row["ess_per_s"] = [e / s for e, s in zip(row["ess"], row["seconds"], strict=True)]
+    return rows
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nvdm-run", help="a trained NVDM run (default: train one on 20news, z=50)")
+    p.add_argument("--nvdm-epochs", type=int, default=20, help="epochs of that NVDM (default: 20)")
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--items", type=int, default=100, help="test documents, one posterior each (default: 100)")
+    p.add_argument("--pyro-items", type=int, default=10, help="of those, sampled by Pyro (default: 10)")
+    p.add_argument("--warmup", type=int, default=300)
+    p.add_argument("--samples", type=int, default=300)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-record", action="store_true")
+    with session(p, argv, nvdm_epochs=1, items=3, pyro_items=1, warmup=10, samples=10) as args:
+        return benchmark(args)
+
+
+def benchmark(args) -> dict:
+    """The benchmark with parsed ``args``; returns what it records."""
+    torch.set_num_threads(args.threads)
+    # XLA's CPU backend uses every core unless told otherwise: give every sampler the same threads
+    os.environ["XLA_FLAGS"] = (
+        f"--xla_cpu_multi_thread_eigen={str(args.threads > 1).lower()} intra_op_parallelism_threads={args.threads}"
+    )
+    if args.nvdm_run:
+        nvdm_run = args.nvdm_run
+    else:
+        nvdm_run = tempfile.mkdtemp(prefix="numpyro-generic-nvdm-")
+        nvdm = TrainConfig.create(
+            "nvdm", data="20news", data_dir=args.data_dir, epochs=args.nvdm_epochs, lr=5e-4
+        )
+        train(nvdm, nvdm_run, progress=False)
+    runs = {
+        "nvdm": (nvdm_run, lambda: load_run(nvdm_run, data_dir=args.data_dir)),
+        "lstm-vae, synthetic oracle": (
+            "the oracle's generative model",
+            lambda: oracle_run(**synthetic_sizes(args)),
+        ),
+    }
+    header = (
+        "| posterior | sampler | documents | min bulk ESS | s per document | ESS/s per document | "
+        "leapfrogs/draw | compile s | total s |"
+    )
+    results, lines = {}, []
+    for name, (path, load) in runs.items():
+        rows = measure(load(), args.items, args.pyro_items, args.warmup, args.samples)
+        lines += [f"**{name}** ({path})", "", header, "|---|---|---|---|---|---|---|---|---|"]
+        medians = {}
+        for sampler, r in rows.items():
+            med = {k: statistics.median(r[k]) for k in ("ess", "seconds", "ess_per_s")}
+            medians[sampler] = med["ess_per_s"]
+            lines.append(
+                f"| {name} | {sampler} | {len(r['ess'])} | {med['ess']:.0f} | {med['seconds']:.3f} | "
+                f"{med['ess_per_s']:.1f} | {r['leapfrogs']:.1f} | {r['compile']:.1f} | {r['total']:.1f} |"
+            )
+        ratios = {
+            "generic / pyro": medians[GENERIC] / medians[PYRO],
+            "hand / pyro": medians[HAND] / medians[PYRO],
+            "generic / hand": medians[GENERIC] / medians[HAND],
+        }
+        results[name] = {"run": path, "rows": rows, "ratios": ratios}
+        lines += ["", "ESS/s per document: " + "; ".join(f"{k} **{v:.1f}x**" for k, v in ratios.items()), ""]
+    table = "\n".join(lines) + (
+        f"\nMedians over documents; ESS is the minimum over latent coordinates. {args.items} test documents "
+        f"per NumPyro run (one chain each, compile and warmup included in its seconds), the first "
+        f"{args.pyro_items} of them for Pyro; {args.warmup} warmup + {args.samples} draws."
+    )
+    print(table)
+    if not args.no_record:
+        record("numpyro_generic", results, table)
+    return results
+
+
+if __name__ == "__main__":
+    main()

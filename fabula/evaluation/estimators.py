@@ -1,0 +1,212 @@
+r"""Estimators of :math:`\log p(x)` per datum, as objects chosen by what a story and an
+inference object support, with one spec grammar (``elbo``, ``elbo:S``, ``iw:S``, ``iw-draws:S``, ``exact``).
+
+* :class:`ELBO`: the evidence lower bound under the inference object's :math:`q_\lambda`;
+* :class:`ImportanceWeighted`: the importance-weighted bound with :math:`S` draws of
+  :math:`q_\lambda` (Burda et al. 2016), tighter as :math:`S` grows;
+* :class:`ImportanceFromDraws`: importance sampling with a proposal fitted to the inference
+  object's posterior draws (a sampler's), with its Pareto :math:`\hat k` per datum;
+* :class:`Exact`: the story's own :meth:`~fabula.models.capabilities.ExactLikelihood.log_prob`, for stories
+  whose marginal is tractable (no latent, or a conjugate one). It needs no guide, so it also
+  scores the story of a sampler.
+
+An estimator for another kind of story (AIS for an undirected one, say) is one class with
+``check``, ``particles`` and ``log_likelihood``, and one entry of :data:`ESTIMATORS`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import ClassVar, Protocol
+
+import torch
+
+from fabula.errors import SettingsError, UsageError
+from fabula.evaluation.bounds import iw_log_likelihood, pareto_khat, proposal_log_weights
+from fabula.models.capabilities import ExactLikelihood
+
+
+@dataclass
+class BatchTerms:
+    """What :func:`~fabula.evaluation.evaluate` holds of one batch for the estimator: the
+    inference object, λ and (with a guide) the reconstruction and total KL averaged over
+    :attr:`Estimator.particles` draws; an estimator adds its own per-datum diagnostics
+    (``[B]`` each) to ``diagnostics``."""
+
+    inference: object
+    batch: object
+    params: dict | None = None
+    reconstruction: torch.Tensor | None = None
+    kl: torch.Tensor | None = None
+    diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+    @property
+    def story(self):
+        return self.inference.story
+
+
+class Estimator(Protocol):
+    r"""An estimate (or lower bound) of :math:`\log p(x)` per datum."""
+
+    name: ClassVar[str]
+    samples: int
+
+    particles: int
+    """Draws of q per datum in the batch's shared trace (its KL and reconstruction)."""
+
+    def check(self, inference) -> None:
+        """Refuse an inference object (or its story) this estimator cannot score, naming what
+        to use instead."""
+
+    def log_likelihood(self, terms: BatchTerms) -> torch.Tensor:
+        """``[B]``: the estimate for each datum of the batch."""
+
+
+def _check_variational(estimator, inference) -> None:
+    if inference.source is None:
+        exact = " or 'exact' (the story's own likelihood)" if isinstance(inference.story, ExactLikelihood) else ""
+        raise UsageError(
+            f"the {estimator.name} estimator bounds log p(x) with a variational q and this "
+            f"{type(inference).__name__} has none (its source is None); score its draws with "
+            f"'iw-draws:S' (importance sampling from a proposal fitted to them){exact}"
+        )
+
+
+def _check_samples(estimator) -> None:
+    if not (isinstance(estimator.samples, int) and estimator.samples >= 1):
+        raise SettingsError(f"{estimator.name}: samples must be an integer >= 1, got {estimator.samples!r}")
+
+
+@dataclass(frozen=True)
+class ELBO:
+    r""":math:`E_q[\log p(x\mid z)] - KL(q\|p)`, the reconstruction averaged over ``samples``
+    draws and the KL analytic where ``torch.distributions`` knows it."""
+
+    samples: int = 1
+    name: ClassVar[str] = "elbo"
+
+    def __post_init__(self):
+        _check_samples(self)
+
+    @property
+    def particles(self) -> int:
+        return self.samples
+
+    def check(self, inference) -> None:
+        _check_variational(self, inference)
+
+    def log_likelihood(self, terms: BatchTerms) -> torch.Tensor:
+        return terms.reconstruction - terms.kl
+
+
+@dataclass(frozen=True)
+class ImportanceWeighted:
+    r""":math:`\log \frac1S \sum_s p(x, z_s) / q(z_s\mid x)`, :math:`z_s \sim q_\lambda`, with
+    ``S = samples`` drawn in memory-bounded chunks.
+
+    References: Y. Burda, R. Grosse, R. Salakhutdinov. Importance Weighted Autoencoders. ICLR 2016.
+    """
+
+    samples: int = 500
+    name: ClassVar[str] = "iw"
+    particles: ClassVar[int] = 1
+
+    def __post_init__(self):
+        _check_samples(self)
+
+    def check(self, inference) -> None:
+        _check_variational(self, inference)
+
+    def log_likelihood(self, terms: BatchTerms) -> torch.Tensor:
+        return iw_log_likelihood(terms.story, terms.inference.guide, terms.batch, self.samples, terms.params)
+
+
+@dataclass(frozen=True)
+class Exact:
+    r"""The story's exact :math:`\log p(x)` (:class:`~fabula.models.capabilities.ExactLikelihood`);
+    it needs no q, so it also scores a sampler's story."""
+
+    name: ClassVar[str] = "exact"
+    particles: ClassVar[int] = 1
+    samples: ClassVar[int] = 0
+
+    def check(self, inference) -> None:
+        if not isinstance(inference.story, ExactLikelihood):
+            raise UsageError(
+                f"{type(inference.story).__name__} has no exact log p(x) (it does not implement log_prob(batch)); "
+                "bound it with the elbo or iw:S estimator"
+            )
+
+    def log_likelihood(self, terms: BatchTerms) -> torch.Tensor:
+        return terms.story.log_prob(terms.batch)
+
+
+@dataclass(frozen=True)
+class ImportanceFromDraws:
+    r"""Importance sampling of :math:`p(x) = E_r[p(x, z) / r(z)]` with a proposal fitted to the
+    inference object's posterior draws of each datum: a multivariate Student-t with ``df``
+    degrees of freedom and the draws' mean and covariance (heavier tails than the posterior's,
+    so that the weights stay bounded where the fit is close). ``samples`` proposals per datum.
+
+    It scores what a sampler's draws support: a log-likelihood estimate (a stochastic lower
+    bound, by Jensen's inequality) whose reliability its per-datum Pareto :math:`\hat k`
+    (``khat``) reports: below 0.7 the estimate is trustworthy. Continuous latents only; it
+    needs more draws than latent dimensions.
+
+    References: A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry. Pareto Smoothed Importance
+    Sampling. JMLR 2024.
+    """
+
+    samples: int = 1000
+    df: float = 10.0
+    name: ClassVar[str] = "iw-draws"
+    particles: ClassVar[int] = 1
+
+    def __post_init__(self):
+        _check_samples(self)
+        if not self.df > 2:
+            raise SettingsError(f"iw-draws: df must be > 2 (a finite covariance), got {self.df}")
+
+    def check(self, inference) -> None:
+        if inference.source is not None:
+            raise UsageError(
+                f"iw-draws scores a sampler's draws and this {type(inference).__name__} has a variational "
+                "q; use iw:S, whose proposal is q itself"
+            )
+
+    def log_likelihood(self, terms: BatchTerms) -> torch.Tensor:
+        draws = terms.inference.posterior(terms.batch)
+        logw = proposal_log_weights(terms.story, terms.batch, draws, self.samples, self.df)
+        terms.diagnostics["khat"] = pareto_khat(logw)
+        dtype = next(iter(draws.values())).dtype
+        return (torch.logsumexp(logw, 0) - math.log(self.samples)).to(dtype)
+
+
+ESTIMATORS: dict[str, type] = {e.name: e for e in (ELBO, ImportanceWeighted, Exact, ImportanceFromDraws)}
+
+
+def parse_estimator(spec: str) -> Estimator:
+    """``"elbo"``, ``"elbo:S"``, ``"iw:S"``, ``"iw-draws:S"`` or ``"exact"`` -> the estimator object."""
+    name, colon, samples = spec.partition(":")
+    if name not in ESTIMATORS:
+        raise SettingsError(f"unknown estimator {spec!r}; choose from elbo, elbo:S, iw:S, iw-draws:S, exact")
+    if name == Exact.name:
+        if colon:
+            raise SettingsError(f"{spec!r}: the exact estimator draws no samples (write exact)")
+        return Exact()
+    if not colon:
+        return ESTIMATORS[name]()
+    if not samples.isascii() or not samples.isdigit() or int(samples) < 1:
+        raise SettingsError(f"{spec!r}: the samples S must be an integer >= 1, e.g. {name}:100")
+    return ESTIMATORS[name](int(samples))
+
+
+def spec_of(estimator: Estimator) -> str:
+    """The spec that :func:`parse_estimator` reads back as ``estimator``."""
+    return estimator.name if estimator.name == Exact.name else f"{estimator.name}:{estimator.samples}"
+
+
+def default_estimator(story) -> Estimator:
+    """The best figure a story supports without asking: exact where it has one, else the ELBO."""
+    return Exact() if isinstance(story, ExactLikelihood) else ELBO()

@@ -86,17 +86,31 @@ def cmd_train(args) -> int:
     config = _train_config(args)
     history = train(config, args.out, resume=args.resume, progress=not args.quiet)
     for m in history:
-        print(
-            f"epoch {m['epoch']:4d}  loss {m['loss']:.2f}  {m['eval_split']} ppl (ELBO) per doc "
-            f"{m['eval_perplexity']:.1f} corpus {m['eval_corpus_perplexity']:.1f}  KL {m['eval_kl']:.2f}  "
-            f"MI {m['eval_mi']:.2f}  AU {m['eval_active_units']}  {m['train_seconds']:.1f}s"
-        )
+        if "eval_perplexity" in m:
+            figures = (
+                f"{m['eval_split']} ppl (ELBO) per doc {m['eval_perplexity']:.1f} corpus "
+                f"{m['eval_corpus_perplexity']:.1f}  KL {m['eval_kl']:.2f}  MI {m['eval_mi']:.2f}  "
+                f"AU {m['eval_active_units']}"
+            )
+        else:  # a story without a per-epoch bound: its callbacks' figures
+            figures = "  ".join(
+                f"{m['eval_split']} {k.removeprefix('eval_')} {v:.3f}"
+                for k, v in m.items()
+                if k.startswith("eval_") and isinstance(v, float)
+            )
+        print(f"epoch {m['epoch']:4d}  loss {m['loss']:.2f}  {figures}  {m['train_seconds']:.1f}s")
     print(f"run written to {args.out} (checkpoint.safetensors, metrics.jsonl, curves.png)")
     return 0
 
 
 def _table(rows: dict[str, dict]) -> str:
-    keys = ["nll", "perplexity", "corpus_perplexity", "kl", "mi", "active_units"]
+    # the figures every row has (no KL without a q), then the estimator's diagnostics (khat, ais_se)
+    keys = [
+        k
+        for k in ["nll", "perplexity", "corpus_perplexity", "kl", "mi", "active_units"]
+        if all(k in r for r in rows.values())
+    ]
+    keys += [k for k in next(iter(rows.values())) if k.endswith(("_mean", "_max")) and all(k in r for r in rows.values())]
     lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, r in rows.items():
         cells = [f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for k in keys]

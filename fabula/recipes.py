@@ -12,9 +12,10 @@ from pyro.infer import Trace_ELBO, TraceEnum_ELBO
 
 from fabula.errors import SettingsError
 from fabula.evaluation.mixture import mixture_diagnostics
-from fabula.guides import EmptyGuide, MixtureGuide, NormalGuide, SentenceGuide
-from fabula.inference import DispersedELBO, FreeBitsELBO
-from fabula.models import GMVAE, LSTMVAE, NVDM, RNNLM
+from fabula.guides import BernoulliGuide, EmptyGuide, MixtureGuide, NormalGuide, SentenceGuide
+from fabula.inference import ContrastiveObjective, DispersedELBO, FreeBitsELBO
+from fabula.inference.contrastive import reconstruction_error
+from fabula.models import GMVAE, LSTMVAE, NVDM, RNNLM, ReplicatedSoftmax, SigmoidBeliefNet
 from fabula.plots import plot_component_means
 from fabula.settings import COUNT, NONNEGATIVE, PROBABILITY, Range, check_ranges, setting
 
@@ -82,11 +83,64 @@ class GMVAESettings:
         check_ranges(self)
 
 
+@dataclass
+class SBNSettings:
+    """SBN (Mnih & Gregor 2014): a sigmoid belief net over documents, F binary units, and a Bernoulli recognition network"""
+
+    latent_dim: int = setting(50, "binary units F (Mnih & Gregor's 20 Newsgroups SBN has 50)", within=COUNT)
+    hidden: tuple[int, ...] = setting(
+        (),
+        "recognition network hidden layer sizes (no sizes: logistic regression, as Mnih & Gregor)",
+        within=COUNT,
+    )
+    activation: str = setting("tanh", "recognition network activation", choices=["tanh", "relu", "softplus"])
+
+    def __post_init__(self):
+        check_ranges(self)
+
+
+@dataclass
+class RSMSettings:
+    """Replicated Softmax (Salakhutdinov & Hinton 2009): an undirected topic model of F binary hidden units, trained by contrastive divergence"""
+
+    hidden: int = setting(50, "binary hidden units F", within=COUNT)
+    max_gibbs_steps: int = setting(
+        5, "CD's Gibbs steps rise from K of cd:K or pcd:K to this (the paper: from 1 to 5)", within=COUNT
+    )
+    steps_every: int = setting(20_000, "updates before each further Gibbs step", within=COUNT)
+    momentum: float = setting(
+        0.0,
+        "SGD momentum of the first --momentum-epochs epochs (with --optimizer sgd; Hinton's RBM recipe: 0.5)",
+        within=Range(at_least=0, below=1),
+    )
+    final_momentum: float = setting(
+        0.0, "SGD momentum after them (Hinton's RBM recipe: 0.9)", within=Range(at_least=0, below=1)
+    )
+    momentum_epochs: int = setting(0, "epochs at the first momentum (Hinton's RBM recipe: 5)", within=NONNEGATIVE)
+    weight_cost: float = setting(2e-4, "L2 weight cost on W (not on the biases)", within=NONNEGATIVE)
+
+    def __post_init__(self):
+        check_ranges(self)
+
+
 def _nvdm(s: NVDMSettings, train):
     V = len(train.vocab)
     story = NVDM(V, s.latent_dim)
     story.init_background(train)
     return story, NormalGuide(V, s.latent_dim, hidden=list(s.hidden), activation=s.activation)
+
+
+def _sbn(s: SBNSettings, train):
+    V = len(train.vocab)
+    story = SigmoidBeliefNet(V, s.latent_dim)
+    story.init_background(train)
+    return story, BernoulliGuide(V, s.latent_dim, hidden=list(s.hidden), activation=s.activation)
+
+
+def _rsm(s: RSMSettings, train):
+    story = ReplicatedSoftmax(len(train.vocab), s.hidden)
+    story.init_background(train)
+    return story, EmptyGuide()
 
 
 def _rnnlm(s: RNNLMSettings, train):
@@ -112,6 +166,36 @@ def continuous_objective(story_settings, inference):
             raise SettingsError("free bits floor the analytic KL; they apply with --elbo meanfield")
         return FreeBitsELBO(inference.free_bits)
     return Trace_ELBO() if inference.elbo == "trace" else None
+
+
+def binary_objective(story_settings, inference):
+    """The ELBO of a story with binary latents for the VI kinds: ``Trace_ELBO``, whose encoder
+    gradient is the score function (REINFORCE, per datum, no baseline); ``wake-sleep``,
+    ``rws:K`` and ``nvil`` bring their own losses."""
+    if inference.free_bits is not None:
+        raise SettingsError("--free-bits floors a reparameterised KL; it does not apply to binary latents")
+    if inference.elbo != "trace":
+        raise SettingsError(
+            "binary latents are not reparameterisable, so the mean-field ELBO does not apply: "
+            "give --elbo trace (REINFORCE) or --inference nvil, rws:K or wake-sleep"
+        )
+    return Trace_ELBO()
+
+
+def contrastive_objective(story_settings: RSMSettings, inference) -> ContrastiveObjective:
+    """The objective of an undirected story: contrastive divergence (``cd:K``, ``pcd:K``) with its
+    weight cost and its schedules of Gibbs steps and momentum."""
+    if inference.inference.partition(":")[0] not in ("cd", "pcd"):
+        raise SettingsError(
+            f"the rsm story is undirected (no Pyro model to bound): train it with cd:K or pcd:K, "
+            f"not {inference.inference!r}"
+        )
+    if inference.anneal or inference.free_bits is not None:
+        raise SettingsError("--anneal and --free-bits act on a KL; contrastive divergence has none (give none)")
+    s = story_settings
+    return ContrastiveObjective(
+        s.weight_cost, s.max_gibbs_steps, s.steps_every, s.momentum, s.final_momentum, s.momentum_epochs
+    )
 
 
 def likelihood_objective(story_settings, inference):
@@ -170,11 +254,28 @@ class Topics:
         )
 
 
+class Reconstruction:
+    """An undirected story's held-out fit each epoch, where no cheap bound exists:
+    ``eval_reconstruction_error``, nats per token of the evaluated split under its mean-field
+    reconstruction (:func:`~fabula.inference.contrastive.reconstruction_error`)."""
+
+    def measure(self, epoch: Epoch) -> dict:
+        story, nats, tokens = epoch.inference.story, 0.0, 0.0
+        for batch in epoch.data.batches(512, device=story.device):
+            nats += float(reconstruction_error(story, batch.counts).sum())
+            tokens += float(batch.lengths.sum())
+        return {"eval_reconstruction_error": nats / tokens}
+
+    def draw(self, epoch: Epoch) -> None:
+        pass
+
+
 @dataclass(frozen=True)
 class Recipe:
     """A registered story: its settings class, builder, data kind, objective, the training
     defaults that differ from the general ones (``{section: {field: value}}``), per-epoch
-    callbacks."""
+    callbacks, and the estimator spec of the per-epoch evaluation (``None``: none, for a story
+    that no cheap estimator scores)."""
 
     story: type
     guide: type
@@ -184,6 +285,7 @@ class Recipe:
     objective: Callable = continuous_objective
     defaults: dict = field(default_factory=dict)
     callbacks: tuple = ()
+    evaluation: str | None = "elbo"
 
 
 STORIES = {
@@ -193,6 +295,16 @@ STORIES = {
         NVDMSettings,
         _nvdm,
         BOW,
+        callbacks=(Topics(),),
+    ),
+    "sbn": Recipe(
+        SigmoidBeliefNet,
+        BernoulliGuide,
+        SBNSettings,
+        _sbn,
+        BOW,
+        objective=binary_objective,
+        defaults={"inference": {"inference": "nvil", "elbo": "trace"}},
         callbacks=(Topics(),),
     ),
     "rnnlm": Recipe(RNNLM, EmptyGuide, RNNLMSettings, _rnnlm, SENTENCES, objective=likelihood_objective),
@@ -213,6 +325,19 @@ STORIES = {
         SENTENCES,
         objective=mixture_objective,
         callbacks=(MixtureDiagnostics(),),
+    ),
+    "rsm": Recipe(
+        ReplicatedSoftmax,
+        EmptyGuide,
+        RSMSettings,
+        _rsm,
+        BOW,
+        objective=contrastive_objective,
+        # the paper's mini-batches of 100 (Adam: see ContrastiveObjective); no reference NVDM on
+        # synthetic data, which AIS cannot score beside it
+        defaults={"inference": {"inference": "cd:1"}, "run": {"batch_size": 100, "reference": False}},
+        callbacks=(Reconstruction(), Topics()),
+        evaluation=None,
     ),
 }
 

@@ -384,7 +384,7 @@ def _train(
 
     def on_epoch_end(epoch: int, metrics: dict) -> None:
         metrics["train_seconds"] = time.perf_counter() - clock[0]
-        report = evaluate(inference, splits[split], "elbo").summary()
+        report = evaluate(inference, splits[split], r.evaluation).summary() if r.evaluation else {}
         metrics["eval_split"] = split
         metrics.update({f"eval_{k}": v for k, v in report.items() if k not in ("estimator", "samples")})
         context = Epoch(inference, splits[split], vocab.words, directory.path, [])

@@ -11,8 +11,9 @@ import torch
 from jax.scipy.special import gammaln
 from torch import nn
 
+import fabula.backends.callback as callback
 import fabula.backends.numpyro as numpyro_backend
-from fabula.backends.callback import generic_twin
+from fabula.backends.callback import TorchLogJoint, generic_twin
 from fabula.backends.numpyro import Twin, register_twin, twin
 from fabula.backends.parity import check_twin
 from fabula.diagnostics.arviz import az
@@ -176,3 +177,27 @@ def test_a_generic_twin_serves_only_its_batch():
     assert jt.sites == ("z",) and jt.dtype == np.float32
     with pytest.raises(UsageError, match="made for another batch"):
         jt.data(poisson_bag()[1])
+
+
+def test_held_lanes_get_their_values_back_and_only_moving_lanes_reach_torch(monkeypatch):
+    story, batch = poisson_bag()
+    story.eval()
+    traced = []
+    log_joint = callback.torch_log_joint
+    monkeypatch.setattr(
+        callback, "torch_log_joint", lambda s, b, v: traced.append(b.size) or log_joint(s, b, v)
+    )
+    index = np.broadcast_to(np.arange(5), (3, 5))  # 3 chains of 5 data: a datum's chains are repeated rows
+    z = np.random.default_rng(0).normal(size=(3, 5, 2)).astype(np.float32)
+    moved = z.copy()
+    moved[0, 1] += 1.0
+    potential = TorchLogJoint(story, batch, {"z": (2,)})
+    potential.value_and_grad({"z": z}, index)
+    value, grad = potential.value_and_grad({"z": moved}, index)
+    potential.value_and_grad({"z": z}, index)  # every lane is back where it was: nothing to compute
+    assert traced == [15, 1]
+    fresh_value, fresh_grad = TorchLogJoint(story, batch, {"z": (2,)}).value_and_grad({"z": moved}, index)
+    # (rows evaluated in batches of other sizes may differ in the last bits)
+    np.testing.assert_allclose(value, fresh_value, rtol=1e-6)
+    np.testing.assert_allclose(grad["z"], fresh_grad["z"], rtol=1e-6, atol=1e-6)
+    assert value.shape == (3, 5) and grad["z"].shape == (3, 5, 2)

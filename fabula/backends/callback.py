@@ -13,16 +13,19 @@ torch's (``torch.autograd.grad``) under a ``jax.custom_vjp`` whose forward pass 
 and gradient from one torch call and whose backward pass scales that gradient by the
 cotangent, so a leapfrog step costs one forward and one backward pass of the story.
 
-:func:`~fabula.backends.numpyro.nuts` vmaps NUTS over chains and data; the callback is
-vectorized (``vmap_method="broadcast_all"``), so it receives every lane of a step at once,
-``{site: [C, B, ...]}``, and the story is traced once with the chains on a ``"particles"``
-plate left of the data plate (the layout importance-weighted evaluation uses): one torch call
-per leapfrog step serves all chains and data. Vmapped NUTS runs its lanes in lockstep, so a
-step's call includes lanes whose trajectory has already ended (masked out).
+:func:`~fabula.backends.numpyro.nuts` vmaps NUTS over chains and data; the callbacks are
+vectorized (``vmap_method="broadcast_all"``), so they receive every lane of a step at once,
+``{site: [C, B, ...]}`` with each lane's datum index, and one torch call per leapfrog step
+serves all chains and data: the lanes are traced as one batch of rows of the data plate (a
+datum's chains are repeated rows), so any story works as it is. Vmapped NUTS runs its lanes in
+lockstep, each step's call including the lanes whose trajectory has already ended; those are
+held at the latents of the previous call and get its value and gradient back
+(:class:`TorchLogJoint`), so torch computes only the moving lanes.
 
 Only continuous, real-valued latents inside the data plate are sampled; a discrete site the
 story does not sum out, a constrained one, or a site outside the data plate is refused when
-the twin is made, by name. Pyro's per-call Python (~1 ms a trace) is paid once per step for
+the twin is made, by name; the batch must be a dataclass of tensors with the data on their
+first dimension (:class:`Rows`; fabula's batches are). Pyro's per-call Python (~1 ms a trace) is paid once per step for
 all lanes, rather than once per datum and chain.
 
 References: D. Phan, N. Pradhan, M. Jankowiak. Composable Effects for Flexible and Accelerated
@@ -30,6 +33,8 @@ Probabilistic Programming in NumPyro. 2019. JAX documentation, "External callbac
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import jax
 import jax.numpy as jnp
@@ -42,7 +47,7 @@ from torch.distributions import constraints
 from fabula.backends.numpyro import Twin
 from fabula.checkpoint import preserved_rng
 from fabula.errors import UsageError
-from fabula.traces import PARTICLE_DIM, sample_sites
+from fabula.traces import sample_sites
 
 UNOPTIMIZED = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 """XLA options of the generic twin's NUTS program: its time is in torch, and compiling the
@@ -98,15 +103,125 @@ def continuous_sites(story, batch) -> dict[str, tuple[int, ...]]:
 
 
 def torch_log_joint(story, batch, values: dict[str, torch.Tensor]) -> torch.Tensor:
-    r""":math:`\log p(x_b, v_{p,b})` ``[P, B]`` of ``story`` for latent values
-    ``{site: [P, B, ...]}``: the model traced once with the ``P`` draws per datum on the
-    ``"particles"`` plate, each site's log-probability (scale and mask applied) summed."""
-    particles = next(iter(values.values())).shape[0]
-    with pyro.plate("particles", particles, dim=PARTICLE_DIM):
-        trace = poutine.trace(poutine.condition(story.model, data=values)).get_trace(batch)
+    r""":math:`\log p(x_b, v_b)` ``[B]`` of ``story`` for latent values ``{site: [B, ...]}``: the
+    model traced with them given, each site's log-probability (scale and mask applied) summed."""
+    trace = poutine.trace(poutine.condition(story.model, data=values)).get_trace(batch)
     trace.compute_log_prob()
-    shape = (particles, batch.size)
-    return sum(site["log_prob"].expand(shape) for site in sample_sites(trace))
+    return sum(site["log_prob"].expand(batch.size) for site in sample_sites(trace))
+
+
+class Rows:
+    """Rows of a batch, repeats allowed: ``rows(index)`` is the batch of data ``index`` (a
+    ``[N]`` tensor), every tensor field that holds one row per datum indexed on its first
+    dimension. The batch must be a dataclass, as fabula's batches are."""
+
+    def __init__(self, batch):
+        if not dataclasses.is_dataclass(batch):
+            raise UsageError(
+                f"the generic NumPyro twin takes rows of the batch, a dataclass of tensors with the data "
+                f"on their first dimension; got a {type(batch).__name__}"
+            )
+        self.batch = batch
+        self.fields = [
+            f.name
+            for f in dataclasses.fields(batch)
+            if isinstance(v := getattr(batch, f.name), torch.Tensor)
+            and v.dim() > 0
+            and v.shape[0] == batch.size
+        ]
+
+    def __call__(self, index: torch.Tensor):
+        return dataclasses.replace(self.batch, **{f: getattr(self.batch, f)[index] for f in self.fields})
+
+
+class LaneHistory:
+    """The last ``size`` latents each lane was evaluated at, with their log joint and gradient
+    (flat, ``[lanes, D]``), for lanes with data ``index``.
+
+    Vmapped NUTS runs its lanes in lockstep: a lane whose tree is finished is held while the
+    others grow theirs, and being held it recomputes the last subtree it built, at the very
+    latents it took before. The log joint is a pure function, so those values are looked up here
+    instead (a lane's subtrees of up to ``size`` steps are found again).
+    """
+
+    def __init__(self, index: np.ndarray, dim: int, dtype, size: int = 64):
+        self.index = index
+        self.z = np.zeros((index.size, size, dim), dtype)
+        self.value = np.zeros((index.size, size), dtype)
+        self.grad = np.zeros((index.size, size, dim), dtype)
+        self.filled = np.zeros((index.size, size), bool)
+        self.next = np.zeros(index.size, np.int64)
+
+    def find(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(found [lanes], value, grad)``: the values are those found, elsewhere arbitrary."""
+        match = (self.z == z[:, None]).all(-1) & self.filled
+        lanes, slot = np.arange(len(z)), match.argmax(-1)
+        return match.any(-1), self.value[lanes, slot], self.grad[lanes, slot]
+
+    def add(self, lanes: np.ndarray, z: np.ndarray, value: np.ndarray, grad: np.ndarray) -> None:
+        """Remember the values of ``lanes`` (indices), over each lane's oldest."""
+        slot = self.next[lanes]
+        self.z[lanes, slot], self.value[lanes, slot], self.grad[lanes, slot] = z, value, grad
+        self.filled[lanes, slot] = True
+        self.next[lanes] = (slot + 1) % self.z.shape[1]
+
+
+class TorchLogJoint:
+    """The story's log joint (and gradient) at the latents of every lane of a vmapped call,
+    ``z {site: [*lanes, *event]}`` for data ``index [*lanes]``, as numpy arrays in :attr:`dtype`
+    (the story's, float32 unless JAX has float64 enabled).
+
+    One torch call evaluates the lanes as one batch of rows (:class:`Rows`); differentiated
+    calls evaluate only the lanes whose latents are not in their :class:`LaneHistory`. Pyro's
+    checks are off in these calls (shapes and supports were validated on the probe trace).
+    """
+
+    def __init__(self, story, batch, events: dict[str, tuple[int, ...]]):
+        self.story, self.rows, self.events = story, Rows(batch), events
+        self.torch_dtype = next(t for t in story.state_dict().values() if t.is_floating_point()).dtype
+        self.dtype = jax.dtypes.canonicalize_dtype(np.dtype(str(self.torch_dtype).removeprefix("torch.")))
+        self.sizes = [int(np.prod(e, dtype=np.int64)) for e in events.values()]
+        self.history: LaneHistory | None = None
+
+    def _flat(self, z, index) -> tuple[np.ndarray, np.ndarray]:
+        """The lanes' latents as one ``[N, D]`` array (sites concatenated) and their data ``[N]``."""
+        index = np.array(index, dtype=np.int64).reshape(-1)
+        return np.concatenate([np.reshape(z[s], (index.size, -1)) for s in self.events], 1), index
+
+    def _torch(self, z: np.ndarray, index: np.ndarray):
+        device = self.story.device
+        flat = torch.from_numpy(z).to(device, self.torch_dtype)
+        parts = flat.split(self.sizes, -1)
+        values = {s: v.reshape(len(index), *e) for (s, e), v in zip(self.events.items(), parts, strict=True)}
+        return values, self.rows(torch.from_numpy(index).to(device))
+
+    def value(self, z, index) -> np.ndarray:
+        values, batch = self._torch(*self._flat(z, index))
+        with torch.no_grad(), pyro.validation_enabled(False):
+            log_joint = torch_log_joint(self.story, batch, values)
+        return log_joint.cpu().numpy().astype(self.dtype).reshape(np.shape(index))
+
+    def value_and_grad(self, z, index) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        lanes = np.shape(index)
+        flat, index = self._flat(z, index)
+        if self.history is None or not np.array_equal(self.history.index, index):
+            self.history = LaneHistory(index, flat.shape[1], self.dtype)
+        found, value, grad = self.history.find(flat)
+        todo = np.flatnonzero(~found)
+        if todo.size:
+            values, batch = self._torch(flat[todo], index[todo])
+            with torch.enable_grad(), pyro.validation_enabled(False):
+                leaves = [v.requires_grad_() for v in values.values()]
+                log_joint = torch_log_joint(self.story, batch, values)
+                # the lanes are independent posteriors: d(sum)/dz of a lane is that lane's gradient
+                grads = torch.autograd.grad(log_joint.sum(), leaves)
+            value[todo] = log_joint.detach().cpu().numpy()
+            grad[todo] = torch.cat([g.reshape(todo.size, -1) for g in grads], -1).cpu().numpy()
+            self.history.add(todo, flat[todo], value[todo], grad[todo])
+        parts = np.split(grad, np.cumsum(self.sizes)[:-1], -1)
+        return value.reshape(lanes), {
+            s: g.reshape(*lanes, *e) for (s, e), g in zip(self.events.items(), parts, strict=True)
+        }
 
 
 def generic_twin(story, batch) -> Twin:
@@ -114,54 +229,21 @@ def generic_twin(story, batch) -> Twin:
     docstring); its ``data`` serves only this ``batch``. The latents' dtype is the story's
     (float64 needs ``jax.enable_x64``; otherwise float32)."""
     events = continuous_sites(story, batch)
-    size, device = batch.size, story.device
-    torch_dtype = next(t for t in story.state_dict().values() if t.is_floating_point()).dtype
-    dtype = jax.dtypes.canonicalize_dtype(np.dtype(str(torch_dtype).removeprefix("torch.")))
-
-    def to_torch(z, index):
-        # the callback gets every vmapped lane: data last, chains (any further lanes) before it
-        index = np.asarray(index)
-        lanes = index.shape
-        if lanes[-1:] != (size,) or (index.reshape(-1, size) != np.arange(size)).any():
-            raise UsageError(
-                f"the generic twin's log joint takes the {size} data of its batch in order on its "
-                f"last vmapped axis, got datum indices of shape {lanes}"
-            )
-        values = {
-            s: torch.from_numpy(np.array(z[s])).to(device, torch_dtype).reshape(-1, size, *event)
-            for s, event in events.items()
-        }
-        return values, lanes
-
-    # shapes and supports were validated on the probe trace; the hot calls skip Pyro's checks
-    def value(z, index):
-        values, lanes = to_torch(z, index)
-        with torch.no_grad(), pyro.validation_enabled(False):
-            log_joint = torch_log_joint(story, batch, values)
-        return log_joint.reshape(lanes).cpu().numpy().astype(dtype)
-
-    def value_and_grad(z, index):
-        values, lanes = to_torch(z, index)
-        with torch.enable_grad(), pyro.validation_enabled(False):
-            leaves = [v.requires_grad_() for v in values.values()]
-            log_joint = torch_log_joint(story, batch, values)
-            # the lanes are independent posteriors: d(sum)/dz of a lane is that lane's gradient
-            grads = torch.autograd.grad(log_joint.sum(), leaves)
-        out = log_joint.detach().reshape(lanes).cpu().numpy().astype(dtype)
-        return out, {
-            s: g.reshape(np.shape(z[s])).cpu().numpy().astype(dtype)
-            for s, g in zip(events, grads, strict=True)
-        }
+    torch_log_joint_of = TorchLogJoint(story, batch, events)
+    dtype = torch_log_joint_of.dtype
 
     def shapes(z, index):
         grads = {s: jax.ShapeDtypeStruct(np.shape(v), dtype) for s, v in z.items()}
         return jax.ShapeDtypeStruct(np.shape(index), dtype), grads
 
+    # vmapped, the callbacks get every lane at once: broadcast_all gives z and index the same lanes
     @jax.custom_vjp
     def log_joint(z, index):  # z: {site: [..., *event]} in the twin's dtype
+        value = torch_log_joint_of.value
         return jax.pure_callback(value, shapes(z, index)[0], z, index, vmap_method="broadcast_all")
 
     def forward(z, index):
+        value_and_grad = torch_log_joint_of.value_and_grad
         return jax.pure_callback(value_and_grad, shapes(z, index), z, index, vmap_method="broadcast_all")
 
     def backward(grad, cotangent):
@@ -178,7 +260,7 @@ def generic_twin(story, batch) -> Twin:
             raise UsageError(
                 "this generic twin was made for another batch: make one per batch, generic_twin(story, batch)"
             )
-        return {"index": jnp.arange(size)}
+        return {"index": jnp.arange(batch.size)}
 
     def twin_log_joint(params, z, datum):
         return log_joint({s: jnp.asarray(z[s], dtype) for s in events}, datum["index"])

@@ -56,9 +56,7 @@ def check_twin(story, batch, builder=None, *, atol: float = 1e-5, scale: float =
         for s in continuous
     }
     terms = [
-        torch_log_joint(
-            story, batch, {s: v[None] for s, v in (z | dict(zip(discrete, combo, strict=True))).items()}
-        )[0]
+        torch_log_joint(story, batch, z | dict(zip(discrete, combo, strict=True)))
         for combo in itertools.product(*discrete.values())
     ]
     expected = torch.logsumexp(torch.stack(terms), 0)

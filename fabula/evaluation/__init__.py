@@ -12,6 +12,7 @@ from fabula.evaluation.bounds import (
 )
 from fabula.evaluation.clustering import chance_homogeneity, completeness, homogeneity, v_measure
 from fabula.evaluation.estimators import (
+    AIS,
     ELBO,
     ESTIMATORS,
     Estimator,
@@ -26,6 +27,7 @@ from fabula.evaluation.mixture import mixture_diagnostics
 from fabula.evaluation.report import Evaluation, evaluate
 
 __all__ = [
+    "AIS",
     "ELBO",
     "ESTIMATORS",
     "Estimator",

@@ -14,7 +14,7 @@ import torch
 from pyro import poutine
 from pyro.distributions import MultivariateStudentT
 from pyro.distributions.util import scale_and_mask
-from torch.distributions import kl_divergence
+from torch.distributions import constraints, kl_divergence
 
 from fabula.errors import UsageError
 from fabula.traces import PARTICLE_DIM, run_traces, sample_sites
@@ -68,14 +68,24 @@ def terms_from_traces(model_trace, guide_trace, analytic_kl: bool = True):
     return recon.mean(0), kls
 
 
+def _has_mean(fn) -> bool:
+    """Continuous sites, and binary ones (whose mean is :math:`q(h_j = 1)`); not categorical ones."""
+    support = fn.support
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return not support.is_discrete or support is constraints.boolean
+
+
 def posterior_means(guide_trace, sites, batch_size: int) -> torch.Tensor:
-    """:math:`E_q[z]` of the given continuous sites, flattened and concatenated per datum:
-    ``[B, D]`` (``D = 0`` without such sites; discrete sites have no active units).
+    r""":math:`E_q[z]` of the given continuous and binary sites, flattened and concatenated per
+    datum: ``[B, D]`` (``D = 0`` without such sites). A binary unit's mean is its probability
+    :math:`q(h_j = 1 \mid x)`, so it is active when that varies across data; categorical sites
+    have no mean and no active units.
 
     The guide's distributions carry the particle dimension first; their means agree along it.
     """
     fns = [guide_trace.nodes[s]["fn"] for s in sites]
-    means = [fn.mean.mean(0).reshape(batch_size, -1) for fn in fns if not fn.support.is_discrete]
+    means = [fn.mean.mean(0).reshape(batch_size, -1) for fn in fns if _has_mean(fn)]
     return torch.cat(means, -1) if means else torch.zeros(batch_size, 0)
 
 

@@ -1,5 +1,6 @@
 r"""Estimators of :math:`\log p(x)` per datum, as objects chosen by what a story and an
-inference object support, with one spec grammar (``elbo``, ``elbo:S``, ``iw:S``, ``iw-draws:S``, ``exact``).
+inference object support, with one spec grammar (``elbo``, ``elbo:S``, ``iw:S``, ``iw-draws:S``, ``exact``,
+``ais[:RUNS[:TEMPERATURES]]``).
 
 * :class:`ELBO`: the evidence lower bound under the inference object's :math:`q_\lambda`;
 * :class:`ImportanceWeighted`: the importance-weighted bound with :math:`S` draws of
@@ -9,6 +10,8 @@ inference object support, with one spec grammar (``elbo``, ``elbo:S``, ``iw:S``,
 * :class:`Exact`: the story's own :meth:`~fabula.models.capabilities.ExactLikelihood.log_prob`, for stories
   whose marginal is tractable (no latent, or a conjugate one). It needs no guide, so it also
   scores the story of a sampler.
+* :class:`AIS`: an undirected story's :math:`-F(v) - \log \hat Z_D`, the log partition function
+  estimated by annealed importance sampling once per document length.
 
 An estimator for another kind of story (AIS for an undirected one, say) is one class with
 ``check``, ``particles`` and ``log_likelihood``, and one entry of :data:`ESTIMATORS`.
@@ -16,6 +19,7 @@ An estimator for another kind of story (AIS for an undirected one, say) is one c
 
 from __future__ import annotations
 
+import hashlib
 import math
 from dataclasses import dataclass, field
 from typing import ClassVar, Protocol
@@ -23,8 +27,9 @@ from typing import ClassVar, Protocol
 import torch
 
 from fabula.errors import SettingsError, UsageError
+from fabula.evaluation import ais
 from fabula.evaluation.bounds import iw_log_likelihood, pareto_khat, proposal_log_weights
-from fabula.models.capabilities import ExactLikelihood
+from fabula.models.capabilities import ExactLikelihood, HiddenMarginal, Undirected
 
 
 @dataclass
@@ -63,7 +68,17 @@ class Estimator(Protocol):
         """``[B]``: the estimate for each datum of the batch."""
 
 
+def _refuse_undirected(estimator, inference) -> None:
+    if isinstance(inference.story, Undirected):
+        raise UsageError(
+            f"{type(inference.story).__name__} is undirected: its log p(x) needs the partition function "
+            f"log Z_D, which the {estimator.name} estimator does not give; use 'ais' (annealed importance "
+            "sampling, ais:RUNS:TEMPERATURES)"
+        )
+
+
 def _check_variational(estimator, inference) -> None:
+    _refuse_undirected(estimator, inference)
     if inference.source is None:
         exact = " or 'exact' (the story's own likelihood)" if isinstance(inference.story, ExactLikelihood) else ""
         raise UsageError(
@@ -132,6 +147,7 @@ class Exact:
     samples: ClassVar[int] = 0
 
     def check(self, inference) -> None:
+        _refuse_undirected(self, inference)
         if not isinstance(inference.story, ExactLikelihood):
             raise UsageError(
                 f"{type(inference.story).__name__} has no exact log p(x) (it does not implement log_prob(batch)); "
@@ -169,6 +185,7 @@ class ImportanceFromDraws:
             raise SettingsError(f"iw-draws: df must be > 2 (a finite covariance), got {self.df}")
 
     def check(self, inference) -> None:
+        _refuse_undirected(self, inference)
         if inference.source is not None:
             raise UsageError(
                 f"iw-draws scores a sampler's draws and this {type(inference).__name__} has a variational "
@@ -183,14 +200,110 @@ class ImportanceFromDraws:
         return (torch.logsumexp(logw, 0) - math.log(self.samples)).to(dtype)
 
 
-ESTIMATORS: dict[str, type] = {e.name: e for e in (ELBO, ImportanceWeighted, Exact, ImportanceFromDraws)}
+@dataclass(frozen=True)
+class AIS:
+    r"""An undirected story's (:class:`~fabula.models.capabilities.Undirected`)
+    :math:`\log p(v) = -F(v) - \log \hat Z_D`, with :math:`\log \hat Z_D` from annealed importance
+    sampling (:func:`fabula.evaluation.ais.log_partition`): ``runs`` runs from the story's base
+    model (the base-rate model: word frequencies, no weights) over ``temperatures`` inverse
+    temperatures spaced as Salakhutdinov & Murray (2008) space them
+    (:func:`~fabula.evaluation.ais.temperatures`). The defaults, 100 runs and 14,500
+    temperatures, are theirs (Salakhutdinov & Hinton 2009 evaluate the RSM with their AIS).
+
+    :math:`Z_D` depends on the length :math:`D` only: it is estimated once per distinct length
+    (all of a batch's new lengths at once) and kept for the story's current parameters (a
+    fingerprint of its state), so each length of an evaluation costs one annealing. Per datum it
+    reports ``ais_se``, the standard error of its length's :math:`\log \hat Z_D`, and
+    ``ais_ess``, its effective number of runs (near 1: the estimate rests on one run and is not
+    to be trusted). For a story with a tractable hidden marginal
+    (:class:`~fabula.models.capabilities.HiddenMarginal`) it also reports ``ais_mode_gap``, by how
+    much :math:`\log \hat Z_D` falls below the bound :math:`D \max_h g(h)`
+    (:func:`~fabula.evaluation.ais.best_hidden_state`, from 64 random states and the batch's
+    rounded posteriors): above 0, AIS provably missed a mode, and the NLL is low by at least that. The estimate of :math:`\log Z_D` is biased low, so the perplexity is biased
+    optimistic (a stochastic lower bound); more temperatures shrink the bias, more runs the error. ``seed`` seeds the runs (the caller's random stream is
+    left as it was).
+
+    References: R. Neal. Annealed Importance Sampling. Statistics and Computing 2001.
+    R. Salakhutdinov, I. Murray. On the Quantitative Analysis of Deep Belief Networks. ICML 2008.
+    R. Salakhutdinov, G. Hinton. Replicated Softmax: an Undirected Topic Model. NIPS 2009.
+    """
+
+    runs: int = 100
+    temperatures: int = 14_500
+    seed: int = 0
+    name: ClassVar[str] = "ais"
+    particles: ClassVar[int] = 1
+    _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self):
+        if not (isinstance(self.runs, int) and self.runs >= 2):
+            raise SettingsError(f"ais: runs must be an integer >= 2 (for the standard error), got {self.runs!r}")
+        ais.temperatures(self.temperatures)  # refuses too few
+
+    @property
+    def samples(self) -> int:
+        return self.runs
+
+    @classmethod
+    def from_spec(cls, spec: str) -> AIS:
+        """``"ais"``, ``"ais:RUNS"`` or ``"ais:RUNS:TEMPERATURES"``."""
+        numbers = spec.split(":")[1:]
+        if len(numbers) > 2 or not all(n.isascii() and n.isdigit() for n in numbers):
+            raise SettingsError(f"{spec!r}: write ais, ais:RUNS or ais:RUNS:TEMPERATURES, e.g. ais:100:14500")
+        return cls(*(int(n) for n in numbers))
+
+    def check(self, inference) -> None:
+        if not isinstance(inference.story, Undirected):
+            raise UsageError(
+                f"ais estimates the partition function of an undirected story; {type(inference.story).__name__} "
+                "is directed: use elbo, iw:S or exact"
+            )
+
+    def log_partition(self, story, lengths: torch.Tensor) -> ais.LogPartition:
+        r""":math:`\log \hat Z_D`, its standard error and effective runs for each entry of
+        ``lengths`` (float64)."""
+        digest = hashlib.sha256()
+        for tensor in story.state_dict().values():
+            digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+        if self._cache.get("story") != digest.hexdigest():
+            self._cache.clear()
+            self._cache.update(story=digest.hexdigest(), values={})
+        known = self._cache["values"]
+        wanted = [int(d) for d in lengths.tolist()]
+        new = sorted(set(wanted) - set(known))
+        if new:
+            betas = ais.temperatures(self.temperatures)
+            found = ais.log_partition(story, new, self.runs, betas, self.seed)
+            known.update(zip(new, torch.stack(found, -1).tolist(), strict=True))
+        values = torch.tensor([known[d] for d in wanted], dtype=torch.float64, device=lengths.device)
+        return ais.LogPartition(*values.unbind(-1))
+
+    def log_likelihood(self, terms: BatchTerms) -> torch.Tensor:
+        story, counts = terms.story, terms.batch.counts
+        found = self.log_partition(story, counts.sum(-1))
+        terms.diagnostics["ais_se"], terms.diagnostics["ais_ess"] = found.se, found.ess
+        if isinstance(story, HiddenMarginal):
+            generator = torch.Generator().manual_seed(self.seed)
+            random = torch.bernoulli(torch.full((64, story.hidden), 0.5), generator=generator)
+            starts = torch.cat([random.to(counts.device), story.hidden_given_visible(counts).mean.round()])
+            bound = counts.sum(-1).double() * ais.best_hidden_state(story, starts)
+            terms.diagnostics["ais_mode_gap"] = (bound - found.log_z).clamp(min=0)
+        return -story.free_energy(counts, torch.ones((), dtype=torch.float64)) - found.log_z
+
+
+ESTIMATORS: dict[str, type] = {e.name: e for e in (ELBO, ImportanceWeighted, Exact, ImportanceFromDraws, AIS)}
 
 
 def parse_estimator(spec: str) -> Estimator:
-    """``"elbo"``, ``"elbo:S"``, ``"iw:S"``, ``"iw-draws:S"`` or ``"exact"`` -> the estimator object."""
+    """``"elbo"``, ``"elbo:S"``, ``"iw:S"``, ``"iw-draws:S"``, ``"exact"`` or
+    ``"ais[:RUNS[:TEMPERATURES]]"`` -> the estimator object."""
     name, colon, samples = spec.partition(":")
     if name not in ESTIMATORS:
-        raise SettingsError(f"unknown estimator {spec!r}; choose from elbo, elbo:S, iw:S, iw-draws:S, exact")
+        raise SettingsError(
+            f"unknown estimator {spec!r}; choose from elbo, elbo:S, iw:S, iw-draws:S, exact, ais:RUNS:TEMPERATURES"
+        )
+    if name == AIS.name:
+        return AIS.from_spec(spec)
     if name == Exact.name:
         if colon:
             raise SettingsError(f"{spec!r}: the exact estimator draws no samples (write exact)")
@@ -204,9 +317,14 @@ def parse_estimator(spec: str) -> Estimator:
 
 def spec_of(estimator: Estimator) -> str:
     """The spec that :func:`parse_estimator` reads back as ``estimator``."""
+    if isinstance(estimator, AIS):
+        return f"{AIS.name}:{estimator.runs}:{estimator.temperatures}"
     return estimator.name if estimator.name == Exact.name else f"{estimator.name}:{estimator.samples}"
 
 
 def default_estimator(story) -> Estimator:
-    """The best figure a story supports without asking: exact where it has one, else the ELBO."""
+    """The best figure a story supports without asking: exact where it has one, AIS for an
+    undirected story, else the ELBO."""
+    if isinstance(story, Undirected):
+        return AIS()
     return Exact() if isinstance(story, ExactLikelihood) else ELBO()

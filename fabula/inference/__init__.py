@@ -3,11 +3,13 @@ sampler), built by name from one registry (:mod:`fabula.inference.registry`)."""
 
 from fabula.inference.annealing import parse_schedule
 from fabula.inference.base import Inference, Trainable
+from fabula.inference.contrastive import ContrastiveDivergence, ContrastiveObjective
 from fabula.inference.dispersed import DispersedELBO
 from fabula.inference.free_bits import FreeBitsELBO
 from fabula.inference.kernels import Chains, Kernel, NumPyroNUTS, PyroNUTS, StepKernel
 from fabula.inference.mcmc import MCMC
 from fabula.inference.mean_field import MeanFieldELBO
+from fabula.inference.nvil import NVIL, NVILLoss
 from fabula.inference.presets import (
     Amortized,
     AmortizedSVI,
@@ -20,6 +22,7 @@ from fabula.inference.refinement import Refinement, RefinementWarning
 from fabula.inference.sources import Encoded, FromPrior, Refined, Tabulated
 from fabula.inference.updates import Aggressive, Joint, StoryThenGuide
 from fabula.inference.variational import VariationalInference
+from fabula.inference.wake_sleep import ReweightedWakeSleep, ReweightedWakeSleepLoss, WakeSleep
 
 __all__ = [
     "MCMC",
@@ -30,6 +33,8 @@ __all__ = [
     "StepKernel",
     "Aggressive",
     "Amortized",
+    "ContrastiveDivergence",
+    "ContrastiveObjective",
     "AmortizedSVI",
     "DispersedELBO",
     "Encoded",
@@ -38,8 +43,12 @@ __all__ = [
     "Inference",
     "Joint",
     "MeanFieldELBO",
+    "NVIL",
+    "NVILLoss",
     "NonAmortized",
     "Refined",
+    "ReweightedWakeSleep",
+    "ReweightedWakeSleepLoss",
     "Refinement",
     "RefinementWarning",
     "SemiAmortized",
@@ -48,6 +57,7 @@ __all__ = [
     "Tabulated",
     "Trainable",
     "VariationalInference",
+    "WakeSleep",
     "parse_schedule",
     "refined",
 ]

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from fabula.errors import SettingsError, UsageError
 from fabula.inference.annealing import FORMS, parse_schedule
 from fabula.inference.base import Inference
+from fabula.inference.contrastive import contrastive
 from fabula.inference.mcmc import MCMC
+from fabula.inference.nvil import NVIL
 from fabula.inference.presets import (
     Amortized,
     AmortizedSVI,
@@ -28,6 +30,7 @@ from fabula.inference.presets import (
 )
 from fabula.inference.refinement import Refinement
 from fabula.inference.updates import Aggressive
+from fabula.inference.wake_sleep import ReweightedWakeSleep, WakeSleep
 from fabula.settings import NONNEGATIVE, POSITIVE, PROBABILITY, check_ranges, setting
 
 
@@ -203,6 +206,57 @@ for _kind in (
     ),
 ):
     register(_kind)
+
+
+def _nvil(setup: Setup, _):
+    """NVIL with a baseline over the width of the training data's inputs."""
+    inputs = setup.split("train", "nvil").batch([0]).inputs
+    if not inputs.is_floating_point():
+        raise SettingsError(
+            "nvil's baseline is an MLP of the inputs' vectors (word counts); these data are token ids"
+        )
+    return NVIL(setup.story, setup.guide, inputs.shape[-1], **setup.training)
+
+
+register(
+    InferenceKind(
+        "wake-sleep",
+        "wake-sleep (Hinton et al. 1995): story on log p(x, h) at h ~ q, encoder on the story's dreams",
+        lambda s, _: WakeSleep(s.story, s.guide, **s.training),
+    )
+)
+register(
+    InferenceKind(
+        "rws",
+        "reweighted wake-sleep (Bornschein & Bengio 2015): K draws of q per datum, wake-theta and wake-phi",
+        lambda s, k: ReweightedWakeSleep(s.story, s.guide, k, **s.training),
+        takes_steps=True,
+    )
+)
+register(
+    InferenceKind(
+        "nvil",
+        "NVIL (Mnih & Gregor 2014): score-function encoder gradient, learned baseline, normalised signal",
+        _nvil,
+    )
+)
+
+register(
+    InferenceKind(
+        "cd",
+        "contrastive divergence CD-K for undirected stories (rsm): K Gibbs steps from each datum",
+        lambda s, k: contrastive(s, k, persistent=False),
+        takes_steps=True,
+    )
+)
+register(
+    InferenceKind(
+        "pcd",
+        "persistent contrastive divergence (Tieleman 2008): K Gibbs steps of persistent chains per update",
+        lambda s, k: contrastive(s, k, persistent=True),
+        takes_steps=True,
+    )
+)
 
 
 @dataclass

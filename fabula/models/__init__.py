@@ -5,6 +5,8 @@ from fabula.models.linear_gaussian import LinearGaussian
 from fabula.models.lstm_vae import LSTMVAE
 from fabula.models.nvdm import NVDM
 from fabula.models.rnnlm import RNNLM
+from fabula.models.rsm import ReplicatedSoftmax
+from fabula.models.sbn import SigmoidBeliefNet
 from fabula.models.story import DATA_DIM, Story
 
-__all__ = ["DATA_DIM", "GMVAE", "LSTMVAE", "LinearGaussian", "NVDM", "RNNLM", "Story"]
+__all__ = ["DATA_DIM", "GMVAE", "LSTMVAE", "LinearGaussian", "NVDM", "RNNLM", "ReplicatedSoftmax", "SigmoidBeliefNet", "Story"]

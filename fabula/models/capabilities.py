@@ -31,6 +31,15 @@ class GeneratesDocuments(Protocol):
 
 
 @runtime_checkable
+class Dreams(Protocol):
+    """A story that dreams a batch of its own data type: ``(latents, batch)`` with the latents
+    drawn from its prior and the observation from them, shaped like the given batch (the sleep
+    phase of wake-sleep)."""
+
+    def dream(self, batch) -> tuple[dict[str, torch.Tensor], object]: ...
+
+
+@runtime_checkable
 class HasTopics(Protocol):
     """A bag-of-words story whose latent dimensions have word profiles."""
 
@@ -64,3 +73,36 @@ class HasPosteriorMean(Protocol):
     """A guide that can say the mean of each continuous site under :math:`q_\\lambda`, concatenated."""
 
     def posterior_mean(self, params: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class Undirected(Protocol):
+    r"""An undirected story: an energy over observed counts :math:`v` (documents of :math:`D` tokens)
+    and binary hidden units :math:`h`, with :math:`\log p(v) = -F(v) - \log Z_D` and exact Gibbs
+    conditionals. Each method takes an inverse temperature :math:`\beta \in [0, 1]` of a tempered
+    family :math:`p_\beta \propto p_0^{1-\beta} p^\beta` from a tractable base (:math:`\beta = 0`,
+    partition function ``base_log_partition``) to the story (:math:`\beta = 1`), along which
+    :math:`\log Z_D` is estimated by annealing (:class:`~fabula.evaluation.estimators.AIS`)."""
+
+    vocab_size: int
+
+    def free_energy(self, counts: torch.Tensor, beta: float | torch.Tensor = 1.0) -> torch.Tensor: ...
+
+    def hidden_given_visible(self, counts: torch.Tensor, beta: float = 1.0) -> torch.distributions.Distribution: ...
+
+    def visible_given_hidden(
+        self, h: torch.Tensor, lengths: torch.Tensor, beta: float = 1.0
+    ) -> torch.distributions.Distribution: ...
+
+    def base_log_partition(self, lengths: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class HiddenMarginal(Protocol):
+    r"""An undirected story whose ``hidden`` binary units have a tractable unnormalised marginal
+    :math:`\log \tilde p_D(h)` (the visible units summed out), so that
+    :math:`\log Z_D \ge \max_h \log \tilde p_D(h)`: a check of an estimate of :math:`\log Z_D`."""
+
+    hidden: int
+
+    def hidden_log_marginal(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor: ...

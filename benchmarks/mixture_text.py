@@ -128,7 +128,9 @@ def measure(run, args) -> dict:
     elbo = evaluate(run.inference, test, "elbo", batch_size=64)
     r = {
         "elbo": elbo.summary(),
-        "iw": evaluate(run.inference, test, ImportanceWeighted(args.iw_samples), batch_size=16, progress=True).summary(),
+        "iw": evaluate(
+            run.inference, test, ImportanceWeighted(args.iw_samples), batch_size=16, progress=True
+        ).summary(),
         "recon_bleu": recon_bleu(run, elbo),
     }
     if hasattr(run.inference.story, "component_means"):

@@ -68,7 +68,9 @@ def benchmark(args) -> dict:
     test = run.splits["test"]
     elbo = evaluate(run.inference, test, ELBO(args.elbo_samples)).summary()
     t0 = time.perf_counter()
-    iw = evaluate(run.inference, test, ImportanceWeighted(args.iw_samples), batch_size=100, progress=True).summary()
+    iw = evaluate(
+        run.inference, test, ImportanceWeighted(args.iw_samples), batch_size=100, progress=True
+    ).summary()
     iw_seconds = time.perf_counter() - t0
     results = {
         "config": config.to_dict(),

@@ -79,7 +79,9 @@ def main(argv=None):
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--epochs", type=int, default=9, help="timed epochs of each loop")
     p.add_argument("--batches", type=int, default=60, help="lstm-vae: PTB batches per epoch")
-    p.add_argument("--block", type=int, default=20, help="batches each loop runs before the next takes its turn")
+    p.add_argument(
+        "--block", type=int, default=20, help="batches each loop runs before the next takes its turn"
+    )
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-record", action="store_true")
     with session(p, argv, epochs=1, batches=3) as args:

@@ -56,7 +56,9 @@ class TopicMixture(Story):
             z = pyro.sample("z", dist.Normal(self.zeros, 1.0).to_event(1))
             words = (z.softmax(-1) @ self.topics.softmax(-1)).log()
             pyro.sample(
-                "x", BagOfWordsMultinomial(words, total_count=batch.lengths, validate_args=False), obs=batch.counts
+                "x",
+                BagOfWordsMultinomial(words, total_count=batch.lengths, validate_args=False),
+                obs=batch.counts,
             )
 
     def num_tokens(self, batch):
@@ -101,7 +103,9 @@ def main(argv=None) -> dict:
     fitted, rows = {}, {}
     for spec in [k.format(k=args.steps) for k in KINDS]:
         story, guide = copy.deepcopy(story0), copy.deepcopy(guide0)
-        setup = Setup(story, guide, data=splits, refinement={"lr": 0.05}, training={"optim_args": {"lr": 1e-2}})
+        setup = Setup(
+            story, guide, data=splits, refinement={"lr": 0.05}, training={"optim_args": {"lr": 1e-2}}
+        )
         inference = build(spec, setup)
         start = time.perf_counter()
         inference.fit(train, epochs=args.epochs, batch_size=64, progress=False)
@@ -123,7 +127,10 @@ def main(argv=None) -> dict:
         elbo = evaluate(inference, scored, "elbo").summary()
         iw = evaluate(inference, scored, ImportanceWeighted(args.iw_samples)).summary()
         rows[name].update(
-            elbo_perplexity=elbo["perplexity"], iw_perplexity=iw["perplexity"], kl=elbo["kl"], au=elbo["active_units"]
+            elbo_perplexity=elbo["perplexity"],
+            iw_perplexity=iw["perplexity"],
+            kl=elbo["kl"],
+            au=elbo["active_units"],
         )
     print(f"| inference | perplexity (ELBO) | perplexity (IW, S={args.iw_samples}) | KL | AU | train s |")
     print("|---|---|---|---|---|---|")
@@ -137,7 +144,14 @@ def main(argv=None) -> dict:
     #    log p(x) through a proposal fitted to them, beside the VAE's IW bound on the same documents
     vae = fitted["vae"]
     few = test.subset(range(min(args.nuts_docs, len(test))))
-    mcmc = MCMC(vae.story, vae.guide, num_samples=args.nuts_draws, warmup=args.nuts_draws, num_chains=2, progress=False)
+    mcmc = MCMC(
+        vae.story,
+        vae.guide,
+        num_samples=args.nuts_draws,
+        warmup=args.nuts_draws,
+        num_chains=2,
+        progress=False,
+    )
     torch.manual_seed(0)
     draws = evaluate(mcmc, few, ImportanceFromDraws(10 * args.iw_samples), batch_size=len(few)).summary()
     vae_few = evaluate(vae, few, ImportanceWeighted(args.iw_samples)).summary()
@@ -162,7 +176,9 @@ def main(argv=None) -> dict:
     # 5. a posterior predictive check with Pyro's Predictive: distinct words per document
     check = test.batch(torch.arange(len(test)))
     with torch.no_grad():
-        replicas = Predictive(poutine.uncondition(vae.story.model), guide=vae.guide, num_samples=args.replicas)(check)
+        replicas = Predictive(
+            poutine.uncondition(vae.story.model), guide=vae.guide, num_samples=args.replicas
+        )(check)
     real, predicted = distinct_words(check.counts), distinct_words(replicas["x"])
     p_value = float((predicted.mean(-1) >= real.mean()).double().mean())
     print(

@@ -101,18 +101,20 @@ def preserved_rng(device: torch.device) -> Iterator[None]:
         yield
 
 
-def rng_state() -> dict:
-    """The torch RNG state(s) that Pyro samples from."""
+def rng_state(device: torch.device | None = None) -> dict:
+    """The torch RNG states that Pyro samples from: the CPU generator's and, for a CUDA
+    ``device``, that device's (not every visible GPU's: a data-parallel rank touches its own)."""
     state = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+    if device is not None and device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
     return state
 
 
-def set_rng_state(state: dict) -> None:
+def set_rng_state(state: dict, device: torch.device | None = None) -> None:
+    """Restore :func:`rng_state`'s states (a CUDA state only onto a CUDA ``device``)."""
     torch.set_rng_state(state["cpu"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and device is not None and device.type == "cuda":
+        torch.cuda.set_rng_state(state["cuda"], device)
 
 
 def temporary_path(path: Path) -> Path:

@@ -17,9 +17,12 @@ from pathlib import Path
 
 import torch
 
+from fabula.cgmh import CGMHSettings, cgmh
 from fabula.compare import CompareSettings, compare, estimate_seconds
 from fabula.compare import markdown as compare_markdown
 from fabula.data.text import TextBatch
+from fabula.devices import DeviceSettings, resolve
+from fabula.distributed import launch_rank
 from fabula.errors import FabulaError, UsageError
 from fabula.evaluation import ImportanceWeighted, default_estimator, evaluate, parse_estimator
 from fabula.evaluation.estimators import spec_of
@@ -55,6 +58,8 @@ EXAMPLES = """examples:
   fabula train lstm-vae --out runs/oracle                 # the SA-VAE synthetic oracle corpus
   fabula train lstm-vae --data ptb --data-dir ../shared/data --out runs/vae
   fabula train lstm-vae --inference sa-vae:10 --out runs/savae
+  fabula train lstm-vae --device cuda --precision bf16 --out runs/vae-gpu
+  torchrun --nproc-per-node 2 -m fabula train nvdm --out runs/ddp   # data-parallel, 2 processes
   fabula train gmvae --data ptb --data-dir ../shared/data --dispersion 0.8 --out runs/dgmvae
   fabula evaluate runs/nvdm20 --estimator iw:500 --json
   fabula evaluate runs/demo --estimator iw:100 --gaps
@@ -65,6 +70,7 @@ EXAMPLES = """examples:
   fabula compare --inference vae svi:20 sa-vae:20
   fabula diagnose runs/demo --inference nuts --items 0:10 --out diag/nuts
   fabula diagnose runs/demo --inference vae --against-nuts --backend numpyro --items 0:5 --out diag/vae
+  fabula cgmh runs/ptb-fwd --backward runs/ptb-bwd --keywords "market fell" --chains 4 --steps 200
 """
 
 
@@ -76,6 +82,11 @@ def _threads(args) -> None:
         torch.set_num_threads(args.threads)
 
 
+def _device(args) -> torch.device:
+    """The command's ``--device``, refused in one line where this machine lacks it."""
+    return resolve(from_arguments(DeviceSettings, args, "device").device)
+
+
 def _train_config(args) -> TrainConfig:
     parts = TrainConfig.parts(args.story)
     return TrainConfig(args.story, **{name: from_arguments(part, args, name) for name, part in parts.items()})
@@ -85,6 +96,8 @@ def cmd_train(args) -> int:
     _threads(args)
     config = _train_config(args)
     history = train(config, args.out, resume=args.resume, progress=not args.quiet)
+    if launch_rank() != 0:  # under torchrun, rank 0 reports
+        return 0
     for m in history:
         if "eval_perplexity" in m:
             figures = (
@@ -110,7 +123,11 @@ def _table(rows: dict[str, dict]) -> str:
         for k in ["nll", "perplexity", "corpus_perplexity", "kl", "mi", "active_units"]
         if all(k in r for r in rows.values())
     ]
-    keys += [k for k in next(iter(rows.values())) if k.endswith(("_mean", "_max")) and all(k in r for r in rows.values())]
+    keys += [
+        k
+        for k in next(iter(rows.values()))
+        if k.endswith(("_mean", "_max")) and all(k in r for r in rows.values())
+    ]
     lines = ["| model | " + " | ".join(keys) + " |", "|---" * (len(keys) + 1) + "|"]
     for name, r in rows.items():
         cells = [f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for k in keys]
@@ -126,7 +143,7 @@ def _split(run, name: str):
 
 def cmd_evaluate(args) -> int:
     _threads(args)
-    run = load_run(args.run, data_dir=args.data_dir, device=args.device)
+    run = load_run(args.run, data_dir=args.data_dir, device=_device(args))
     data = _split(run, args.split)
     estimator = parse_estimator(args.estimator) if args.estimator else default_estimator(run.inference.story)
     report = evaluate(run.inference, data, estimator, args.batch_size, progress=not args.json)
@@ -144,7 +161,11 @@ def cmd_evaluate(args) -> int:
     if args.gaps:
         refinement = Refinement(steps=args.gap_steps, lr=args.gap_lr)
         result["gaps"] = inference_gaps(
-            run.inference, refined(run.inference, refinement), data, args.gap_samples, batch_size=args.batch_size
+            run.inference,
+            refined(run.inference, refinement),
+            data,
+            args.gap_samples,
+            batch_size=args.batch_size,
         )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -203,7 +224,7 @@ def _sample_documents(args, run) -> int:
 
 def cmd_sample(args) -> int:
     torch.manual_seed(args.seed)
-    run = load_run(args.run, data_dir=args.data_dir)
+    run = load_run(args.run, data_dir=args.data_dir, device=_device(args))
     if isinstance(run.inference.story, GeneratesDocuments):
         return _sample_documents(args, run)
     story, vocab = _sentence_story(run)
@@ -225,12 +246,12 @@ def cmd_sample(args) -> int:
     else:
         z = story.code(story.prior_sample(args.n))
     for ids in decode(story.decoder, z, args.n, args.decode, args.beam_size, args.max_length):
-        print(" ".join(vocab.decode(ids)))
+        print(" ".join(story.in_order(vocab.decode(ids))))
     return 0
 
 
 def cmd_interpolate(args) -> int:
-    run = load_run(args.run, data_dir=args.data_dir)
+    run = load_run(args.run, data_dir=args.data_dir, device=_device(args))
     story, vocab = _sentence_story(run)
     guide = run.inference.guide
     if not story.code_sites or not isinstance(guide, HasPosteriorMean):
@@ -262,6 +283,7 @@ def cmd_compare(args) -> int:
     _threads(args)
     settings = from_arguments(CompareSettings, args, "compare")
     config = _compare_config(args, settings.seed)
+    device = _device(args)
     splits, generator = load_data(data_description(config))
     full_train = splits["train"]
     for name, size in (("train", settings.train_size), ("test", settings.test_size)):
@@ -271,7 +293,8 @@ def cmd_compare(args) -> int:
     objective = r.objective(config.model, config.inference)
 
     def build_pair():
-        return r.build(config.model, full_train)
+        story, guide = r.build(config.model, full_train)
+        return story.to(device), guide.to(device)
 
     if not args.json:
         estimate = estimate_seconds(build_pair, splits, settings, objective)
@@ -296,15 +319,15 @@ def cmd_diagnose(args) -> int:
     _threads(args)
     from fabula.diagnostics import az, plot_diagnostics, posterior_error, psis_khat, to_arviz
 
-    run = load_run(args.run, data_dir=args.data_dir)
+    run = load_run(args.run, data_dir=args.data_dir, device=_device(args))
     data = _split(run, args.split)
     index = torch.arange(len(data))[args.items]
     if len(index) == 0:
         raise UsageError(
             f"--items selects none of the {len(data)} data in {args.split} (START must be below it)"
         )
-    batch = data.batch(index)
     story, guide = run.inference.story, run.inference.guide
+    batch = data.batch(index, story.device)
     sampler = {
         "num_samples": args.samples,
         "warmup": args.warmup,
@@ -356,7 +379,7 @@ def cmd_diagnose(args) -> int:
 
 
 def cmd_topics(args) -> int:
-    run = load_run(args.run, data_dir=args.data_dir)
+    run = load_run(args.run, data_dir=args.data_dir, device=_device(args))
     story = run.inference.story
     if not isinstance(story, HasTopics):
         raise UsageError(f"the {run.metadata['story']} story has no topics")
@@ -398,6 +421,15 @@ def _inference_help(trains: bool | None = None) -> str:
     )
 
 
+def cmd_cgmh(args) -> int:
+    _threads(args)
+    settings = from_arguments(CGMHSettings, args, "cgmh")
+    records = cgmh(settings, args.run, args.backward, args.data_dir, _device(args), progress=not args.json)
+    for r in records:
+        print(json.dumps(r) if args.json else r["sentence"])
+    return 0
+
+
 def _train_parser(sub, threads) -> None:
     t = sub.add_parser(
         "train",
@@ -437,11 +469,13 @@ def parser() -> argparse.ArgumentParser:
     threads.add_argument("--threads", type=number(int, COUNT), help=f"torch CPU threads, {COUNT}")
     run_data = argparse.ArgumentParser(add_help=False)
     run_data.add_argument("--data-dir", help="where the run's dataset lies now, if it moved")
+    device = argparse.ArgumentParser(add_help=False)
+    add_arguments(device, DeviceSettings, "device")
     _train_parser(sub, threads)
 
     e = sub.add_parser(
         "evaluate",
-        parents=[threads, run_data],
+        parents=[threads, run_data, device],
         help="bound the NLL of a run's test data; report perplexity, KL, active units",
         epilog="example: fabula evaluate runs/demo --estimator iw:500 --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -451,8 +485,10 @@ def parser() -> argparse.ArgumentParser:
         "--estimator",
         help="elbo[:S]: the variational bound, reconstruction over S draws of q; iw:S: the "
         "importance-weighted bound with S draws; iw-draws:S: importance sampling from a proposal fitted "
-        "to the posterior draws, with its k-hat; exact: the likelihood of a story that has one "
-        "(default: exact where the story has it, else elbo)",
+        "to the posterior draws, with its k-hat; exact: the likelihood of a story that has one; "
+        "ais:RUNS:STEPS: an undirected story's (rsm) by annealed importance sampling along the document "
+        "length; ais-beta:RUNS:TEMPERATURES: along the inverse temperature "
+        "(default: exact where the story has it, ais for the rsm, else elbo)",
     )
     e.add_argument("--split", default="test", help="data split (default: test)")
     e.add_argument(
@@ -461,7 +497,6 @@ def parser() -> argparse.ArgumentParser:
         default=200,
         help=f"data per evaluation batch, {COUNT} (default: 200)",
     )
-    e.add_argument("--device", default="cpu")
     e.add_argument(
         "--gaps",
         action="store_true",
@@ -494,7 +529,7 @@ def parser() -> argparse.ArgumentParser:
 
     k = sub.add_parser(
         "topics",
-        parents=[run_data],
+        parents=[run_data, device],
         help="the top words of each latent dimension of a topic story",
         epilog="example: fabula topics runs/nvdm20 --k 10",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -520,7 +555,7 @@ def parser() -> argparse.ArgumentParser:
     )
     sm = sub.add_parser(
         "sample",
-        parents=[run_data, decoding],
+        parents=[run_data, decoding, device],
         help="generate sentences from a sentence story (prior, or q(z|x) of a sentence), or documents "
         "from a bag-of-words story's prior",
         epilog="examples:\n  fabula sample runs/vae --n 5 --decode beam\n"
@@ -547,7 +582,7 @@ def parser() -> argparse.ArgumentParser:
 
     ip = sub.add_parser(
         "interpolate",
-        parents=[run_data, decoding],
+        parents=[run_data, decoding, device],
         help="decode the homotopy between two sentences' posterior means",
         epilog='example: fabula interpolate runs/vae "he said the market was weak" "the stock rose N %" --steps 5',
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -566,7 +601,7 @@ def parser() -> argparse.ArgumentParser:
 
     c = sub.add_parser(
         "compare",
-        parents=[threads],
+        parents=[threads, device],
         help="fit one story with several inference kinds on the same data and seed; one table",
         description=f"Inference kinds: {_inference_help(trains=True)}.",
         epilog="example: fabula compare --inference vae svi:20 sa-vae:20",
@@ -595,7 +630,7 @@ def parser() -> argparse.ArgumentParser:
 
     d = sub.add_parser(
         "diagnose",
-        parents=[threads, run_data],
+        parents=[threads, run_data, device],
         help="a posterior of a run's data in ArviZ: NetCDF, summary (r_hat, ESS), PSIS k-hat, plots",
         description=f"Inference kinds: {_inference_help()}. The run's own kind is the trained object; "
         "any other is built over the run's story and guide.",
@@ -645,6 +680,24 @@ def parser() -> argparse.ArgumentParser:
         help=f"step size of refinement kinds, {POSITIVE} (default: the run's --refinement-lr)",
     )
     d.set_defaults(func=cmd_diagnose)
+
+    cg = sub.add_parser(
+        "cgmh",
+        parents=[threads, run_data, device],
+        help="constrained sentences (keywords, paraphrase) by exact Metropolis-Hastings over word edits (CGMH)",
+        epilog='examples:\n  fabula cgmh runs/ptb-fwd --backward runs/ptb-bwd --keywords "market fell" --chains 4 --steps 200\n'
+        '  fabula cgmh runs/quora-fwd --paraphrase "how can i learn to cook" --search --json',
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    cg.add_argument("run", help="run directory of a forward rnnlm")
+    cg.add_argument(
+        "--backward", help="run directory of an rnnlm trained --reverse (candidate words from both)"
+    )
+    cg.add_argument(
+        "--json", action="store_true", help="one JSON object per chain (per keyword set with --search)"
+    )
+    add_arguments(cg, CGMHSettings, "cgmh")
+    cg.set_defaults(func=cmd_cgmh)
     return p
 
 

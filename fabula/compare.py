@@ -71,10 +71,13 @@ def _trains_something(inference) -> bool:
 def estimate_seconds(build_pair, splits, settings: CompareSettings, objective=None, learn_story=True) -> dict:
     """Seconds each kind's training will take, from the time of two steps of a throwaway copy."""
     out = {}
-    first = next(splits["train"].batches(settings.batch_size, shuffle=True, seed=settings.seed))
     for spec in settings.inference:
         torch.manual_seed(settings.seed)
         inference = build(spec, _setup(build_pair, splits, settings, objective, learn_story))
+        device = inference.story.device
+        first = next(
+            splits["train"].batches(settings.batch_size, shuffle=True, seed=settings.seed, device=device)
+        )
         if not _trains_something(inference):
             out[spec] = 0.0
             continue

@@ -11,7 +11,7 @@ import torch
 from fabula.checkpoint import atomic_write
 
 PANELS = (
-    (("loss",), "train loss (annealed -ELBO per datum)"),
+    (("loss",), "train loss per datum (the objective trained on)"),
     (("eval_perplexity", "eval_corpus_perplexity"), "perplexity (ELBO): per document, corpus"),
     (("eval_kl", "eval_mi"), "KL(q || p) and MI I(x; z) per datum"),
     (("eval_reconstruction",), "reconstruction E_q[log p(x | z)] per datum"),

@@ -45,6 +45,7 @@ class RNNLMSettings:
     hidden_dim: int = setting(256, "LSTM size", within=COUNT)
     tie: bool = setting(False, "tie input and output embeddings")
     dropout: float = setting(0.0, "dropout in the decoder", within=DROPOUT)
+    reverse: bool = setting(False, "read sentences right to left (the backward LM of fabula cgmh)")
 
     def __post_init__(self):
         check_ranges(self)
@@ -116,7 +117,9 @@ class RSMSettings:
     final_momentum: float = setting(
         0.0, "SGD momentum after them (Hinton's RBM recipe: 0.9)", within=Range(at_least=0, below=1)
     )
-    momentum_epochs: int = setting(0, "epochs at the first momentum (Hinton's RBM recipe: 5)", within=NONNEGATIVE)
+    momentum_epochs: int = setting(
+        0, "epochs at the first momentum (Hinton's RBM recipe: 5)", within=NONNEGATIVE
+    )
     weight_cost: float = setting(2e-4, "L2 weight cost on W (not on the biases)", within=NONNEGATIVE)
 
     def __post_init__(self):
@@ -144,7 +147,7 @@ def _rsm(s: RSMSettings, train):
 
 
 def _rnnlm(s: RNNLMSettings, train):
-    return RNNLM(len(train.vocab), s.embed_dim, s.hidden_dim, s.tie, s.dropout), EmptyGuide()
+    return RNNLM(len(train.vocab), s.embed_dim, s.hidden_dim, s.tie, s.dropout, s.reverse), EmptyGuide()
 
 
 def _lstm_vae(s: LSTMVAESettings, train):
@@ -191,7 +194,9 @@ def contrastive_objective(story_settings: RSMSettings, inference) -> Contrastive
             f"not {inference.inference!r}"
         )
     if inference.anneal or inference.free_bits is not None:
-        raise SettingsError("--anneal and --free-bits act on a KL; contrastive divergence has none (give none)")
+        raise SettingsError(
+            "--anneal and --free-bits act on a KL; contrastive divergence has none (give none)"
+        )
     s = story_settings
     return ContrastiveObjective(
         s.weight_cost, s.max_gibbs_steps, s.steps_every, s.momentum, s.final_momentum, s.momentum_epochs

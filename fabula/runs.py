@@ -4,14 +4,18 @@ story's callbacks, and loading a run back as the inference kind that was trained
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import warnings
 from dataclasses import dataclass, fields
 from pathlib import Path
 
 import pyro
 import torch
+from pyro.infer import TraceEnum_ELBO
 
+from fabula import distributed
 from fabula.checkpoint import (
     Checkpoint,
     check_arguments,
@@ -23,10 +27,13 @@ from fabula.checkpoint import (
 from fabula.data import DataFormatError, load_dataset, synthetic_nvdm_corpus
 from fabula.data.registry import DATASETS
 from fabula.data.synthetic import synthetic_sentence_corpus
+from fabula.devices import PRECISIONS, DeviceSettings, resolve, set_precision
 from fabula.errors import DivergenceError, SettingsError
 from fabula.evaluation import evaluate
+from fabula.evaluation.report import Evaluation
 from fabula.guides import NormalGuide, SentenceGuide
 from fabula.inference import Amortized
+from fabula.inference.base import RankLocalState
 from fabula.inference.registry import InferenceSettings, Setup, build, trainable
 from fabula.inference.trainer import OptimizerSettings
 from fabula.recipes import BOW, SENTENCES, STORIES, Epoch, recipe
@@ -58,13 +65,18 @@ class DataSettings:
 
 
 @dataclass
-class RunSettings:
-    """Run: length, batch size, seed and device"""
+class RunSettings(DeviceSettings):
+    """Run: length, batch size, seed, device and precision"""
 
     epochs: int = setting(30, "total epochs", within=COUNT)
-    batch_size: int = setting(64, "data per step", within=COUNT)
+    batch_size: int = setting(64, "data per step (per process under torchrun)", within=COUNT)
     seed: int = setting(0, "random seed", within=SEED)
-    device: str = setting("cpu", "torch device, e.g. cpu or cuda")
+    precision: str = setting(
+        "fp32",
+        "training steps in float32, TF32 tensor-core matmuls (CUDA) or bfloat16 autocast; evaluation "
+        "stays in float32",
+        choices=list(PRECISIONS),
+    )
     validate: bool = setting(False, "keep Pyro's argument and shape checks on while training (slower)")
     reference: bool = setting(
         True,
@@ -72,6 +84,7 @@ class RunSettings:
     )
 
     def __post_init__(self):
+        super().__post_init__()
         check_ranges(self)
 
 
@@ -96,7 +109,12 @@ class TrainConfig:
         if self.inference.word_dropout and kind != SENTENCES:
             raise SettingsError("--word-dropout applies to sentence stories")
         trainable(self.inference.inference)
-        recipe(self.story).objective(self.model, self.inference)
+        objective = recipe(self.story).objective(self.model, self.inference)
+        if self.run.precision == "bf16" and isinstance(objective, TraceEnum_ELBO):
+            raise SettingsError(
+                f"the {self.story} story's bound sums its discrete latents out (TraceEnum_ELBO), whose "
+                "contractions take one dtype, not autocast's mixed bfloat16 and float32; train it in fp32 or tf32"
+            )
 
     @staticmethod
     def parts(story: str) -> dict[str, type]:
@@ -273,24 +291,85 @@ def check_run(checkpoint: Checkpoint) -> TrainConfig:
     return config
 
 
-def restore_training_state(inference, checkpoint: Checkpoint) -> None:
+class WorldSizeChanged(UserWarning):
+    """A run resumed with another number of data-parallel ranks than it was written by: its
+    weights, optimizer state and schedules continue, its random streams and batches do not
+    replay those of an uninterrupted run."""
+
+
+def rank_seed(seed: int, rank: int) -> int:
+    """The seed of data-parallel rank ``rank``'s random streams: ``seed`` itself on rank 0 (so
+    that a world of one seeds as a single process does), distinct on every other rank."""
+    return (seed + 1_000_003 * rank) % 2**32
+
+
+def _restore_local_state(inference, path: Path, local: list, here: distributed.World) -> None:
+    """Check every rank's saved :class:`~fabula.inference.base.RankLocalState` entry and give this
+    rank its own; a rank the file has no entry for (more ranks than wrote it) starts its state
+    afresh (persistent CD: new chains from its next batch)."""
+    for r, entry in enumerate(local):
+        if not isinstance(inference, RankLocalState):
+            if entry is not None:
+                raise field_error(
+                    path,
+                    f"state/local/{r}",
+                    f"holds a state and the {inference.spec} kind keeps none per rank",
+                )
+            continue
+        try:
+            inference.load_local_state(entry)
+        except (TypeError, ValueError) as e:
+            raise field_error(
+                path, f"state/local/{r}", f"does not fit the {inference.spec} setup ({e})"
+            ) from None
+    if isinstance(inference, RankLocalState):
+        inference.load_local_state(local[here.rank] if here.rank < len(local) else None)
+
+
+def restore_training_state(inference, checkpoint: Checkpoint, device: torch.device | None = None) -> None:
     """Load the checkpoint's training state (optimizers, schedules, update policy) into
-    ``inference`` and its RNG state into torch, refusing, with the file's name, a state that
-    does not fit this setup."""
+    ``inference`` and this rank's RNG state into torch, refusing, with the file's name, a state
+    that does not fit this setup. The state holds one RNG state per data-parallel rank that
+    wrote it, and the state each rank keeps of its own (:class:`~fabula.inference.base.RankLocalState`:
+    persistent CD's chains; files without it keep the inference state's). Resumed with another
+    number of ranks, each rank's streams are seeded afresh from the run's seed, its epoch and the
+    rank, with a :class:`WorldSizeChanged` warning; rank ``r`` takes the saved rank ``r``'s own
+    state where the file has one, and starts it afresh otherwise."""
     path, state = checkpoint.path, checkpoint.state
-    if not isinstance(state, dict) or set(state) != {"inference", "rng"}:
+    if not isinstance(state, dict) or set(state) - {"local"} != {"inference", "rng"}:
         found = sorted(state) if isinstance(state, dict) else type(state).__name__
-        raise field_error(path, "state", f"holds {found}, not inference and rng")
-    cpu = state["rng"].get("cpu") if isinstance(state["rng"], dict) else None
+        raise field_error(path, "state", f"holds {found}, not inference, rng and local")
+    ranks = state["rng"] if isinstance(state["rng"], list) else [state["rng"]]
     want = torch.get_rng_state()
-    if not (isinstance(cpu, torch.Tensor) and cpu.dtype == want.dtype and cpu.shape == want.shape):
-        raise field_error(path, "state/rng/cpu", "is not a state of torch's CPU generator")
+    for r, rng in enumerate(ranks):
+        cpu = rng.get("cpu") if isinstance(rng, dict) else None
+        if not (isinstance(cpu, torch.Tensor) and cpu.dtype == want.dtype and cpu.shape == want.shape):
+            raise field_error(path, f"state/rng/{r}/cpu", "is not a state of torch's CPU generator")
+    local = state.get("local")  # absent from files written before the ranks' own states were kept
+    if local is not None and not (isinstance(local, list) and len(local) == len(ranks)):
+        raise field_error(path, "state/local", f"is not a list of one entry per rank ({len(ranks)})")
     try:
         inference.load_state_dict(state["inference"])
     except (KeyError, TypeError, ValueError, IndexError) as e:
         problem = f"does not fit the {inference.spec} setup ({type(e).__name__}: {e})"
         raise field_error(path, "state/inference", problem) from None
-    set_rng_state(state["rng"])
+    here = distributed.world()
+    if local is not None:
+        _restore_local_state(inference, path, local, here)
+    if len(ranks) == here.size:
+        set_rng_state(ranks[here.rank], device)
+        return
+    if here.main:
+        warnings.warn(
+            f"{path} was written by {len(ranks)} data-parallel process(es) and is resumed by {here.size}: "
+            "weights, optimizer state and schedules continue; the random streams are seeded afresh and "
+            "the batches are cut for the new number of processes, so the run does not replay an "
+            "uninterrupted one",
+            WorldSizeChanged,
+            stacklevel=2,
+        )
+    config = checkpoint.metadata["train"]["run"]
+    pyro.set_rng_seed(rank_seed(config["seed"] + checkpoint.metadata["epoch"], here.rank))
 
 
 def _finite(value) -> bool:
@@ -310,41 +389,84 @@ def check_finite(metrics: dict, epoch: int) -> None:
 def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: bool = True) -> list[dict]:
     """Train ``config`` into run directory ``out`` (continuing it with ``resume``), holding the
     directory's lock throughout (:class:`~fabula.rundir.RunDirectory`). A divergence is reported
-    with where the run stands: its last checkpoint, verified, or that there is none yet."""
+    with where the run stands: its last checkpoint, verified, or that there is none yet.
+
+    Started by ``torchrun``, every process trains its part of each batch through
+    ``DistributedDataParallel`` and rank 0 alone holds the lock and writes
+    (:mod:`fabula.distributed`)."""
+    device = resolve(config.run.device)
+    set_precision(device, config.run.precision)
     directory = RunDirectory(out)
-    with directory.training(resume) as checkpoint:
+    with distributed.process_group(device) as here, contextlib.ExitStack() as held:
+        checkpoint = distributed.on_main(lambda: held.enter_context(directory.training(resume)))
         try:
-            return _train(config, directory, checkpoint, progress)
+            return _train(config, directory, checkpoint, device, progress and here.main)
         except DivergenceError as e:
             raise DivergenceError(f"{e}; {directory.last_checkpoint()}") from None
 
 
+def _check_resumed(config: TrainConfig, checkpoint: Checkpoint, out: Path) -> None:
+    """Refuse to resume ``checkpoint`` with settings other than its own (but the epochs and the device)."""
+    saved = check_run(checkpoint)
+    saved.run.epochs, saved.run.device = config.run.epochs, config.run.device
+    if saved.story != config.story:
+        raise SettingsError(f"{out} holds a run of the {saved.story} story, not of {config.story}")
+    if saved != config:
+        was, now = saved.to_dict(), config.to_dict()
+        changed = [
+            f"{part} {name}"
+            for part in now
+            if part != "story"
+            for name in now[part]
+            if was[part][name] != now[part][name]
+        ]
+        raise SettingsError(
+            f"{out}: --resume needs the run's own settings (only --epochs and --device may change); "
+            f"changed: {', '.join(changed)}"
+        )
+
+
+def evaluate_parallel(inference, data, estimator) -> Evaluation:
+    """:func:`~fabula.evaluation.evaluate` of ``data``, each data-parallel rank scoring its shard
+    (:meth:`~fabula.data.corpus.Corpus.shard`) and the per-datum results gathered on every rank
+    (so that the figures are those of all of ``data``)."""
+    here = distributed.world()
+    if here.size == 1:
+        return evaluate(inference, data, estimator)
+    part = evaluate(inference, data.shard(here.rank, here.size), estimator)
+    parts = distributed.gather(part)
+
+    def joined(name):
+        values = [getattr(p, name) for p in parts]
+        return None if values[0] is None else torch.cat(values)
+
+    mi = None
+    if part.mutual_information is not None:
+        mi = sum(p.mutual_information * p.nll.numel() for p in parts) / sum(p.nll.numel() for p in parts)
+    return Evaluation(
+        estimator=part.estimator,
+        samples=part.samples,
+        nll=joined("nll"),
+        kl=joined("kl"),
+        tokens=joined("tokens"),
+        posterior_means=joined("posterior_means"),
+        mutual_information=mi,
+        diagnostics={k: torch.cat([p.diagnostics[k] for p in parts]) for k in part.diagnostics},
+    )
+
+
 def _train(
-    config: TrainConfig, directory: RunDirectory, checkpoint: Checkpoint | None, progress: bool
+    config: TrainConfig, directory: RunDirectory, checkpoint: Checkpoint | None, device, progress: bool
 ) -> list[dict]:
-    out = directory.path
+    out, here = directory.path, distributed.world()
     if checkpoint is not None:
-        saved = check_run(checkpoint)
-        saved.run.epochs = config.run.epochs
-        if saved.story != config.story:
-            raise SettingsError(f"{out} holds a run of the {saved.story} story, not of {config.story}")
-        if saved != config:
-            was, now = saved.to_dict(), config.to_dict()
-            changed = [
-                f"{part} {name}"
-                for part in now
-                if part != "story"
-                for name in now[part]
-                if was[part][name] != now[part][name]
-            ]
-            raise SettingsError(
-                f"{out}: --resume needs the run's own settings (only --epochs may change); "
-                f"changed: {', '.join(changed)}"
-            )
+        _check_resumed(config, checkpoint, out)
     description = data_description(config)
     splits, generator = load_data(description)
     if "train" not in splits:
         raise SettingsError(f"dataset {config.data.data!r} has no train split (it has {sorted(splits)})")
+    if here.size > len(splits["train"]):
+        raise SettingsError(f"{here.size} processes cannot share {len(splits['train'])} training data")
     vocab = splits["train"].vocab
     if checkpoint is not None:
         check_vocabulary(splits, checkpoint.metadata)
@@ -359,12 +481,13 @@ def _train(
         "story_config": story.config(),
         "guide_config": guide.config(),
     }
-    story.to(run.device), guide.to(run.device)
+    story.to(device), guide.to(device)
     # built before the reference guide is fitted, so that a setting the data cannot serve is
     # refused at once (building draws no random numbers)
     inference = build(config.inference.inference, inference_setup(config, story, guide, splits))
     reference = None
     if generator is not None and run.reference:
+        generator.to(device)
         if checkpoint is None:
             reference = fit_reference(generator, r.kind, splits["train"], run.seed, progress)
         else:
@@ -375,34 +498,48 @@ def _train(
     start_epoch = 0
     if checkpoint is not None:
         checkpoint.load_into(modules)
-        restore_training_state(inference, checkpoint)
+        restore_training_state(inference, checkpoint, device)
         start_epoch = checkpoint.metadata["epoch"]
     else:
-        pyro.set_rng_seed(run.seed)
+        pyro.set_rng_seed(rank_seed(run.seed, here.rank))
+    parallel = distributed.active()
+    inference.trainer.configure(device, run.precision, inference.modules() if parallel else None)
+    data = splits["train"].data_parallel(here.rank, here.size) if parallel else splits["train"]
     split = eval_split(splits)
     clock = [time.perf_counter()]
 
-    def on_epoch_end(epoch: int, metrics: dict) -> None:
-        metrics["train_seconds"] = time.perf_counter() - clock[0]
-        report = evaluate(inference, splits[split], r.evaluation).summary() if r.evaluation else {}
-        metrics["eval_split"] = split
-        metrics.update({f"eval_{k}": v for k, v in report.items() if k not in ("estimator", "samples")})
-        context = Epoch(inference, splits[split], vocab.words, directory.path, [])
+    def measure(context: Epoch) -> dict:
+        figures = {}
         for callback in r.callbacks:
-            metrics.update(callback.measure(context))
-        check_finite(metrics, epoch)
-        state = {"inference": inference.state_dict(), "rng": rng_state()}
+            figures.update(callback.measure(context))
+        return figures
+
+    def commit(context: Epoch, epoch: int, metrics: dict, rngs: list, local: list) -> list[dict]:
+        state = {"inference": inference.state_dict(), "rng": rngs, "local": local}
         context.history = directory.commit(modules, state, {**metadata, "epoch": epoch}, metrics)
         with directory.writing("the story's per-epoch drawings", directory.path):
             for callback in r.callbacks:
                 callback.draw(context)
+        return context.history
+
+    def on_epoch_end(epoch: int, metrics: dict) -> None:
+        metrics["train_seconds"] = time.perf_counter() - clock[0]
+        report = evaluate_parallel(inference, splits[split], r.evaluation).summary() if r.evaluation else {}
+        metrics["eval_split"] = split
+        metrics.update({f"eval_{k}": v for k, v in report.items() if k not in ("estimator", "samples")})
+        context = Epoch(inference, splits[split], vocab.words, directory.path, [])
+        metrics.update(distributed.on_main(lambda: measure(context)))
+        check_finite(metrics, epoch)
+        rngs = distributed.gather(rng_state(device))
+        local = distributed.gather(inference.local_state() if isinstance(inference, RankLocalState) else None)
+        context.history = distributed.on_main(lambda: commit(context, epoch, metrics, rngs, local))
         clock[0] = time.perf_counter()
 
     # Pyro's argument and shape checks add about half to an NVDM step (benchmarks/overhead.py);
     # the built-in stories are checked with them on in the test suite
     with pyro.validation_enabled(run.validate):
         return inference.fit(
-            splits["train"],
+            data,
             epochs=run.epochs,
             batch_size=run.batch_size,
             seed=run.seed,

@@ -4,13 +4,11 @@ with one line naming the option -- never a traceback. The options are found by w
 story needs its tiny base command in :func:`base_command`."""
 
 import argparse
-import functools
 import re
 
 import pytest
 import torch
 
-import fabula.runs
 from fabula.cli import main, parser
 from fabula.inference.annealing import Logistic, parse_schedule
 
@@ -47,19 +45,7 @@ def numeric_options() -> list[tuple[tuple[str, ...], str]]:
     ]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_sentence_corpus():
-    """The synthetic sentence corpus is drawn from an LSTM oracle, which takes seconds: draw it
-    once for this module (each run gets its own dict of the same read-only splits)."""
-    draw = functools.cache(fabula.runs.synthetic_sentence_corpus)
-
-    def cached(seed):
-        splits, generator = draw(seed=seed)
-        return dict(splits), generator
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fabula.runs, "synthetic_sentence_corpus", cached)
-        yield
+pytestmark = pytest.mark.usefixtures("one_sentence_corpus")
 
 
 def key(args: argparse.Namespace) -> str:
@@ -76,10 +62,10 @@ def outcomes():
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, outcomes):
-    """Tiny nvdm and lstm-vae runs for the commands that read a run: the base train commands."""
+    """Tiny nvdm, lstm-vae and rnnlm runs for the commands that read a run: the base train commands."""
     root = tmp_path_factory.mktemp("runs")
     out = {}
-    for story in ("nvdm", "lstm-vae"):
+    for story in ("nvdm", "lstm-vae", "rnnlm"):
         out[story] = str(root / story)
         argv = base_command(("train", story), {}, out[story])
         trained = key(parser().parse_args(argv))
@@ -103,6 +89,10 @@ def base_command(path: tuple[str, ...], runs: dict, out: str) -> list[str]:
             *("compare", "--story", "nvdm", "--inference", "vae", "--epochs", "1", "--json"),
             *("--latent-dim", "2", "--hidden-dim", "8", "--samples", "2", "--train-size", "64"),
             *("--test-size", "16"),
+        ],
+        "cgmh": [
+            *("cgmh", runs["rnnlm"], "--keywords", "w0704", "--chains", "2", "--steps", "3"),
+            *("--burn-in", "1", "--candidates", "5", "--max-length", "6"),
         ],
         "diagnose": [
             *("diagnose", nvdm, "--inference", "nuts", "--items", "0:2", "--out", out),

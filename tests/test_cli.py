@@ -7,7 +7,8 @@ from fabula.cli import _train_config, main, parser
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["train"], ["train", "nvdm"], ["train", "lstm-vae"], ["evaluate"], ["topics"], ["compare"]],
+    [[], ["train"], ["train", "nvdm"], ["train", "lstm-vae"], ["evaluate"], ["topics"], ["compare"]]
+    + [["cgmh"]],
 )
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_:

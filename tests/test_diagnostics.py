@@ -124,7 +124,10 @@ def test_posterior_error_is_zero_for_equal_draws_and_grows_with_shift_and_spread
 def test_exported_posteriors_hold_log_p_x_given_z_alone_and_serve_loo_and_waic(sampled):
     story, guide, batch, mcmc = sampled
     nvdm, nvdm_guide, corpus = nvdm_setup()
-    exports = [to_arviz(mcmc, batch), to_arviz(Amortized(nvdm, nvdm_guide), corpus["test"].batch(torch.arange(6)), 40)]
+    exports = [
+        to_arviz(mcmc, batch),
+        to_arviz(Amortized(nvdm, nvdm_guide), corpus["test"].batch(torch.arange(6)), 40),
+    ]
     for idata in exports:
         assert list(idata.log_likelihood.data_vars) == ["x"]  # the conditioned z is not data
         with warnings.catch_warnings():

@@ -110,7 +110,12 @@ def test_evaluate_names_its_estimator_and_scores_the_token_sequence():
 
 @pytest.mark.parametrize(
     ("spec", "problem"),
-    [("iw:0", "integer >= 1"), ("elbo:x", "integer >= 1"), ("iw:²", "integer >= 1"), ("exact:5", "no samples")],
+    [
+        ("iw:0", "integer >= 1"),
+        ("elbo:x", "integer >= 1"),
+        ("iw:²", "integer >= 1"),
+        ("exact:5", "no samples"),
+    ],
 )
 def test_estimator_specs_refuse_what_they_cannot_mean(spec, problem):
     with pytest.raises(SettingsError, match=problem):
@@ -134,7 +139,10 @@ def test_exact_estimator_scores_the_marginal_and_bounds_lie_below_it():
     assert torch.allclose(exact.nll, -story.log_marginal(data.x).detach(), atol=1e-5)
     assert exact.kl is not None  # the guide's diagnostics come with any estimator
     torch.manual_seed(0)
-    bounds = [evaluate(inference, data, e).nll.mean() for e in (ELBO(20), ImportanceWeighted(200), ImportanceWeighted(5000))]
+    bounds = [
+        evaluate(inference, data, e).nll.mean()
+        for e in (ELBO(20), ImportanceWeighted(200), ImportanceWeighted(5000))
+    ]
     # -ELBO >= -IW(S) >= -IW(S') >= -log p(x) for S < S' (the untrained q leaves wide gaps)
     assert bounds[0] > bounds[1] > bounds[2] > exact.nll.mean()
 

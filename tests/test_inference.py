@@ -44,9 +44,7 @@ def make(name, story, guide, data):
     if name == "non-amortized":
         return NonAmortized(story, guide, num_data=len(data))
     if name == "aggressive":
-        return Amortized(
-            story, guide, updates=Aggressive(data, batch_size=8, inner_steps=4, patience=2)
-        )
+        return Amortized(story, guide, updates=Aggressive(data, batch_size=8, inner_steps=4, patience=2))
     if name == "svi":
         return StochasticVI(story, guide, Refinement(steps=2, lr=0.1))
     if name == "sa-vae":

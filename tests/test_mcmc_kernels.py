@@ -127,7 +127,9 @@ def test_nuts_settings_with_an_explicit_kernel_and_a_non_kernel_are_refused():
 def test_evaluate_and_psis_khat_refuse_mcmc_naming_what_to_use():
     story, guide, data = linear_gaussian_setup(num_data=4)
     mcmc = MCMC(story, guide, progress=False)
-    with pytest.raises(UsageError, match=r"the iw estimator .* this MCMC has none \(its source is None\).*'exact'"):
+    with pytest.raises(
+        UsageError, match=r"the iw estimator .* this MCMC has none \(its source is None\).*'exact'"
+    ):
         evaluate(mcmc, data, "iw:10")
     with pytest.raises(UsageError, match=r"this MCMC has none \(its source is None\).*to_arviz"):
         psis_khat(mcmc, data.batch(torch.arange(4)))

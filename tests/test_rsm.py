@@ -1,5 +1,5 @@
 """The Replicated Softmax against brute force on tiny cases: its conditionals and free energy,
-AIS's log Z_D against the enumerated one, the CD gradient against the exact one, training,
+AIS's log Z_D (along the length and along the temperature) against the enumerated one, the CD gradient against the exact one, training,
 exact resume of persistent chains, the registry kinds through the command, and the estimators
 that refuse it."""
 
@@ -16,8 +16,17 @@ from fabula.data import BagOfWords, Vocab
 from fabula.distributions.by_length import BagOfWordsByLength
 from fabula.errors import SettingsError, UsageError
 from fabula.evaluation import AIS, default_estimator, evaluate, parse_estimator
-from fabula.evaluation.ais import best_hidden_state, log_partition, temperatures
-from fabula.evaluation.estimators import spec_of
+from fabula.evaluation.ais import (
+    LengthAnnealing,
+    best_hidden_state,
+    length_grid,
+    length_log_partition,
+    local_maxima,
+    log_partition,
+    temperatures,
+    word_states,
+)
+from fabula.evaluation.estimators import TemperedAIS, spec_of
 from fabula.guides import NormalGuide
 from fabula.inference import Amortized, ContrastiveDivergence, ContrastiveObjective
 from fabula.inference.contrastive import reconstruction_error
@@ -121,7 +130,52 @@ def test_the_tempered_family_and_its_base():
         )
 
 
-def test_ais_matches_the_enumerated_log_partition_and_tightens_with_temperatures():
+@pytest.mark.parametrize("hidden", [8, 12])
+@pytest.mark.parametrize("exact_modes", [False, True], ids=["annealed", "modes summed"])
+def test_length_ais_matches_the_enumerated_log_partition_and_tightens_with_steps(hidden, exact_modes):
+    story = tiny_rsm(vocab=7, hidden=hidden, scale=1.0, seed=hidden)
+    lengths = [1, 4, 17, 60, 250]
+    exact = torch.tensor([exact_log_partition(story, d) for d in lengths], dtype=torch.float64)
+    modes = local_maxima(story, word_states(story))[0] if exact_modes else None
+    errors, ses = [], []
+    for steps in (2, 60):
+        found, se, ess = length_log_partition(story, lengths, runs=200, steps=steps, seed=3, modes=modes)
+        assert ((ess > 1) & (ess <= 200)).all()
+        errors.append((found - exact).abs().max())
+        ses.append(se)
+    # the fine annealing within three standard errors (+ rounding: where the summed modes carry
+    # Z_D, the standard error is ~0), and closer than the coarse one
+    assert ((found - exact).abs() <= 3 * se + 1e-9).all(), (found - exact, se)
+    assert errors[1] < errors[0] and (ses[1] <= ses[0]).all() and (ses[1] < ses[0]).any()
+
+
+def test_length_ais_answers_every_length_from_one_annealing_that_continues():
+    story = tiny_rsm(vocab=6, hidden=6, scale=0.7)
+    grid, sweeps = length_grid(10, 300)
+    assert grid[0] == 0 and grid[-1] == 300 and bool((grid.diff() > 0).all())
+    assert set(range(301)) <= set(grid.tolist()) and bool((grid[1:] > 0.09).all())
+    assert bool(sweeps[grid <= 10].all())  # below S words every point sweeps
+    ratios = grid[sweeps & (grid > 10)].diff() / grid[sweeps & (grid > 10)][:-1]  # above, S per e-fold
+    assert torch.allclose(ratios, torch.full_like(ratios, 0.1), atol=1e-9)
+    longer = length_grid(10, 500)
+    assert torch.equal(longer[0][: len(grid)], grid) and torch.equal(longer[1][: len(grid)], sweeps)
+    state = torch.get_rng_state()
+    at_once = LengthAnnealing(story, runs=20, steps=10, seed=5).log_partition([30, 3, 12])
+    assert torch.equal(torch.get_rng_state(), state)
+    annealing = LengthAnnealing(story, runs=20, steps=10, seed=5)
+    first = annealing.log_partition([12, 3])
+    later = annealing.log_partition([30, 12])
+    assert torch.equal(at_once.log_z, torch.stack([later.log_z[0], first.log_z[1], first.log_z[0]]))
+    assert torch.equal(first.log_z[0], later.log_z[1])
+    zero = annealing.log_partition([0])
+    assert float(zero.log_z) == pytest.approx(6 * math.log(2)) and float(zero.se) == 0
+    with pytest.raises(SettingsError, match="steps"):
+        length_grid(0, 5)
+    with pytest.raises(SettingsError, match="runs"):
+        LengthAnnealing(story, runs=1)
+
+
+def test_tempered_ais_matches_the_enumerated_log_partition_and_tightens_with_temperatures():
     story = tiny_rsm(vocab=6, hidden=8, scale=0.5)
     lengths = [1, 5, 20]
     exact = torch.tensor([exact_log_partition(story, d) for d in lengths], dtype=torch.float64)
@@ -141,9 +195,22 @@ def test_the_mode_bound_catches_an_annealing_that_missed_mass():
     assert 60 * float(g.max()) <= exact_log_partition(story, 60)  # log Z_D >= D max_h g(h)
     data = corpus(torch.tensor([[10.0, 10, 10, 10, 10, 10]]))
     inference = ContrastiveDivergence(story)
-    coarse = evaluate(inference, data, AIS(runs=2, temperatures=3)).diagnostics["ais_mode_gap"]
-    fine = evaluate(inference, data, AIS(runs=50, temperatures=2000)).diagnostics["ais_mode_gap"]
-    assert float(coarse) > 1.0 and float(fine) == 0.0
+    coarse = evaluate(inference, data, TemperedAIS(runs=2, steps=3)).diagnostics["ais_mode_gap"]
+    fine = evaluate(inference, data, TemperedAIS(runs=50, steps=2000)).diagnostics["ais_mode_gap"]
+    along = evaluate(inference, data, AIS(runs=50, steps=20)).diagnostics["ais_mode_gap"]
+    assert float(coarse) > 1.0 and float(fine) == 0.0 and float(along) == 0.0
+
+
+def test_summing_the_narrow_modes_exactly_rescues_a_short_annealing():
+    story = tiny_rsm(vocab=6, hidden=10, scale=2.0, seed=4)
+    modes = local_maxima(story, word_states(story))[0]
+    lengths = [5, 40, 200]
+    exact = torch.tensor([exact_log_partition(story, d) for d in lengths], dtype=torch.float64)
+    alone = length_log_partition(story, lengths, runs=4, steps=1, seed=0)
+    summed = length_log_partition(story, lengths, runs=4, steps=1, seed=0, modes=modes)
+    annealing = LengthAnnealing(story, runs=4, steps=1, modes=modes)
+    assert 0 < len(annealing.known) < 2**10 and not annealing._is_known(annealing._codes(annealing.h)).any()
+    assert (summed.log_z - exact).abs().max() < (alone.log_z - exact).abs().max()
 
 
 def test_temperatures_follow_salakhutdinov_and_murray():
@@ -154,23 +221,23 @@ def test_temperatures_follow_salakhutdinov_and_murray():
         temperatures(2)
 
 
-def test_evaluate_scores_each_datum_with_its_lengths_log_partition():
+@pytest.mark.parametrize("estimator", [AIS(runs=50, steps=30), TemperedAIS(runs=50, steps=300)], ids=str)
+def test_evaluate_scores_each_datum_with_its_lengths_log_partition(estimator):
     story = tiny_rsm(vocab=6, hidden=6, scale=0.5)
     data = corpus(
         torch.tensor([[1.0, 0, 2, 0, 0, 1], [0, 3, 0, 1, 0, 0], [2, 0, 0, 0, 2, 0], [0, 0, 0, 0, 1, 0]])
     )
     inference = ContrastiveDivergence(story)
-    estimator = AIS(runs=50, temperatures=300)
     report = evaluate(inference, data, estimator, batch_size=2)
     exact = exact_log_prob(story, data.batch(torch.arange(4)).counts)
     se = report.diagnostics["ais_se"]
     assert torch.allclose(-report.nll, exact, atol=float(3 * se.max()) + 1e-6)
     summary = report.summary()
-    assert summary["estimator"] == "ais" and math.isfinite(summary["perplexity"])
+    assert summary["estimator"] == estimator.name and math.isfinite(summary["perplexity"])
     assert {"ais_se_mean", "ais_se_max", "ais_ess_mean"} <= set(summary) and summary["ais_ess_max"] <= 50
     assert summary["ais_mode_gap_max"] == 0.0  # an accurate annealing is above the bound
-    # two documents share the length 4: three annealings, kept for these parameters
-    assert sorted(estimator._cache["values"]) == [1, 4]
+    if isinstance(estimator, TemperedAIS):  # two documents share the length 4: two annealings
+        assert sorted(estimator._cache["values"]) == [1, 4]
     assert evaluate(inference, data, estimator, batch_size=4).nll.tolist() == report.nll.tolist()
     with torch.no_grad():
         story.weight.add_(0.1)
@@ -182,15 +249,18 @@ def test_the_estimators_that_cannot_score_an_rsm_name_ais():
     data = corpus(torch.tensor([[1.0, 0, 2, 0, 0, 1]]))
     inference = ContrastiveDivergence(story)
     assert isinstance(story, Undirected) and isinstance(default_estimator(story), AIS)
+    assert isinstance(default_estimator(story), AIS) and parse_estimator("ais-beta").steps == 14_500
     for spec in ("elbo", "iw:5", "exact", "iw-draws:5"):
         with pytest.raises(UsageError, match="ais"):
             evaluate(inference, data, spec)
     nvdm = Amortized(NVDM(6, 2), NormalGuide(6, 2, hidden=[4]))
-    with pytest.raises(UsageError, match="directed"):
-        evaluate(nvdm, data, "ais:2:5")
+    for spec in ("ais:2:5", "ais-beta:2:5"):
+        with pytest.raises(UsageError, match="directed"):
+            evaluate(nvdm, data, spec)
     assert spec_of(parse_estimator("ais:7:30")) == "ais:7:30"
-    assert (parse_estimator("ais").runs, parse_estimator("ais:9").temperatures) == (100, 14_500)
-    for bad in ("ais:1", "ais:x", "ais:5:2", "ais:5:10:3"):
+    assert spec_of(parse_estimator("ais-beta:7:30")) == "ais-beta:7:30"
+    assert (parse_estimator("ais").runs, parse_estimator("ais:9").steps) == (100, 100)
+    for bad in ("ais:1", "ais:x", "ais:5:0", "ais:5:10:3", "ais-beta:5:2"):
         with pytest.raises(SettingsError):
             parse_estimator(bad)
     with pytest.raises(UsageError, match="undirected"):

@@ -235,8 +235,8 @@ CRAFTED = {
         "field 'metadata/train/optimizer/lr' is \"fast\": not float",
     ),
     "a reference to a missing tensor": (
-        {"edit_header": lambda h: h["state"]["rng"].update(cpu={"__tensor__": "state/none"})},
-        "field 'state/rng/cpu' refers to tensor 'state/none', which the file lacks",
+        {"edit_header": lambda h: h["state"]["rng"][0].update(cpu={"__tensor__": "state/none"})},
+        "field 'state/rng/0/cpu' refers to tensor 'state/none', which the file lacks",
     ),
 }
 

@@ -36,6 +36,15 @@ def _check_batch_size(batch_size: int) -> None:
         raise ValueError(f"batch_size must be at least 1, got {batch_size}")
 
 
+def _check_rank(rank: int, world_size: int, rows: int) -> None:
+    if world_size < 1:
+        raise ValueError(f"world_size must be at least 1, got {world_size}")
+    if not 0 <= rank < world_size:
+        raise ValueError(f"rank must lie in 0..{world_size - 1} for world_size {world_size}, got {rank}")
+    if world_size > rows:
+        raise ValueError(f"{rows} rows cannot be shared among {world_size} ranks with a row each")
+
+
 class Corpus(ABC):
     """Rows of data batched for training and evaluation.
 
@@ -88,9 +97,17 @@ class Corpus(ABC):
         resumed. ``options`` go to the kind's grouping (``pool`` of
         :class:`~fabula.data.text.TextCorpus`).
         """
+        return (
+            self.batch(rows, device) for rows in self.epoch_rows(batch_size, shuffle, seed, epoch, **options)
+        )
+
+    def epoch_rows(
+        self, batch_size: int, shuffle: bool, seed: int, epoch: int, **options
+    ) -> list[torch.Tensor]:
+        """The row indices of each batch of :meth:`batches`, in the order they are visited."""
         _check_batch_size(batch_size)
         generator = shuffle_generator(seed, epoch) if shuffle else None
-        return (self.batch(rows, device) for rows in self._batch_rows(batch_size, generator, **options))
+        return self._batch_rows(batch_size, generator, **options)
 
     def num_batches(self, batch_size: int) -> int:
         """How many batches :meth:`batches` yields."""
@@ -121,10 +138,50 @@ class Corpus(ABC):
         every ``world_size``-th row rather than a block gives each rank a spread of the corpus
         even when its rows are grouped (by topic, source or length).
         """
-        if world_size < 1:
-            raise ValueError(f"world_size must be at least 1, got {world_size}")
-        if not 0 <= rank < world_size:
-            raise ValueError(f"rank must lie in 0..{world_size - 1} for world_size {world_size}, got {rank}")
-        if world_size > len(self):
-            raise ValueError(f"{len(self)} rows cannot be shared among {world_size} ranks with a row each")
+        _check_rank(rank, world_size, len(self))
         return self.subset(torch.arange(rank, len(self), world_size))
+
+    def data_parallel(self, rank: int, world_size: int) -> DataParallel:
+        """Rank ``rank``'s part of every batch of ``world_size`` data-parallel workers
+        (:class:`DataParallel`)."""
+        return DataParallel(self, rank, world_size)
+
+
+class DataParallel:
+    r"""Rank ``rank``'s part of each batch of ``corpus`` for ``world_size`` data-parallel ranks.
+
+    :meth:`batches` with batch size ``B`` cuts the global batches of ``world_size * B`` rows
+    from the corpus's batch order exactly as ``corpus.batches(world_size * B, ...)`` would, and
+    yields block ``rank`` of ``m // world_size`` rows of each global batch of ``m`` rows: the
+    ranks' batches are disjoint, equally large, and together the global batch, so that averaging
+    the ranks' mean gradients gives the global batch's (:mod:`fabula.distributed`). The last
+    ``m mod world_size`` rows of a global batch (of the epoch's last, short one) are visited by
+    no rank. Batches carry the corpus's row positions in ``index``.
+    """
+
+    def __init__(self, corpus: Corpus, rank: int, world_size: int):
+        _check_rank(rank, world_size, len(corpus))
+        self.corpus, self.rank, self.world_size = corpus, rank, world_size
+
+    def batches(
+        self,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        epoch: int = 0,
+        device: torch.device | str = "cpu",
+        **options,
+    ) -> Iterator:
+        """This rank's block of each global batch (class docstring); ``options`` as for
+        :meth:`Corpus.batches`."""
+        for rows in self.corpus.epoch_rows(batch_size * self.world_size, shuffle, seed, epoch, **options):
+            share = len(rows) // self.world_size
+            if share:
+                yield self.corpus.batch(rows[self.rank * share : (self.rank + 1) * share], device)
+
+    def num_batches(self, batch_size: int) -> int:
+        """How many batches :meth:`batches` yields (on every rank)."""
+        _check_batch_size(batch_size)
+        global_size = batch_size * self.world_size
+        full, last = divmod(len(self.corpus), global_size)
+        return full + (last >= self.world_size)

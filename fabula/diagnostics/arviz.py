@@ -14,6 +14,7 @@ from pyro import poutine
 from fabula.errors import UsageError
 from fabula.evaluation.bounds import log_weights, pareto_khat
 from fabula.inference.mcmc import MCMC
+from fabula.models.constrained import ConstrainedSentences
 from fabula.traces import PARTICLE_DIM, sample_sites
 
 with warnings.catch_warnings():
@@ -51,19 +52,36 @@ def _observed(story, batch) -> dict[str, torch.Tensor]:
     return {s["name"]: s["value"] for s in sample_sites(trace) if s["is_observed"]}
 
 
+def _sentence_chains(chains, batch):
+    """Chains over sentences (:class:`~fabula.inference.sequence_mh.SequenceMH`): their scalar
+    statistics, ``log_pi`` and ``length`` as the posterior (r-hat and ESS apply to these), the
+    moves and their acceptance as ``sample_stats``; dimension ``data``, one constraint set each."""
+    scalar = {s: chains.samples[s].numpy() for s in ("log_pi", "length")}
+    stats = {k: v.numpy() for k, v in chains.stats.items()}
+    return az.from_dict(
+        posterior=scalar,
+        sample_stats=stats,
+        coords={"data": batch.index.cpu().numpy()},
+        dims={k: ["data"] for k in (*scalar, *stats)},
+    )
+
+
 def to_arviz(inference, batch, num_samples: int = 500):
     """``az.InferenceData`` of ``inference``'s posterior for ``batch``.
 
     * :class:`~fabula.inference.MCMC`: its last run on this batch (sampled if none), as
       ``(chain, draw)``, with ``sample_stats`` (``energy``, ``diverging``, ``step_size``,
       ``n_steps``, ``tree_depth``; per datum, dimension ``data``, for the NumPyro backend);
-    * any variational inference object: ``num_samples`` draws from q, as one chain.
+    * any variational inference object: ``num_samples`` draws from q, as one chain;
+    * MCMC over constrained sentences: the chains' scalar statistics (:func:`_sentence_chains`).
 
     Groups ``posterior``, ``log_likelihood`` (log p(x | z) per draw and datum) and
     ``observed_data``; the ``"data"`` plate is the ``data`` dimension (coordinates: the data's
     indices), event dimensions are ``<site>_dim_<i>``.
     """
     story = inference.story
+    if isinstance(inference, MCMC) and isinstance(story, ConstrainedSentences):
+        return _sentence_chains(inference.chains_for(batch), batch)
     with torch.no_grad():
         if isinstance(inference, MCMC):
             chains = inference.chains_for(batch)
@@ -103,7 +121,9 @@ def psis_khat(inference, batch, num_samples: int = 500) -> torch.Tensor:
             "source is None); for MCMC chains read r-hat and ESS of fabula.diagnostics.to_arviz(mcmc, batch), "
             "and the k-hat of a proposal fitted to the draws in evaluate(mcmc, data, 'iw-draws:S')"
         )
-    return pareto_khat(log_weights(inference.story, inference.guide, batch, num_samples, inference.local_params(batch)))
+    return pareto_khat(
+        log_weights(inference.story, inference.guide, batch, num_samples, inference.local_params(batch))
+    )
 
 
 def plot_diagnostics(idata, out_dir, reference=None) -> list[str]:

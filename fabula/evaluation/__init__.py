@@ -19,6 +19,7 @@ from fabula.evaluation.estimators import (
     Exact,
     ImportanceFromDraws,
     ImportanceWeighted,
+    TemperedAIS,
     default_estimator,
     parse_estimator,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "Exact",
     "ImportanceFromDraws",
     "ImportanceWeighted",
+    "TemperedAIS",
     "default_estimator",
     "parse_estimator",
     "active_units",

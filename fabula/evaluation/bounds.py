@@ -191,7 +191,9 @@ def pareto_khat(logw: torch.Tensor) -> torch.Tensor:
     """
     with warnings.catch_warnings():
         # ArviZ 0.2x announces its 1.x refactor on import; fabula uses the 0.2x API.
-        warnings.filterwarnings("ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning)
+        warnings.filterwarnings(
+            "ignore", message=r"\s*ArviZ is undergoing a major refactor", category=FutureWarning
+        )
         import arviz as az
 
     logw = logw.T.double().cpu()

@@ -1,6 +1,6 @@
 r"""Estimators of :math:`\log p(x)` per datum, as objects chosen by what a story and an
 inference object support, with one spec grammar (``elbo``, ``elbo:S``, ``iw:S``, ``iw-draws:S``, ``exact``,
-``ais[:RUNS[:TEMPERATURES]]``).
+``ais[:RUNS[:STEPS]]``, ``ais-beta[:RUNS[:TEMPERATURES]]``).
 
 * :class:`ELBO`: the evidence lower bound under the inference object's :math:`q_\lambda`;
 * :class:`ImportanceWeighted`: the importance-weighted bound with :math:`S` draws of
@@ -10,8 +10,9 @@ inference object support, with one spec grammar (``elbo``, ``elbo:S``, ``iw:S``,
 * :class:`Exact`: the story's own :meth:`~fabula.models.capabilities.ExactLikelihood.log_prob`, for stories
   whose marginal is tractable (no latent, or a conjugate one). It needs no guide, so it also
   scores the story of a sampler.
-* :class:`AIS`: an undirected story's :math:`-F(v) - \log \hat Z_D`, the log partition function
-  estimated by annealed importance sampling once per document length.
+* :class:`AIS` and :class:`TemperedAIS`: an undirected story's :math:`-F(v) - \log \hat Z_D`,
+  the log partition function estimated by annealed importance sampling along the document
+  length (every length in one annealing) or along the inverse temperature (once per length).
 
 An estimator for another kind of story (AIS for an undirected one, say) is one class with
 ``check``, ``particles`` and ``log_likelihood``, and one entry of :data:`ESTIMATORS`.
@@ -29,7 +30,7 @@ import torch
 from fabula.errors import SettingsError, UsageError
 from fabula.evaluation import ais
 from fabula.evaluation.bounds import iw_log_likelihood, pareto_khat, proposal_log_weights
-from fabula.models.capabilities import ExactLikelihood, HiddenMarginal, Undirected
+from fabula.models.capabilities import ExactLikelihood, HiddenMarginal, LengthTempered, Undirected
 
 
 @dataclass
@@ -73,14 +74,16 @@ def _refuse_undirected(estimator, inference) -> None:
         raise UsageError(
             f"{type(inference.story).__name__} is undirected: its log p(x) needs the partition function "
             f"log Z_D, which the {estimator.name} estimator does not give; use 'ais' (annealed importance "
-            "sampling, ais:RUNS:TEMPERATURES)"
+            "sampling, ais:RUNS:STEPS)"
         )
 
 
 def _check_variational(estimator, inference) -> None:
     _refuse_undirected(estimator, inference)
     if inference.source is None:
-        exact = " or 'exact' (the story's own likelihood)" if isinstance(inference.story, ExactLikelihood) else ""
+        exact = (
+            " or 'exact' (the story's own likelihood)" if isinstance(inference.story, ExactLikelihood) else ""
+        )
         raise UsageError(
             f"the {estimator.name} estimator bounds log p(x) with a variational q and this "
             f"{type(inference).__name__} has none (its source is None); score its draws with "
@@ -201,109 +204,203 @@ class ImportanceFromDraws:
 
 
 @dataclass(frozen=True)
-class AIS:
-    r"""An undirected story's (:class:`~fabula.models.capabilities.Undirected`)
-    :math:`\log p(v) = -F(v) - \log \hat Z_D`, with :math:`\log \hat Z_D` from annealed importance
-    sampling (:func:`fabula.evaluation.ais.log_partition`): ``runs`` runs from the story's base
-    model (the base-rate model: word frequencies, no weights) over ``temperatures`` inverse
-    temperatures spaced as Salakhutdinov & Murray (2008) space them
-    (:func:`~fabula.evaluation.ais.temperatures`). The defaults, 100 runs and 14,500
-    temperatures, are theirs (Salakhutdinov & Hinton 2009 evaluate the RSM with their AIS).
+class Annealed:
+    r"""What the two annealed estimators share: :math:`\log p(v) = -F(v) - \log \hat Z_D`, with
+    :math:`\log \hat Z_D` from ``runs`` runs of annealed importance sampling over ``steps``, and
+    the spec ``NAME[:RUNS[:STEPS]]``.
 
-    :math:`Z_D` depends on the length :math:`D` only: it is estimated once per distinct length
-    (all of a batch's new lengths at once) and kept for the story's current parameters (a
-    fingerprint of its state), so each length of an evaluation costs one annealing. Per datum it
-    reports ``ais_se``, the standard error of its length's :math:`\log \hat Z_D`, and
-    ``ais_ess``, its effective number of runs (near 1: the estimate rests on one run and is not
-    to be trusted). For a story with a tractable hidden marginal
-    (:class:`~fabula.models.capabilities.HiddenMarginal`) it also reports ``ais_mode_gap``, by how
-    much :math:`\log \hat Z_D` falls below the bound :math:`D \max_h g(h)`
-    (:func:`~fabula.evaluation.ais.best_hidden_state`, from 64 random states and the batch's
-    rounded posteriors): above 0, AIS provably missed a mode, and the NLL is low by at least that. The estimate of :math:`\log Z_D` is biased low, so the perplexity is biased
-    optimistic (a stochastic lower bound); more temperatures shrink the bias, more runs the error. ``seed`` seeds the runs (the caller's random stream is
-    left as it was).
-
-    References: R. Neal. Annealed Importance Sampling. Statistics and Computing 2001.
-    R. Salakhutdinov, I. Murray. On the Quantitative Analysis of Deep Belief Networks. ICML 2008.
-    R. Salakhutdinov, G. Hinton. Replicated Softmax: an Undirected Topic Model. NIPS 2009.
+    Per datum it reports ``ais_se``, the standard error of its length's :math:`\log \hat Z_D`,
+    and ``ais_ess``, its effective number of runs (near 1: the estimate rests on one run and is
+    not to be trusted). For a story with a tractable hidden marginal
+    (:class:`~fabula.models.capabilities.HiddenMarginal`) it also reports ``ais_mode_gap``, by
+    how much :math:`\log \hat Z_D` falls below the bound :math:`D \max_h g(h)`
+    (:func:`~fabula.evaluation.ais.best_hidden_state`, from 64 random states, the batch's
+    rounded posteriors and, for a :class:`~fabula.models.capabilities.LengthTempered` story, its
+    :func:`~fabula.evaluation.ais.word_states`): above 0, AIS provably missed a mode, and the NLL is low by at least
+    that. :math:`\log \hat Z_D` is biased low, so the perplexity is biased optimistic (a
+    stochastic lower bound); more steps shrink the bias, more runs the error. The figures are
+    kept for the story's current parameters (a fingerprint of its state). ``seed`` seeds the
+    runs (the caller's random stream is left as it was).
     """
 
     runs: int = 100
-    temperatures: int = 14_500
+    steps: int = 100
     seed: int = 0
-    name: ClassVar[str] = "ais"
+    name: ClassVar[str]
     particles: ClassVar[int] = 1
     _cache: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self):
         if not (isinstance(self.runs, int) and self.runs >= 2):
-            raise SettingsError(f"ais: runs must be an integer >= 2 (for the standard error), got {self.runs!r}")
-        ais.temperatures(self.temperatures)  # refuses too few
+            raise SettingsError(
+                f"{self.name}: runs must be an integer >= 2 (for the standard error), got {self.runs!r}"
+            )
+        self.check_steps(self.steps)
+
+    @staticmethod
+    def check_steps(steps: int) -> None:
+        """Refuse a count of steps the path cannot take."""
 
     @property
     def samples(self) -> int:
         return self.runs
 
+    @property
+    def spec(self) -> str:
+        """The spec that :func:`parse_estimator` reads back as this estimator."""
+        return f"{self.name}:{self.runs}:{self.steps}"
+
     @classmethod
-    def from_spec(cls, spec: str) -> AIS:
-        """``"ais"``, ``"ais:RUNS"`` or ``"ais:RUNS:TEMPERATURES"``."""
+    def from_spec(cls, spec: str):
+        """``"NAME"``, ``"NAME:RUNS"`` or ``"NAME:RUNS:STEPS"``."""
         numbers = spec.split(":")[1:]
         if len(numbers) > 2 or not all(n.isascii() and n.isdigit() for n in numbers):
-            raise SettingsError(f"{spec!r}: write ais, ais:RUNS or ais:RUNS:TEMPERATURES, e.g. ais:100:14500")
+            raise SettingsError(f"{spec!r}: write {cls.name}, {cls.name}:RUNS or {cls.name}:RUNS:STEPS")
         return cls(*(int(n) for n in numbers))
 
-    def check(self, inference) -> None:
-        if not isinstance(inference.story, Undirected):
-            raise UsageError(
-                f"ais estimates the partition function of an undirected story; {type(inference.story).__name__} "
-                "is directed: use elbo, iw:S or exact"
-            )
-
-    def log_partition(self, story, lengths: torch.Tensor) -> ais.LogPartition:
-        r""":math:`\log \hat Z_D`, its standard error and effective runs for each entry of
-        ``lengths`` (float64)."""
+    def _state(self, story) -> dict:
+        """The cache for the story's current parameters (emptied when they change)."""
         digest = hashlib.sha256()
         for tensor in story.state_dict().values():
             digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
         if self._cache.get("story") != digest.hexdigest():
             self._cache.clear()
-            self._cache.update(story=digest.hexdigest(), values={})
-        known = self._cache["values"]
-        wanted = [int(d) for d in lengths.tolist()]
-        new = sorted(set(wanted) - set(known))
-        if new:
-            betas = ais.temperatures(self.temperatures)
-            found = ais.log_partition(story, new, self.runs, betas, self.seed)
-            known.update(zip(new, torch.stack(found, -1).tolist(), strict=True))
-        values = torch.tensor([known[d] for d in wanted], dtype=torch.float64, device=lengths.device)
-        return ais.LogPartition(*values.unbind(-1))
+            self._cache.update(story=digest.hexdigest())
+        return self._cache
+
+    def _maxima(self, story) -> tuple[torch.Tensor, torch.Tensor]:
+        """The local maxima of :math:`g` (unique) and their :math:`g`, from 64 random states and,
+        for a :class:`~fabula.models.capabilities.LengthTempered` story, its
+        :func:`~fabula.evaluation.ais.word_states`; found once for the story's parameters."""
+        state = self._state(story)
+        if "maxima" not in state:
+            generator = torch.Generator().manual_seed(self.seed)
+            starts = torch.bernoulli(torch.full((64, story.hidden), 0.5), generator=generator).to(
+                story.device
+            )
+            if isinstance(story, LengthTempered):
+                starts = torch.cat([starts.double(), ais.word_states(story)])
+            h = torch.unique(ais.local_maxima(story, starts)[0], dim=0)
+            state["maxima"] = (h, story.hidden_log_marginal(h, 1.0))
+        return state["maxima"]
 
     def log_likelihood(self, terms: BatchTerms) -> torch.Tensor:
         story, counts = terms.story, terms.batch.counts
         found = self.log_partition(story, counts.sum(-1))
         terms.diagnostics["ais_se"], terms.diagnostics["ais_ess"] = found.se, found.ess
         if isinstance(story, HiddenMarginal):
-            generator = torch.Generator().manual_seed(self.seed)
-            random = torch.bernoulli(torch.full((64, story.hidden), 0.5), generator=generator)
-            starts = torch.cat([random.to(counts.device), story.hidden_given_visible(counts).mean.round()])
-            bound = counts.sum(-1).double() * ais.best_hidden_state(story, starts)
-            terms.diagnostics["ais_mode_gap"] = (bound - found.log_z).clamp(min=0)
+            posterior = ais.best_hidden_state(story, story.hidden_given_visible(counts).mean.round())
+            best = max(posterior, float(self._maxima(story)[1].max()))
+            terms.diagnostics["ais_mode_gap"] = (counts.sum(-1).double() * best - found.log_z).clamp(min=0)
         return -story.free_energy(counts, torch.ones((), dtype=torch.float64)) - found.log_z
 
 
-ESTIMATORS: dict[str, type] = {e.name: e for e in (ELBO, ImportanceWeighted, Exact, ImportanceFromDraws, AIS)}
+@dataclass(frozen=True)
+class AIS(Annealed):
+    r"""An undirected story's :math:`\log p(v) = -F(v) - \log \hat Z_D` with :math:`\log \hat Z_D`
+    from annealed importance sampling along the document length
+    (:class:`~fabula.evaluation.ais.LengthAnnealing`, for a
+    :class:`~fabula.models.capabilities.LengthTempered` story): ``runs`` runs from the uniform
+    hidden units at 0 words through every length to the longest document, ``steps`` setting the
+    grid (:func:`~fabula.evaluation.ais.length_grid`: ``steps`` sweeps of single-unit Gibbs
+    updates per e-fold of length, the estimate read at every integer length). The local maxima of
+    :math:`g` that coordinate ascent reaches from the story's
+    :func:`~fabula.evaluation.ais.word_states` and 64 random states, with their one-unit
+    neighbours, are summed exactly (for at most 62 hidden units) and the runs anneal the rest
+    (:class:`~fabula.evaluation.ais.LengthAnnealing`): the narrow modes that dominate long
+    documents are not left to the runs to find. One annealing serves every length of an
+    evaluation; a longer document continues it. The default for such a story
+    (:func:`default_estimator`).
+    Diagnostics and caching: :class:`Annealed`.
+
+    References: R. Neal. Annealed Importance Sampling. Statistics and Computing 2001.
+    """
+
+    name: ClassVar[str] = "ais"
+
+    @staticmethod
+    def check_steps(steps: int) -> None:
+        ais.length_grid(steps, 0)
+
+    def check(self, inference) -> None:
+        if not isinstance(inference.story, LengthTempered):
+            tempered = (
+                " (try ais-beta, the temperature path)" if isinstance(inference.story, Undirected) else ""
+            )
+            raise UsageError(
+                f"ais anneals an undirected story along the document length; {type(inference.story).__name__} "
+                f"has no replicated-softmax hidden marginal{tempered}; a directed story takes elbo, iw:S or exact"
+            )
+
+    def log_partition(self, story, lengths: torch.Tensor) -> ais.LogPartition:
+        r""":math:`\log \hat Z_D`, its standard error and effective runs for each entry of
+        ``lengths`` (float64)."""
+        state = self._state(story)
+        if "annealing" not in state:
+            modes = self._maxima(story)[0] if story.hidden <= ais.MAX_EXACT_UNITS else None
+            state["annealing"] = ais.LengthAnnealing(story, self.runs, self.steps, self.seed, modes)
+        found = state["annealing"].log_partition(lengths.round().long())
+        return ais.LogPartition(*(v.to(lengths.device) for v in found))
+
+
+@dataclass(frozen=True)
+class TemperedAIS(Annealed):
+    r"""An undirected story's (:class:`~fabula.models.capabilities.Undirected`)
+    :math:`\log p(v) = -F(v) - \log \hat Z_D`, with :math:`\log \hat Z_D` from annealed importance
+    sampling along the inverse temperature (:func:`fabula.evaluation.ais.log_partition`):
+    ``runs`` runs from the story's base model (the base-rate model: word frequencies, no weights)
+    over ``steps`` inverse temperatures spaced as Salakhutdinov & Murray (2008) space them
+    (:func:`~fabula.evaluation.ais.temperatures`), once per distinct length (all of a batch's new
+    lengths at once). The defaults, 100 runs and 14,500 temperatures, are theirs (Salakhutdinov &
+    Hinton 2009 evaluate the RSM with this AIS). On long documents its runs can miss the modes
+    of :math:`p_D` (``ais_mode_gap`` shows it); :class:`AIS` does not.
+    Diagnostics and caching: :class:`Annealed`.
+
+    References: R. Salakhutdinov, I. Murray. On the Quantitative Analysis of Deep Belief
+    Networks. ICML 2008. R. Salakhutdinov, G. Hinton. Replicated Softmax: an Undirected Topic
+    Model. NIPS 2009.
+    """
+
+    steps: int = 14_500
+    name: ClassVar[str] = "ais-beta"
+    check_steps = staticmethod(ais.temperatures)
+
+    def check(self, inference) -> None:
+        if not isinstance(inference.story, Undirected):
+            raise UsageError(
+                f"ais-beta estimates the partition function of an undirected story; "
+                f"{type(inference.story).__name__} is directed: use elbo, iw:S or exact"
+            )
+
+    def log_partition(self, story, lengths: torch.Tensor) -> ais.LogPartition:
+        r""":math:`\log \hat Z_D`, its standard error and effective runs for each entry of
+        ``lengths`` (float64)."""
+        known = self._state(story).setdefault("values", {})
+        wanted = [int(d) for d in lengths.tolist()]
+        new = sorted(set(wanted) - set(known))
+        if new:
+            found = ais.log_partition(story, new, self.runs, ais.temperatures(self.steps), self.seed)
+            known.update(zip(new, torch.stack(found, -1).tolist(), strict=True))
+        values = torch.tensor([known[d] for d in wanted], dtype=torch.float64, device=lengths.device)
+        return ais.LogPartition(*values.unbind(-1))
+
+
+ESTIMATORS: dict[str, type] = {
+    e.name: e for e in (ELBO, ImportanceWeighted, Exact, ImportanceFromDraws, AIS, TemperedAIS)
+}
 
 
 def parse_estimator(spec: str) -> Estimator:
-    """``"elbo"``, ``"elbo:S"``, ``"iw:S"``, ``"iw-draws:S"``, ``"exact"`` or
-    ``"ais[:RUNS[:TEMPERATURES]]"`` -> the estimator object."""
+    """``"elbo"``, ``"elbo:S"``, ``"iw:S"``, ``"iw-draws:S"``, ``"exact"``,
+    ``"ais[:RUNS[:STEPS]]"`` or ``"ais-beta[:RUNS[:TEMPERATURES]]"`` -> the estimator object."""
     name, colon, samples = spec.partition(":")
     if name not in ESTIMATORS:
         raise SettingsError(
-            f"unknown estimator {spec!r}; choose from elbo, elbo:S, iw:S, iw-draws:S, exact, ais:RUNS:TEMPERATURES"
+            f"unknown estimator {spec!r}; choose from elbo, elbo:S, iw:S, iw-draws:S, exact, ais:RUNS:STEPS, "
+            "ais-beta:RUNS:TEMPERATURES"
         )
-    if name == AIS.name:
-        return AIS.from_spec(spec)
+    if name in (AIS.name, TemperedAIS.name):
+        return ESTIMATORS[name].from_spec(spec)
     if name == Exact.name:
         if colon:
             raise SettingsError(f"{spec!r}: the exact estimator draws no samples (write exact)")
@@ -317,14 +414,17 @@ def parse_estimator(spec: str) -> Estimator:
 
 def spec_of(estimator: Estimator) -> str:
     """The spec that :func:`parse_estimator` reads back as ``estimator``."""
-    if isinstance(estimator, AIS):
-        return f"{AIS.name}:{estimator.runs}:{estimator.temperatures}"
+    if isinstance(estimator, Annealed):
+        return estimator.spec
     return estimator.name if estimator.name == Exact.name else f"{estimator.name}:{estimator.samples}"
 
 
 def default_estimator(story) -> Estimator:
-    """The best figure a story supports without asking: exact where it has one, AIS for an
-    undirected story, else the ELBO."""
-    if isinstance(story, Undirected):
+    """The best figure a story supports without asking: exact where it has one, AIS along the
+    length for a :class:`~fabula.models.capabilities.LengthTempered` story (the RSM), AIS along
+    the temperature for another undirected one, else the ELBO."""
+    if isinstance(story, LengthTempered):
         return AIS()
+    if isinstance(story, Undirected):
+        return TemperedAIS()
     return Exact() if isinstance(story, ExactLikelihood) else ELBO()

@@ -4,4 +4,12 @@ from fabula.guides.bernoulli import BernoulliGuide
 from fabula.guides.guide import Guide
 from fabula.guides.normal import EmptyGuide, GaussianGuide, MixtureGuide, NormalGuide, SentenceGuide
 
-__all__ = ["BernoulliGuide", "EmptyGuide", "GaussianGuide", "Guide", "MixtureGuide", "NormalGuide", "SentenceGuide"]
+__all__ = [
+    "BernoulliGuide",
+    "EmptyGuide",
+    "GaussianGuide",
+    "Guide",
+    "MixtureGuide",
+    "NormalGuide",
+    "SentenceGuide",
+]

@@ -6,7 +6,7 @@ from fabula.inference.base import Inference, Trainable
 from fabula.inference.contrastive import ContrastiveDivergence, ContrastiveObjective
 from fabula.inference.dispersed import DispersedELBO
 from fabula.inference.free_bits import FreeBitsELBO
-from fabula.inference.kernels import Chains, Kernel, NumPyroNUTS, PyroNUTS, StepKernel
+from fabula.inference.kernels import BinaryGibbs, Chains, Kernel, NumPyroNUTS, PyroNUTS, StepKernel
 from fabula.inference.mcmc import MCMC
 from fabula.inference.mean_field import MeanFieldELBO
 from fabula.inference.nvil import NVIL, NVILLoss
@@ -26,6 +26,7 @@ from fabula.inference.wake_sleep import ReweightedWakeSleep, ReweightedWakeSleep
 
 __all__ = [
     "MCMC",
+    "BinaryGibbs",
     "Chains",
     "Kernel",
     "NumPyroNUTS",

@@ -67,3 +67,20 @@ class Trainable(Protocol):
     def state_dict(self) -> dict: ...
 
     def load_state_dict(self, state: dict) -> None: ...
+
+
+@runtime_checkable
+class RankLocalState(Protocol):
+    """A trainable object with training state of its own on each data-parallel rank, which DDP
+    does not keep alike (persistent CD's chains): a run's checkpoint stores every rank's
+    :meth:`local_state` beside the ranks' random states, and a run resumed with as many ranks
+    gives each rank its own back (:func:`fabula.runs.restore_training_state`)."""
+
+    def local_state(self) -> object:
+        """This rank's state (tensors on the CPU, so that it travels to rank 0 as it is)."""
+        ...
+
+    def load_local_state(self, state) -> None:
+        """Take ``state`` (:meth:`local_state`'s, or ``None``: start it afresh), refusing with a
+        ``ValueError`` one that does not fit."""
+        ...

@@ -201,9 +201,14 @@ class ContrastiveDivergence(Inference):
         k = self.gibbs_steps
         counts = batch.counts
         negative = self.negative(counts)
-        gap = (self.story.free_energy(counts) - self.story.free_energy(negative)).mean()
-        loss = gap + self.objective.penalty(self.story) if self.objective.weight_cost else gap
+        gaps = []
+
+        def loss():  # computed by the trainer (under autocast, through DDP: fabula.distributed)
+            gaps.append((self.story.free_energy(counts) - self.story.free_energy(negative)).mean())
+            return gaps[0] + self.objective.penalty(self.story) if self.objective.weight_cost else gaps[0]
+
         self.trainer.descend(loss, "story", step=self.num_steps + 1)
+        gap = gaps[0]
         self.num_steps += 1
         tokens = batch.lengths.sum()
         reconstruction = reconstruction_error(self.story, counts).sum() / tokens
@@ -226,7 +231,8 @@ class ContrastiveDivergence(Inference):
 
     def state_dict(self) -> dict:
         """The training state beyond the story's weights: update and epoch counts, the persistent
-        chains (``None`` for CD-k, or before the first update) and the trainer."""
+        chains (``None`` for CD-k, or before the first update; under data parallelism this
+        rank's, every rank's being kept by :meth:`local_state`) and the trainer."""
         return {
             "num_steps": self.num_steps,
             "epochs": self.epochs,
@@ -235,7 +241,19 @@ class ContrastiveDivergence(Inference):
         }
 
     def load_state_dict(self, state: dict) -> None:
-        chains = state["chains"]
+        self.load_local_state(state["chains"])
+        self.num_steps, self.epochs = int(state["num_steps"]), int(state["epochs"])
+        self.trainer.load_state_dict(state["trainer"])
+        self._set_momentum(self.objective.momentum_at(self.epochs))
+
+    def local_state(self) -> torch.Tensor | None:
+        """This rank's persistent chains, on the CPU (:class:`~fabula.inference.base.RankLocalState`):
+        the chains of data-parallel ranks differ, each drawn with its rank's random stream."""
+        return None if self.chains is None else self.chains.cpu()
+
+    def load_local_state(self, chains: torch.Tensor | None) -> None:
+        """Take ``chains`` as this rank's persistent chains (``None``: started afresh from the next
+        batch's documents), refusing chains for CD-k or of another width."""
         if chains is not None:
             if not self.persistent:
                 raise ValueError("the state holds persistent chains and this is CD-k")
@@ -248,10 +266,7 @@ class ContrastiveDivergence(Inference):
             ):
                 raise ValueError(f"persistent chains must be a [chains, {probe.shape[-1]}] tensor")
             chains = chains.to(probe.device, probe.dtype)
-        self.num_steps, self.epochs = int(state["num_steps"]), int(state["epochs"])
         self.chains = chains
-        self.trainer.load_state_dict(state["trainer"])
-        self._set_momentum(self.objective.momentum_at(self.epochs))
 
 
 def contrastive(setup, steps: int, persistent: bool) -> ContrastiveDivergence:

@@ -2,6 +2,8 @@ r"""MCMC over a story's local latents, given its trained global parameters."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pyro
 import torch
 
@@ -100,20 +102,48 @@ class MCMC(Inference):
                 seed=self.seed,
                 progress=self.progress,
             )
-        self._batch = batch
+        self._batch = (batch, self._state())
         return self.chains
 
+    def _state(self) -> tuple:
+        """What a run depends on besides the data: the settings, the kernel and the parameters of
+        the story and the guide (their storage and in-place versions)."""
+        settings = (self.num_samples, self.warmup, self.num_chains, self.seed, id(self.kernel))
+        modules = [self.story] + ([self.guide] if self.guide is not None else [])
+        return settings, tuple((p.data_ptr(), p._version) for m in modules for p in m.parameters())
+
+    def _same(self, batch) -> bool:
+        if self.chains is None:
+            return False
+        last, state = self._batch
+        if state != self._state():
+            return False
+        if last is batch:
+            return True
+        if not (dataclasses.is_dataclass(batch) and type(last) is type(batch)):
+            return False
+        return all(_equal(getattr(last, f.name), getattr(batch, f.name)) for f in dataclasses.fields(batch))
+
     def chains_for(self, batch) -> Chains:
-        """The last run's chains if it was on this very ``batch`` object, else a new run's."""
-        return self.chains if self.chains is not None and self._batch is batch else self.run(batch)
+        """The last run's chains if it was on the same data (the same batch, or an equal one: a
+        batch rebuilt by :func:`~fabula.evaluation.evaluate` counts) with the settings and the
+        story's parameters unchanged since, else a new run's (the seed fixes a run, so the two
+        agree)."""
+        return self.chains if self._same(batch) else self.run(batch)
 
     def posterior(self, batch, num_samples: int | None = None) -> dict[str, torch.Tensor]:
-        """A new run's draws pooled over chains, ``{site: [chains * draws, B, ...]}``
+        """The draws of :meth:`chains_for` pooled over chains, ``{site: [chains * draws, B, ...]}``
         (``num_samples`` must be ``None`` or the pooled count: the sampler's settings fix it)."""
         total = self.num_chains * self.num_samples
         if num_samples not in (None, total):
             raise SettingsError(
                 f"this sampler draws {total} samples ({self.num_chains} chains x {self.num_samples})"
             )
-        chains = self.run(batch)
+        chains = self.chains_for(batch)
         return {s: v.reshape(total, *v.shape[2:]) for s, v in chains.samples.items()}
+
+
+def _equal(a, b) -> bool:
+    if torch.is_tensor(a) or torch.is_tensor(b):
+        return torch.is_tensor(a) and torch.is_tensor(b) and a.shape == b.shape and torch.equal(a, b)
+    return a == b

@@ -37,7 +37,10 @@ class MeanFieldELBO(ELBO):
         elbo = 0.0
         for site in sample_sites(model_trace):
             if site["is_observed"]:
-                elbo = elbo + scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"]).sum()
+                elbo = (
+                    elbo
+                    + scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"]).sum()
+                )
                 continue
             q = guide_trace.nodes.get(site["name"])
             if q is None:

@@ -13,7 +13,8 @@ With one draw :math:`h \sim q_\phi(h \mid x)` per datum and the learning signal
 
 where :math:`C_\psi` is the baseline (:class:`Baseline`, trained towards :math:`l - c`) and
 :math:`c, v` are running averages, with decay :math:`\alpha`, of the batch mean and variance of
-:math:`l - C_\psi(x)` (started at the first batch's). :math:`C_\psi(x)` and :math:`c` do not
+:math:`l - C_\psi(x)` (started at the first batch's; those of the global batch under data
+parallelism, :mod:`fabula.distributed`). :math:`C_\psi(x)` and :math:`c` do not
 depend on :math:`h`, so the encoder's gradient stays unbiased up to the positive factor
 :math:`1/\max(1, \sqrt v)`.
 
@@ -36,6 +37,7 @@ import torch
 from pyro.infer import Trace_ELBO
 from torch import nn
 
+from fabula import distributed
 from fabula.errors import SettingsError
 from fabula.inference.sources import Encoded
 from fabula.inference.updates import Joint
@@ -98,10 +100,19 @@ class NVILLoss(nn.Module):
 
     @torch.no_grad()
     def _track(self, centred: torch.Tensor) -> None:
-        mean, var = centred.mean(), centred.var(correction=0)
+        r"""Fold the batch's mean and (biased) variance of ``centred`` into the running averages:
+        those of the global batch under data parallelism, from the ranks' summed
+        :math:`n, \sum_i l_i, \sum_i l_i^2` in float64 (:func:`~fabula.distributed.all_sum`),
+        :math:`c_b = \sum_i l_i / n` and :math:`v_b = \sum_i l_i^2 / n - c_b^2`."""
+        wide = centred.detach().double()
+        count, total, squares = distributed.all_sum(
+            wide.numel(), wide.sum().item(), wide.square().sum().item()
+        )
+        mean = total / count
+        var = max(squares / count - mean**2, 0.0)  # rounding may leave a tiny negative
         if self.updates == 0:
-            self.signal_mean.copy_(mean)
-            self.signal_var.copy_(var)
+            self.signal_mean.fill_(mean)
+            self.signal_var.fill_(var)
         else:
             self.signal_mean.mul_(self.decay).add_((1 - self.decay) * mean)
             self.signal_var.mul_(self.decay).add_((1 - self.decay) * var)

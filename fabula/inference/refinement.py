@@ -50,7 +50,9 @@ def negative_elbo(story, guide, batch, params: dict[str, torch.Tensor], objectiv
 def check_refinable(guide, batch, params: dict[str, torch.Tensor], objective: ELBO | None) -> None:
     """Refuse to refine λ by gradients when a guide site is neither reparameterised nor summed
     out by ``objective`` (a ``TraceEnum_ELBO`` over a site marked for enumeration)."""
-    device = next(iter(params.values())).device if params else torch.device("cpu")
+    if not params:  # a guide without λ has no sites to refine
+        return
+    device = next(iter(params.values())).device
     # the check draws from q; the random stream is restored so that it changes no result
     with preserved_rng(device), torch.no_grad(), poutine.block():
         trace = poutine.trace(guide).get_trace(batch, params)
@@ -218,6 +220,8 @@ class _FiniteDifferenceUnroll(torch.autograd.Function):
         ctx.refinement, ctx.story, ctx.guide, ctx.batch, ctx.keys = refinement, story, guide, batch, keys
         ctx.objective = objective
         ctx.record, ctx.theta, ctx.device = record, theta, device
+        # the backward pass recomputes the steps' gradients as the forward pass computed them
+        ctx.autocast = (torch.is_autocast_enabled(device.type), torch.get_autocast_dtype(device.type))
         return tuple(lam[k] for k in keys)
 
     @staticmethod
@@ -230,7 +234,8 @@ class _FiniteDifferenceUnroll(torch.autograd.Function):
 
         def gradient(lam, state):
             _set_rng(device, state)
-            with torch.enable_grad():
+            enabled, dtype = ctx.autocast
+            with torch.enable_grad(), torch.autocast(device.type, dtype=dtype, enabled=enabled):
                 leaves = {k: v.detach().requires_grad_() for k, v in lam.items()}
                 loss = negative_elbo(ctx.story, ctx.guide, ctx.batch, leaves, ctx.objective)
                 grads = torch.autograd.grad(loss, [*leaves.values(), *theta], allow_unused=True)

@@ -19,6 +19,7 @@ from fabula.errors import SettingsError, UsageError
 from fabula.inference.annealing import FORMS, parse_schedule
 from fabula.inference.base import Inference
 from fabula.inference.contrastive import contrastive
+from fabula.inference.kernels import BinaryGibbs
 from fabula.inference.mcmc import MCMC
 from fabula.inference.nvil import NVIL
 from fabula.inference.presets import (
@@ -151,6 +152,11 @@ def _aggressive(setup: Setup, _):
     return Amortized(setup.story, setup.guide, updates=updates, **setup.variational())
 
 
+def _without_nuts(sampler: dict) -> dict:
+    """The sampler settings but those that choose the NUTS kernel (``backend``, ...)."""
+    return {k: v for k, v in sampler.items() if k not in ("backend", "target_accept", "max_tree_depth")}
+
+
 def _refine(setup: Setup, steps: int):
     trained = setup.trained or Amortized(setup.story, setup.guide, **setup.variational())
     return refined(trained, _refinement(setup, steps))
@@ -202,6 +208,12 @@ for _kind in (
         "nuts",
         "MCMC: NUTS over the local latents, the story fixed (does not train)",
         lambda s, _: MCMC(s.story, s.guide, **s.sampler),
+        trains=False,
+    ),
+    InferenceKind(
+        "gibbs",
+        "MCMC: single-site Gibbs sweeps over binary local latents (sbn), the story fixed (does not train)",
+        lambda s, _: MCMC(s.story, s.guide, kernel=BinaryGibbs(), **_without_nuts(s.sampler)),
         trains=False,
     ),
 ):
@@ -267,7 +279,9 @@ class InferenceSettings:
         "vae", "inference kind, a spec of the registry: " + ", ".join(specs(trains=True))
     )
     elbo: str = setting(
-        "meanfield", "the mean-field ELBO with analytic KL (MeanFieldELBO) or Trace_ELBO", choices=["meanfield", "trace"]
+        "meanfield",
+        "the mean-field ELBO with analytic KL (MeanFieldELBO) or Trace_ELBO",
+        choices=["meanfield", "trace"],
     )
     anneal: str | None = setting(None, f"KL annealing: {FORMS}")
     free_bits: float | None = setting(None, "free bits per latent coordinate (nats)", within=NONNEGATIVE)

@@ -87,7 +87,9 @@ class Tabulated(Source):
     def local_params(self, batch) -> dict[str, torch.Tensor]:
         index = batch.index
         if int(index.max()) >= self.num_data:
-            raise UsageError(f"datum {int(index.max())} has no variational parameters (a table of {self.num_data})")
+            raise UsageError(
+                f"datum {int(index.max())} has no variational parameters (a table of {self.num_data})"
+            )
         signature, known = Fitted.sign(batch.inputs), self.fitted.signature[index]
         new = known[:, 0].isnan()
         if new.any():

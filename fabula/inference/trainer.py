@@ -3,6 +3,11 @@ clipping, learning-rate schedules, the epoch loop, and one ``state_dict`` of all
 
 An update policy (:mod:`fabula.inference.updates`) names the parameter groups it steps; the
 trainer builds one optimizer per group, so that no optimizer exists that nothing steps.
+
+A step's loss is computed inside the trainer (:meth:`Trainer.descend` takes it as a function),
+so that the trainer can compute it under autocast (``--precision bf16``,
+:mod:`fabula.devices`) and, under ``torchrun``, through ``DistributedDataParallel``
+(:mod:`fabula.distributed`).
 """
 
 from __future__ import annotations
@@ -15,6 +20,9 @@ import pyro.optim
 import torch
 from tqdm.auto import tqdm
 
+from fabula import distributed
+from fabula.data.corpus import DataParallel
+from fabula.devices import autocast, set_precision, tensor_cores
 from fabula.errors import DivergenceError, SettingsError
 from fabula.settings import NONNEGATIVE, POSITIVE, Range, check_ranges, setting
 
@@ -85,23 +93,44 @@ class Trainer:
             name: torch.optim.lr_scheduler.LambdaLR(opt, schedule) for name, opt in self.optimizers.items()
         }
         self.clip_norm = clip_norm
+        self.device, self.precision, self.replicas = None, "fp32", None  # see configure
+
+    def configure(self, device: torch.device, precision: str = "fp32", modules: dict | None = None) -> None:
+        """Compute the losses of later steps on ``device`` in ``precision``
+        (:data:`~fabula.devices.PRECISIONS`) and, given the trained ``modules`` while a process
+        group is running, through ``DistributedDataParallel`` over them."""
+        set_precision(device, precision)
+        self.device, self.precision = device, precision
+        if modules is not None and distributed.active():
+            stepped = {id(p) for p in self.parameters}
+            trained = {id(p) for m in modules.values() for p in m.parameters() if p.requires_grad}
+            # a policy stepping groups on separate losses, or parameters no group steps, leave
+            # some parameters without a gradient in a backward pass
+            self.replicas = distributed.replicate(modules, len(self.groups) > 1 or trained != stepped)
 
     @property
     def parameters(self) -> list[torch.nn.Parameter]:
         return [p for params in self.groups.values() for p in params]
 
-    def descend(self, loss: torch.Tensor, *names: str, step: int) -> float:
-        """One gradient step of the groups ``names`` on ``loss`` (their gradients clipped
-        together); ``step`` (1-based) names the step in the error a non-finite loss raises."""
-        value = loss.detach().item()
-        if not math.isfinite(value):
-            raise DivergenceError(
-                f"non-finite loss {value} at step {step}; lower the learning rate or set a clip norm"
-            )
-        optimizers = [self.optimizers[n] for n in names]
-        for optimizer in optimizers:
-            optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+    def descend(self, loss: Callable[[], torch.Tensor], *names: str, step: int) -> float:
+        """One gradient step of the groups ``names`` on the tensor ``loss()`` returns (their
+        gradients clipped together); ``step`` (1-based) names the step in the error a non-finite
+        loss raises. The value returned (and checked) is the loss averaged over the data-parallel
+        ranks, so that every rank decides alike from it."""
+        with tensor_cores(self.precision):
+            with autocast(self.device, self.precision):
+                loss = self.replicas(loss) if self.replicas is not None else loss()
+            value = loss.detach().float().item()
+            if self.replicas is not None:
+                value = distributed.all_mean(value)
+            if not math.isfinite(value):
+                raise DivergenceError(
+                    f"non-finite loss {value} at step {step}; lower the learning rate or set a clip norm"
+                )
+            optimizers = [self.optimizers[n] for n in names]
+            for optimizer in optimizers:
+                optimizer.zero_grad(set_to_none=True)
+            loss.backward()
         if self.clip_norm is not None:
             torch.nn.utils.clip_grad_norm_([p for n in names for p in self.groups[n]], self.clip_norm)
         for optimizer in optimizers:
@@ -147,7 +176,9 @@ def fit(
 
     The batches of epoch ``e`` are ``data.batches(..., shuffle=True, seed=seed, epoch=e)``, a
     function of ``(seed, e)`` only, so a fit resumed from a checkpoint replays the same batches.
-    ``on_epoch_end(epoch, metrics)`` runs after each epoch (evaluation, checkpoints).
+    ``on_epoch_end(epoch, metrics)`` runs after each epoch (evaluation, checkpoints). Under data
+    parallelism ``data`` is this rank's part (:meth:`~fabula.data.corpus.Corpus.data_parallel`)
+    and the epoch's means are taken over every rank's data.
     """
     device = trainable.story.device
     history = []
@@ -167,7 +198,12 @@ def fit(
                 sums[k] = sums.get(k, 0.0) + v * batch.size
             seen += batch.size
             bar.set_postfix(loss=f"{metrics['loss']:.4g}", refresh=False)
-        summary = {"epoch": epoch + 1, **{k: v / seen for k, v in sums.items()}, **trainable.end_epoch()}
+        if isinstance(data, DataParallel):
+            *totals, seen = distributed.all_sum(*sums.values(), seen)
+        else:
+            totals = list(sums.values())
+        means = {k: v / seen for k, v in zip(sums, totals, strict=True)}
+        summary = {"epoch": epoch + 1, **means, **trainable.end_epoch()}
         history.append(summary)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, summary)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import torch
 from torch.distributions import kl_divergence
 
+from fabula import distributed
+from fabula.data.corpus import DataParallel
 from fabula.errors import SettingsError, UsageError
 from fabula.evaluation.bounds import mutual_information
 from fabula.inference.refinement import negative_elbo
@@ -31,7 +33,9 @@ class Joint:
 
     def step(self, inference, batch) -> dict[str, float]:
         return {
-            "loss": inference.trainer.descend(inference.loss(batch), "joint", step=inference.num_steps + 1)
+            "loss": inference.trainer.descend(
+                lambda: inference.loss(batch), "joint", step=inference.num_steps + 1
+            )
         }
 
     def end_epoch(self, inference) -> dict[str, float]:
@@ -76,19 +80,23 @@ class StoryThenGuide(Joint):
 
     def step(self, inference, batch) -> dict[str, float]:
         trainer, step = inference.trainer, inference.num_steps + 1
-        value = trainer.descend(inference.loss(batch), "story", step=step)
+        value = trainer.descend(lambda: inference.loss(batch), "story", step=step)
+        trainer.descend(lambda: self.encoder_loss(inference, batch), "guide", step=step)
+        return {"loss": value}
+
+    def encoder_loss(self, inference, batch):
+        """The encoder's loss per datum, of :attr:`variant`."""
         start = inference.guide.local_params(batch)
         if self.variant == "krishnan":
-            encoder_loss = negative_elbo(inference.story, inference.guide, batch, start, inference.bound)
+            loss = negative_elbo(inference.story, inference.guide, batch, start, inference.bound)
         else:
             q0 = trace_guide(inference.guide, batch, 1, start)
             qk = trace_guide(inference.guide, batch, 1, inference.local_params(batch))
-            encoder_loss = sum(
+            loss = sum(
                 kl_divergence(q0.nodes[s]["fn"], qk.nodes[s]["fn"]).sum()
                 for s in inference.story.latent_sites
             )
-        trainer.descend(encoder_loss / batch.size, "guide", step=step)
-        return {"loss": value}
+        return loss / batch.size
 
 
 class Aggressive(Joint):
@@ -102,6 +110,9 @@ class Aggressive(Joint):
     (:func:`~fabula.evaluation.bounds.mutual_information`); once it stops rising, steps are joint.
     The inner loop's batches are passes over ``data`` in the orders ``data.order(seed,
     7919 (p + 1))`` of pass ``p``, restarted at each epoch's end, so a resumed run draws the same.
+    Under data parallelism the inner loop's stop is decided on the loss averaged over the ranks
+    and the MI is estimated on every rank's shard of ``validation`` and reduced, so that the
+    ranks step alike.
 
     References: J. He, D. Spokoyny, G. Neubig, T. Berg-Kirkpatrick. Lagging Inference Networks
     and Posterior Collapse in Variational Autoencoders. ICLR 2019.
@@ -164,24 +175,29 @@ class Aggressive(Joint):
             best, window = float("inf"), 0.0
             for inner in range(1, self.inner_steps + 1):
                 inner_batch = self._next_batch(inference.story.device)
-                window += trainer.descend(inference.loss(inner_batch), "guide", step=step)
+                window += trainer.descend(lambda b=inner_batch: inference.loss(b), "guide", step=step)
                 if inner % self.patience == 0:
                     if window >= best:
                         break
                     best, window = window, 0.0
-            value = trainer.descend(inference.loss(batch), "story", step=step)
+            value = trainer.descend(lambda: inference.loss(batch), "story", step=step)
         else:
-            value = trainer.descend(inference.loss(batch), "story", "guide", step=step)
+            value = trainer.descend(lambda: inference.loss(batch), "story", "guide", step=step)
         return {"loss": value, "inner_steps": float(inner)}
 
     @torch.no_grad()
     def end_epoch(self, inference) -> dict[str, float]:
         total, count = 0.0, 0
-        sites = inference.story.latent_sites
-        for batch in self.validation.batches(self.batch_size, device=inference.story.device):
+        sites, parallel = inference.story.latent_sites, isinstance(self.data, DataParallel)
+        validation = (
+            self.validation.shard(self.data.rank, self.data.world_size) if parallel else self.validation
+        )
+        for batch in validation.batches(self.batch_size, device=inference.story.device):
             trace = trace_guide(inference.guide, batch, 1, inference.local_params(batch))
             total += float(mutual_information(trace, sites)) * batch.size
             count += batch.size
+        if parallel:  # every rank decides on the same MI
+            total, count = distributed.all_sum(total, count)
         mi = total / count
         self._stream, self._pass = None, self._pass + 1
         if self.aggressive and mi <= self.best_mi:

@@ -9,4 +9,14 @@ from fabula.models.rsm import ReplicatedSoftmax
 from fabula.models.sbn import SigmoidBeliefNet
 from fabula.models.story import DATA_DIM, Story
 
-__all__ = ["DATA_DIM", "GMVAE", "LSTMVAE", "LinearGaussian", "NVDM", "RNNLM", "ReplicatedSoftmax", "SigmoidBeliefNet", "Story"]
+__all__ = [
+    "DATA_DIM",
+    "GMVAE",
+    "LSTMVAE",
+    "LinearGaussian",
+    "NVDM",
+    "RNNLM",
+    "ReplicatedSoftmax",
+    "SigmoidBeliefNet",
+    "Story",
+]

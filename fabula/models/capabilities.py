@@ -88,7 +88,9 @@ class Undirected(Protocol):
 
     def free_energy(self, counts: torch.Tensor, beta: float | torch.Tensor = 1.0) -> torch.Tensor: ...
 
-    def hidden_given_visible(self, counts: torch.Tensor, beta: float = 1.0) -> torch.distributions.Distribution: ...
+    def hidden_given_visible(
+        self, counts: torch.Tensor, beta: float = 1.0
+    ) -> torch.distributions.Distribution: ...
 
     def visible_given_hidden(
         self, h: torch.Tensor, lengths: torch.Tensor, beta: float = 1.0
@@ -106,3 +108,20 @@ class HiddenMarginal(Protocol):
     hidden: int
 
     def hidden_log_marginal(self, h: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor: ...
+
+
+@runtime_checkable
+class LengthTempered(Protocol):
+    r"""An undirected story whose ``hidden`` units' unnormalised marginal is a replicated softmax,
+    exponential in the document length :math:`D`:
+
+    .. math:: \log \tilde p_D(h) = D\, g(h), \qquad g(h) = a \cdot h + \log \sum_k e^{b_k + (W^\top h)_k},
+
+    so that :math:`p_t(h) \propto e^{t g(h)}`, :math:`t \ge 0`, runs from the uniform
+    :math:`p_0` (:math:`Z_0 = 2^F`) through every length: the path along which
+    :class:`~fabula.evaluation.estimators.AIS` anneals. ``length_potential`` returns
+    :math:`(a, b, W)`, shapes ``[F]``, ``[V]``, ``[F, V]``."""
+
+    hidden: int
+
+    def length_potential(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...

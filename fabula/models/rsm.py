@@ -37,8 +37,10 @@ class ReplicatedSoftmax(Story):
     coefficient): :math:`\log p(w_{1:D}) = -F(v) - \log Z_D` with :math:`Z_D` summed over the
     :math:`V^D` sequences of length :math:`D`,
     :math:`Z_D = \sum_h e^{D a \cdot h} \big(\sum_k e^{b_k + (W^\top h)_k}\big)^D`. It depends on
-    :math:`D` only and is estimated by annealing
-    (:class:`~fabula.evaluation.estimators.AIS`).
+    :math:`D` only and is estimated by annealing along the length, from :math:`t = 0` words to
+    the longest document (:class:`~fabula.evaluation.estimators.AIS`; the hidden units'
+    marginal is :math:`e^{D g(h)}`, :class:`~fabula.models.capabilities.LengthTempered`), or
+    along the inverse temperature below (:class:`~fabula.evaluation.estimators.TemperedAIS`).
 
     **Tempered family** (:class:`~fabula.models.capabilities.Undirected`). For annealing, the
     story at :math:`\beta \in [0, 1]` is the RSM with weights :math:`\beta W`, hidden biases
@@ -130,6 +132,11 @@ class ReplicatedSoftmax(Story):
             self.visible_bias.double() + h @ self.weight.double(), -1
         )
         return torch.as_tensor(lengths, dtype=torch.float64, device=g.device) * g
+
+    def length_potential(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        r""":math:`(a, b, W)` of :math:`g(h) = a \cdot h + \log \sum_k e^{b_k + (W^\top h)_k}`
+        (:class:`~fabula.models.capabilities.LengthTempered`), detached."""
+        return self.hidden_bias.detach(), self.visible_bias.detach(), self.weight.detach()
 
     def base_log_partition(self, lengths: torch.Tensor) -> torch.Tensor:
         r""":math:`\log Z_0 = F \log 2 + D \log \sum_k e^{b_{0k}}` for each length, float64."""

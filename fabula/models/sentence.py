@@ -35,6 +35,10 @@ class SentenceStory(Story):
         """The decoder's conditioning vector from a draw of the latent sites (``None``: no latent)."""
         return torch.cat([latents[s] for s in self.code_sites], -1) if self.code_sites else None
 
+    def in_order(self, words: list[str]) -> list[str]:
+        """The words of one decoded sentence in reading order (the decoder's order here)."""
+        return words
+
     def num_tokens(self, batch) -> torch.Tensor:
         """Words plus ``<eos>`` per sentence, the convention of Bowman et al. and Kim et al."""
         return batch.lengths

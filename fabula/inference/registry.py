@@ -1,7 +1,7 @@
 """One registry of inference kinds and one spec grammar, for ``fabula train --inference``,
 ``fabula compare``, ``fabula diagnose`` and the tests.
 
-A spec is ``NAME`` or ``NAME:K`` (K refinement steps for the kinds that take them); each name
+A spec is ``NAME`` or ``NAME:K`` (K: what the kind counts, e.g. refinement or Gibbs steps); each name
 means one thing everywhere. A kind is built from a :class:`Setup` (story, guide, objective,
 trainer settings, data); the built object records its spec, and a run's saved configuration
 rebuilds it as the kind that was trained. A new kind is one :func:`register` call, e.g. from
@@ -78,8 +78,13 @@ class InferenceKind:
     name: str
     summary: str
     build: Callable[[Setup, int | None], Inference]
-    takes_steps: bool = False
+    steps: str = ""
+    """What K of ``NAME:K`` counts (e.g. ``"refinement steps"``); empty for kinds without K."""
     trains: bool = True
+
+    @property
+    def takes_steps(self) -> bool:
+        return bool(self.steps)
 
     def usage(self) -> str:
         return f"{self.name}:K" if self.takes_steps else self.name
@@ -107,7 +112,7 @@ def parse(spec: str) -> tuple[InferenceKind, int | None]:
             raise SettingsError(f"{spec!r}: inference {name!r} takes no steps (write {name})")
         return kind, None
     if not steps.isdigit() or int(steps) < 1:
-        raise SettingsError(f"{spec!r}: give the refinement steps K >= 1, e.g. {name}:20")
+        raise SettingsError(f"{spec!r}: give the {kind.steps} K >= 1, e.g. {name}:20")
     return kind, int(steps)
 
 
@@ -172,25 +177,25 @@ for _kind in (
         "svi",
         "per-instance SVI: K refinement steps from the prior; no encoder",
         _refining(StochasticVI),
-        takes_steps=True,
+        steps="refinement steps",
     ),
     InferenceKind(
         "vae+svi",
         "VAE+SVI: K steps from a detached enc(x); story at lambda_K, encoder on its own ELBO",
         _refining(AmortizedSVI),
-        takes_steps=True,
+        steps="refinement steps",
     ),
     InferenceKind(
         "sa-vae",
         "SA-VAE: K steps from enc(x), differentiated through (exact Hessian-vector products)",
         _refining(SemiAmortized),
-        takes_steps=True,
+        steps="refinement steps",
     ),
     InferenceKind(
         "sa-vae-fd",
         "SA-VAE with finite-difference Hessian-vector products",
         _refining(SemiAmortized, hvp="finite-difference"),
-        takes_steps=True,
+        steps="refinement steps",
     ),
     InferenceKind(
         "aggressive",
@@ -201,7 +206,7 @@ for _kind in (
         "refine",
         "test-time refinement: K detached steps from a trained object's lambda (does not train)",
         _refine,
-        takes_steps=True,
+        steps="refinement steps",
         trains=False,
     ),
     InferenceKind(
@@ -242,7 +247,7 @@ register(
         "rws",
         "reweighted wake-sleep (Bornschein & Bengio 2015): K draws of q per datum, wake-theta and wake-phi",
         lambda s, k: ReweightedWakeSleep(s.story, s.guide, k, **s.training),
-        takes_steps=True,
+        steps="draws of q per datum",
     )
 )
 register(
@@ -258,7 +263,7 @@ register(
         "cd",
         "contrastive divergence CD-K for undirected stories (rsm): K Gibbs steps from each datum",
         lambda s, k: contrastive(s, k, persistent=False),
-        takes_steps=True,
+        steps="Gibbs steps",
     )
 )
 register(
@@ -266,7 +271,7 @@ register(
         "pcd",
         "persistent contrastive divergence (Tieleman 2008): K Gibbs steps of persistent chains per update",
         lambda s, k: contrastive(s, k, persistent=True),
-        takes_steps=True,
+        steps="Gibbs steps",
     )
 )
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from fabula.cgmh import acceptance, sampler
+from fabula.cgmh import CGMHSettings, acceptance, sampler
 from fabula.data import load_dataset
 from fabula.data.text import TextBatch
 from fabula.diagnostics import to_arviz
@@ -31,8 +31,11 @@ from fabula.diagnostics.arviz import az
 from fabula.inference.sequence_mh import MOVES, SequenceMH
 from fabula.models.constrained import NO_WORD, ConstrainedSentences, Constraints, keywords_hold
 from fabula.runs import TrainConfig, load_run, train
+from fabula.settings import add_arguments, from_arguments
 from results_log import record, session
 
+KERNEL = ("chains", "steps", "burn_in", "candidates", "max_length", "seed")
+"""The settings of ``fabula cgmh`` that this benchmark takes as flags (the keyword sets are its own)."""
 KEYWORDS = Path(__file__).resolve().parent / "cgmh_ptb_keywords.txt"
 SKIPPED = {
     "<unk>",
@@ -105,11 +108,11 @@ def tiny_runs(data_dir: str, root: Path) -> dict[str, str]:
 
 
 @torch.no_grad()
-def run_rules(rules, forward, backward, sets, vocab, args) -> dict:
-    story = ConstrainedSentences(forward, max_length=args.max_length)
-    kernel = SequenceMH(top_k=args.candidates, backward=backward, rules=rules)
+def run_rules(rules, forward, backward, sets, vocab, settings: CGMHSettings, progress: bool) -> dict:
+    story = ConstrainedSentences(forward, max_length=settings.max_length)
+    kernel = SequenceMH(top_k=settings.candidates, backward=backward, rules=rules)
     constraints = Constraints.from_words(vocab, sets)
-    mcmc = sampler(story, kernel, args.steps, args.burn_in, args.chains, args.seed, not args.smoke)
+    mcmc = sampler(story, kernel, settings.steps, settings.burn_in, settings.chains, settings.seed, progress)
     cpu = time.process_time()
     chains = mcmc.run(constraints)
     cpu = time.process_time() - cpu
@@ -127,8 +130,8 @@ def run_rules(rules, forward, backward, sets, vocab, args) -> dict:
     }
     return {
         "seconds": mcmc.seconds["sample"],
-        "steps_per_s_total": args.steps * c * b / mcmc.seconds["sample"],
-        "steps_per_cpu_s_total": args.steps * c * b / cpu,
+        "steps_per_s_total": settings.steps * c * b / mcmc.seconds["sample"],
+        "steps_per_cpu_s_total": settings.steps * c * b / cpu,
         "satisfied_states": float(holds.double().mean()),
         "acceptance": acceptance(chains.stats),
         "rhat_median": float(rhat.nanmedian()),
@@ -159,30 +162,27 @@ def main(argv=None):
         "--make-keywords", type=int, metavar="N", help="write N keyword sets to --keywords and stop"
     )
     p.add_argument("--sets", type=int, default=20, help="keyword sets used (the file's first)")
-    p.add_argument("--chains", type=int, default=2)
-    p.add_argument("--steps", type=int, default=100)
-    p.add_argument("--burn-in", type=int, default=50)
-    p.add_argument("--candidates", type=int, default=100)
-    p.add_argument("--max-length", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-record", action="store_true")
-    with session(p, argv, sets=3, chains=2, steps=6, burn_in=2, candidates=5, max_length=12) as args:
-        return benchmark(args)
+    add_arguments(p, CGMHSettings, "cgmh", {"chains": 2, "steps": 100, "burn_in": 50}, only=KERNEL)
+    tiny = {"cgmh.steps": 6, "cgmh.burn_in": 2, "cgmh.candidates": 5, "cgmh.max_length": 12}
+    with session(p, argv, sets=3, **tiny) as args:
+        return benchmark(args, from_arguments(CGMHSettings, args, "cgmh"))
 
 
-def benchmark(args) -> dict:
+def benchmark(args, settings: CGMHSettings) -> dict:
+    """The benchmark with parsed ``args`` and the kernel's settings ``settings``; returns what it records."""
     torch.set_num_threads(args.threads)
     test = load_dataset("ptb", args.data_dir)["test"]
     if args.make_keywords:
-        rows = make_keywords(test, args.make_keywords, args.seed)
-        header = f"# PTB test line<TAB>keywords: {args.make_keywords} sets, benchmarks/cgmh_ptb.py --make-keywords, seed {args.seed}\n"
+        rows = make_keywords(test, args.make_keywords, settings.seed)
+        header = f"# PTB test line<TAB>keywords: {args.make_keywords} sets, benchmarks/cgmh_ptb.py --make-keywords, seed {settings.seed}\n"
         Path(args.keywords).write_text(header + "".join(f"{line}\t{' '.join(w)}\n" for line, w in rows))
         print(f"wrote {len(rows)} keyword sets to {args.keywords}")
         return {"keyword_sets": len(rows)}
     if args.smoke:
         runs = tiny_runs(args.data_dir, Path(tempfile.mkdtemp(prefix="cgmh-ptb-")))
-        sets = [s for _, s in make_keywords(test, args.sets, args.seed)]
+        sets = [words for _, words in make_keywords(test, args.sets, settings.seed)]
     else:
         runs = {"forward": args.forward, "backward": args.backward, "scorer": args.scorer}
         sets = read_keywords(Path(args.keywords))[: args.sets]
@@ -191,7 +191,7 @@ def benchmark(args) -> dict:
     backward = load_run(runs["backward"], args.data_dir).inference.story
     results = {"sets": sets, "runs": runs}
     for rules in ("exact", "released"):
-        results[rules] = run_rules(rules, forward, backward, sets, vocab, args)
+        results[rules] = run_rules(rules, forward, backward, sets, vocab, settings, not args.smoke)
     # loaded only now, after the sampling: it may still have been training when the sampling began
     scored = load_run(runs["scorer"], args.data_dir)
     results["scorer_epoch"] = scored.metadata["epoch"]
@@ -206,7 +206,7 @@ def benchmark(args) -> dict:
         kinds = ("samples",) if rules == "exact" else ("samples", "best visited")
         for kind in kinds:
             out = r["outputs"][kind]
-            chains_of_set = args.chains if kind == "samples" else 1
+            chains_of_set = settings.chains if kind == "samples" else 1
             satisfied = sum(
                 all(o.count(w) >= sets[i // chains_of_set].count(w) for w in sets[i // chains_of_set])
                 for i, o in enumerate(out)
@@ -219,12 +219,12 @@ def benchmark(args) -> dict:
                 f"{r['rhat_median']:.2f}, {r['rhat_max']:.2f} | {r['steps_per_s_total']:.2f}, {r['steps_per_cpu_s_total']:.2f} |"
             )
     examples = "; ".join(
-        f'{" ".join(sets[i])} -> "{" ".join(results["exact"]["outputs"]["samples"][i * args.chains])}"'
+        f'{" ".join(sets[i])} -> "{" ".join(results["exact"]["outputs"]["samples"][i * settings.chains])}"'
         for i in range(min(3, len(sets)))
     )
     table = "\n".join(rows) + (
-        f"\n\n{len(sets)} keyword sets x {args.chains} chains, {args.steps} steps ({args.burn_in} burn-in), "
-        f"{args.candidates} candidates from forward x backward LM, at most {args.max_length} words; the scorer "
+        f"\n\n{len(sets)} keyword sets x {settings.chains} chains, {settings.steps} steps ({settings.burn_in} burn-in), "
+        f"{settings.candidates} candidates from forward x backward LM, at most {settings.max_length} words; the scorer "
         f"after epoch {results['scorer_epoch']}. Examples (exact): {examples}."
     )
     print(table)

@@ -25,14 +25,18 @@ from pathlib import Path
 
 import torch
 
-from fabula.cgmh import acceptance, sampler
+from fabula.cgmh import CGMHSettings, acceptance, sampler
 from fabula.data.registry import DATASETS, QUORA_EVALUATED, QUORA_VALID, locate, sha256_of
 from fabula.evaluation.bleu import corpus_bleu
 from fabula.inference.sequence_mh import SequenceMH, anneal
 from fabula.models.constrained import NO_WORD, ConstrainedSentences, Constraints
 from fabula.runs import TrainConfig, load_run, train
+from fabula.settings import add_arguments, from_arguments
 from results_log import record, session
 
+KERNEL = ("chains", "steps", "burn_in", "candidates", "similarity_power", "max_length", "seed")
+"""The settings of ``fabula cgmh`` that this benchmark takes as flags (the sources are its own;
+``--steps`` also counts the search's annealing steps)."""
 PAPER = {"CGMH (Miao et al. 2019)": (18.85, 50.18)}
 
 
@@ -68,23 +72,20 @@ def main(argv=None):
     )
     p.add_argument("--data-dir", default="../shared/data", help="folder holding cgmh/quora/")
     p.add_argument("--sources", type=int, default=50, help="sources evaluated")
-    p.add_argument("--steps", type=int, default=100, help="MH steps per source (search: annealing steps)")
-    p.add_argument("--burn-in", type=int, default=50)
-    p.add_argument("--chains", type=int, default=1, help="chains per source")
-    p.add_argument("--candidates", type=int, default=100)
-    p.add_argument("--similarity-power", type=float, default=8.0)
-    p.add_argument("--max-length", type=int, default=30)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-record", action="store_true")
-    with session(p, argv, sources=4, steps=6, burn_in=2, candidates=5, max_length=12) as args:
+    add_arguments(p, CGMHSettings, "cgmh", {"chains": 1, "steps": 100, "burn_in": 50}, only=KERNEL)
+    tiny = {"cgmh.steps": 6, "cgmh.burn_in": 2, "cgmh.candidates": 5, "cgmh.max_length": 12}
+    with session(p, argv, sources=4, **tiny) as args:
+        settings = from_arguments(CGMHSettings, args, "cgmh")
         if args.smoke:
             with tiny_quora(Path(args.data_dir)):
-                return benchmark(args)
-        return benchmark(args)
+                return benchmark(args, settings)
+        return benchmark(args, settings)
 
 
-def benchmark(args) -> dict:
+def benchmark(args, settings: CGMHSettings) -> dict:
+    """The benchmark with parsed ``args`` and the kernel's settings; returns what it records."""
     torch.set_num_threads(args.threads)
     if args.smoke:
         root = Path(tempfile.mkdtemp(prefix="cgmh-quora-"))
@@ -104,11 +105,11 @@ def benchmark(args) -> dict:
             runs[name] = str(root / name)
     else:
         runs = {"forward": args.forward, "backward": args.backward}
-    return paraphrase(args, runs)
+    return paraphrase(args, settings, runs)
 
 
 @torch.no_grad()
-def paraphrase(args, runs: dict) -> dict:
+def paraphrase(args, settings: CGMHSettings, runs: dict) -> dict:
     """Sample and search paraphrases of the sources with the LMs of ``runs``, score them, record."""
     loaded = load_run(runs["forward"], args.data_dir)
     forward, vocab = loaded.inference.story, loaded.splits["train"].vocab
@@ -124,10 +125,14 @@ def paraphrase(args, runs: dict) -> dict:
     chosen = known[: args.sources]
     sources = [raw_sources[i].split() for i in chosen]
     references = [raw_refs[i].split() for i in chosen]
-    story = ConstrainedSentences(forward, max_length=args.max_length, similarity_power=args.similarity_power)
-    kernel = SequenceMH(top_k=args.candidates, backward=backward)
+    story = ConstrainedSentences(
+        forward, max_length=settings.max_length, similarity_power=settings.similarity_power
+    )
+    kernel = SequenceMH(top_k=settings.candidates, backward=backward)
     constraints = Constraints.from_words(vocab, [[] for _ in sources], sources)
-    mcmc = sampler(story, kernel, args.steps, args.burn_in, args.chains, args.seed, not args.smoke)
+    mcmc = sampler(
+        story, kernel, settings.steps, settings.burn_in, settings.chains, settings.seed, not args.smoke
+    )
     chains = mcmc.run(constraints)
     x = chains.samples["x"]
 
@@ -138,7 +143,9 @@ def paraphrase(args, runs: dict) -> dict:
         "copy the source": sources,
         "exact MH, last draw": [words(x[0, -1, b]) for b in range(len(sources))],
     }
-    best, _ = anneal(kernel, story, constraints, args.steps, args.chains, args.seed, progress=not args.smoke)
+    best, _ = anneal(
+        kernel, story, constraints, settings.steps, settings.chains, settings.seed, progress=not args.smoke
+    )
     outputs["search (annealing), best visited"] = [words(row) for row in best]
     bleu = {
         name: {
@@ -161,10 +168,10 @@ def paraphrase(args, runs: dict) -> dict:
     )
     table = "\n".join(rows) + (
         f"\n\n{len(sources)} sources (the first of the {QUORA_EVALUATED} evaluated whose words are all in the "
-        f"{len(vocab)}-word vocabulary; {chosen[-1] + 1 - len(chosen)} skipped before them), {args.chains} chain(s) "
-        f"each, {args.steps} steps ({args.burn_in} burn-in), {args.candidates} candidates from the "
+        f"{len(vocab)}-word vocabulary; {chosen[-1] + 1 - len(chosen)} skipped before them), {settings.chains} chain(s) "
+        f"each, {settings.steps} steps ({settings.burn_in} burn-in), {settings.candidates} candidates from the "
         f"{'forward x backward LM' if backward is not None else 'forward LM alone'}, similarity power "
-        f"{args.similarity_power}; acceptance {', '.join(f'{m} {a:.3f}' for m, a in rates.items())}; "
+        f"{settings.similarity_power}; acceptance {', '.join(f'{m} {a:.3f}' for m, a in rates.items())}; "
         f"{mcmc.seconds['sample']:.0f} s sampling. Examples: {examples}."
     )
     print(table)

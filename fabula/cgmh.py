@@ -61,8 +61,6 @@ class CGMHSettings:
                 f"--moves takes three probabilities (replace, insert, delete) summing to 1, insert and "
                 f"delete above 0; got {' '.join(map(str, self.moves))}"
             )
-        if not self.keywords and self.paraphrase is None:
-            raise SettingsError("give --keywords, --paraphrase, or both")
 
 
 def language_model(path: str | Path, data_dir, device, reverse: bool):
@@ -88,6 +86,8 @@ def cgmh(
     the backward LM of ``backward``): one record per chain, ``{"set", "chain", "sentence",
     "log_pi", "length", "acceptance": {move: rate or None}}``, the sentence the chain's last
     draw; with ``search``, one record per set, its best visited sentence."""
+    if not settings.keywords and settings.paraphrase is None:
+        raise SettingsError("give --keywords, --paraphrase, or both")
     forward, vocab = language_model(run, data_dir, device, reverse=False)
     back = None
     if backward is not None:

@@ -96,12 +96,24 @@ def flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_arguments(parser: argparse.ArgumentParser, cls, prefix: str, defaults: dict | None = None) -> None:
-    """Add a flag for every field of settings class ``cls``; values land at ``{prefix}.{name}``
-    in the namespace. ``defaults`` overrides field defaults (a recipe's own)."""
+def add_arguments(
+    parser: argparse.ArgumentParser,
+    cls,
+    prefix: str,
+    defaults: dict | None = None,
+    only: tuple[str, ...] | None = None,
+) -> None:
+    """Add a flag for every field of settings class ``cls`` (or for the fields named in ``only``);
+    values land at ``{prefix}.{name}`` in the namespace. ``defaults`` overrides field defaults (a
+    recipe's own)."""
     hints = typing.get_type_hints(cls)
+    unknown = sorted(set(only or ()) - {f.name for f in fields(cls)})
+    if unknown:
+        raise SettingsError(f"no {cls.__name__} settings {unknown}")
     group = parser.add_argument_group(cls.__doc__.strip().splitlines()[0] if cls.__doc__ else cls.__name__)
     for f in fields(cls):
+        if only is not None and f.name not in only:
+            continue
         default = (defaults or {}).get(f.name, _default(f))
         kind, optional, many = _base_type(hints[f.name])
         shown = "none" if default is None else (" ".join(map(str, default)) if many else default)
@@ -171,8 +183,10 @@ def _default(f):
 
 
 def from_arguments(cls, args: argparse.Namespace, prefix: str):
-    """The settings of ``cls`` read back from a namespace filled by :func:`add_arguments`."""
-    values = {f.name: getattr(args, f"{prefix}.{f.name}") for f in fields(cls)}
+    """The settings of ``cls`` read back from a namespace filled by :func:`add_arguments` (fields
+    without a flag keep their defaults)."""
+    flagged = [f.name for f in fields(cls) if hasattr(args, f"{prefix}.{f.name}")]
+    values = {name: getattr(args, f"{prefix}.{name}") for name in flagged}
     return from_dict(cls, values)
 
 

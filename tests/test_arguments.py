@@ -191,3 +191,20 @@ def test_sample_documents_draws_the_given_lengths(runs):
     lengths = torch.tensor([5.0, 40.0])
     documents = sample_documents(story, lengths, max_words=story.vocab_size)
     assert [sum(c for _, c in d) for d in documents] == [5, 40]
+
+
+def test_a_subset_of_a_settings_class_takes_flags_and_the_rest_keep_their_defaults():
+    from fabula.cgmh import CGMHSettings
+    from fabula.errors import SettingsError
+    from fabula.settings import add_arguments, from_arguments
+
+    p = argparse.ArgumentParser()
+    add_arguments(p, CGMHSettings, "cgmh", {"steps": 20}, only=("steps", "burn_in"))
+    settings = from_arguments(CGMHSettings, p.parse_args(["--burn-in", "5"]), "cgmh")
+    assert (settings.steps, settings.burn_in, settings.chains) == (20, 5, CGMHSettings().chains)
+    with pytest.raises(SystemExit):  # a field outside the subset has no flag
+        p.parse_args(["--chains", "3"])
+    with pytest.raises(SettingsError, match="leaves no draw"):  # the class still checks its values
+        from_arguments(CGMHSettings, p.parse_args(["--burn-in", "20"]), "cgmh")
+    with pytest.raises(SettingsError, match="no CGMHSettings settings \\['step'\\]"):
+        add_arguments(argparse.ArgumentParser(), CGMHSettings, "cgmh", only=("step",))

@@ -16,6 +16,7 @@ import fabula.backends.numpyro as numpyro_backend
 from fabula.backends.callback import TorchLogJoint, generic_twin
 from fabula.backends.numpyro import Twin, register_twin, twin
 from fabula.backends.parity import check_twin
+from fabula.diagnostics import to_arviz
 from fabula.diagnostics.arviz import az
 from fabula.errors import UsageError
 from fabula.inference import MCMC
@@ -85,6 +86,8 @@ def test_a_story_without_a_twin_is_sampled_by_the_generic_twin_and_matches_its_e
     mcmc = MCMC(story, num_samples=250, warmup=120, num_chains=2, progress=False, backend="numpyro")
     chains = mcmc.run(batch)
     assert chains.info == {"twin": "generic"}
+    attrs = to_arviz(mcmc, batch).posterior.attrs  # what ran travels with the exported draws
+    assert (attrs["inference"], attrs["kernel"], attrs["twin"]) == ("MCMC", "NumPyroNUTS", "generic")
     draws = chains.samples["z"]  # [chain, draw, B, K]
     assert draws.shape == (2, 250, 2, 3) and chains.stats["n_steps"].shape == (2, 250, 2)
     post = story.posterior(batch.x)

@@ -77,15 +77,19 @@ def to_arviz(inference, batch, num_samples: int = 500):
 
     Groups ``posterior``, ``log_likelihood`` (log p(x | z) per draw and datum) and
     ``observed_data``; the ``"data"`` plate is the ``data`` dimension (coordinates: the data's
-    indices), event dimensions are ``<site>_dim_<i>``.
+    indices), event dimensions are ``<site>_dim_<i>``. The posterior's ``attrs`` name the
+    inference object (``inference``) and, for MCMC, the kernel and what its run reported
+    (:attr:`~fabula.inference.kernels.Chains.info`, e.g. NUTS's ``twin``).
     """
     story = inference.story
     if isinstance(inference, MCMC) and isinstance(story, ConstrainedSentences):
         return _sentence_chains(inference.chains_for(batch), batch)
     with torch.no_grad():
+        attrs = {"inference": type(inference).__name__}
         if isinstance(inference, MCMC):
             chains = inference.chains_for(batch)
             samples, stats = chains.samples, {k: v.numpy() for k, v in chains.stats.items()}
+            attrs.update(kernel=type(inference.kernel).__name__, **chains.info)
         else:
             samples = {s: v[None] for s, v in inference.posterior(batch, num_samples).items()}
             stats = None
@@ -102,6 +106,7 @@ def to_arviz(inference, batch, num_samples: int = 500):
         observed_data={s: v.cpu().numpy() for s, v in observed.items()},
         coords={"data": batch.index.cpu().numpy()},
         dims=dims,
+        posterior_attrs=attrs,
     )
 
 

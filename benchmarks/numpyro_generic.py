@@ -4,12 +4,14 @@ JAX twin and Pyro's NUTS, on the posteriors p(z | x) of benchmarks/mcmc_backends
 20 Newsgroups (z = 50) and the LSTM-VAE that generates the synthetic oracle corpus (z = 2,
 informative posteriors by construction; a guide is fitted to its corpus).
 
-Both NumPyro forms sample all ``--items`` test documents in one vectorized run, a chain per
-document with its own adaptation; Pyro's NUTS samples one chain per document, for the first
-``--pyro-items`` of them (it is the slow one, and its cost per document does not depend on how
-many are sampled). All start at the guide's posterior mean, with the same warmup and draws.
+Both NumPyro forms sample all ``--items`` test documents in one vectorized run, ``--chains``
+chains per document, each with its own adaptation; Pyro's NUTS samples as many chains per
+document, one after another, for the first ``--pyro-items`` of them (it is the slow one, and its
+cost per document does not depend on how many are sampled). All start at the guide's posterior
+mean, with the same warmup and draws. More chains per document make ESS at a cost proportional
+to them for Pyro, while a vectorized call serves more lanes for its fixed cost.
 
-A document's ESS is ArviZ's bulk ESS of its chain, the **minimum over its latent coordinates**; its
+A document's ESS is ArviZ's bulk ESS of its chains, the **minimum over its latent coordinates**; its
 ESS/s divides that by the seconds spent on it: for a vectorized run, the run's compile plus
 sampling time (warmup included) over the number of documents; for Pyro, its own chain's time.
 Rows give medians over documents, and ratios are of those medians. Torch and XLA get the same
@@ -32,15 +34,19 @@ from fabula.runs import TrainConfig, load_run, train
 from results_log import record, session, synthetic_sizes
 
 GENERIC, HAND, PYRO = "numpyro, generic twin", "numpyro, hand twin", "pyro"
+POSTERIORS = ("nvdm", "lstm-vae")
+TWIN_ROWS = {"generic": GENERIC, "hand": HAND}
 
 
-def measure(run, items: int, pyro_items: int, warmup: int, samples: int) -> dict:
-    """Per-document ESS and seconds of each sampler on the first test documents of ``run``."""
+def measure(run, twins, items: int, pyro_items: int, warmup: int, samples: int, num_chains: int) -> dict:
+    """Per-document ESS and seconds of each sampler (the NumPyro ``twins`` and Pyro) on the first
+    test documents of ``run``."""
     story, guide = run.inference.story, run.inference.guide
     test = run.splits["test"]
     rows = {}
-    for name, twin in ((GENERIC, "generic"), (HAND, "hand")):
-        mcmc = MCMC(story, guide, samples, warmup, 1, progress=False, kernel=NumPyroNUTS(twin=twin))
+    for twin in twins:
+        name = TWIN_ROWS[twin]
+        mcmc = MCMC(story, guide, samples, warmup, num_chains, progress=False, kernel=NumPyroNUTS(twin=twin))
         chains = mcmc.run(test.batch(torch.arange(items)))
         assert chains.info["twin"] == twin
         total = mcmc.seconds["compile"] + mcmc.seconds["sample"]
@@ -53,7 +59,7 @@ def measure(run, items: int, pyro_items: int, warmup: int, samples: int) -> dict
         }
     pyro = {"ess": [], "seconds": [], "compile": 0.0, "leapfrogs": []}
     for item in range(pyro_items):
-        mcmc = MCMC(story, guide, samples, warmup, 1, progress=False, backend="pyro", seed=item)
+        mcmc = MCMC(story, guide, samples, warmup, num_chains, progress=False, backend="pyro", seed=item)
         chains = mcmc.run(test.batch(torch.tensor([item])))
         pyro["ess"].append(float(min_ess(chains.samples["z"])))
         pyro["seconds"].append(mcmc.seconds["sample"])
@@ -72,6 +78,21 @@ def main(argv=None):
     p.add_argument("--data-dir", default="../shared/data")
     p.add_argument("--items", type=int, default=100, help="test documents, one posterior each (default: 100)")
     p.add_argument("--pyro-items", type=int, default=10, help="of those, sampled by Pyro (default: 10)")
+    p.add_argument("--chains", type=int, default=1, help="chains per document, every sampler (default: 1)")
+    p.add_argument(
+        "--posteriors",
+        nargs="+",
+        default=list(POSTERIORS),
+        choices=list(POSTERIORS),
+        help="the posteriors sampled (default: both)",
+    )
+    p.add_argument(
+        "--twins",
+        nargs="+",
+        default=list(TWIN_ROWS),
+        choices=list(TWIN_ROWS),
+        help="the NumPyro twins sampled beside Pyro (default: both)",
+    )
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--samples", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
@@ -87,28 +108,29 @@ def benchmark(args) -> dict:
     os.environ["XLA_FLAGS"] = (
         f"--xla_cpu_multi_thread_eigen={str(args.threads > 1).lower()} intra_op_parallelism_threads={args.threads}"
     )
-    if args.nvdm_run:
-        nvdm_run = args.nvdm_run
-    else:
-        nvdm_run = tempfile.mkdtemp(prefix="numpyro-generic-nvdm-")
-        nvdm = TrainConfig.create(
-            "nvdm", data="20news", data_dir=args.data_dir, epochs=args.nvdm_epochs, lr=5e-4
-        )
-        train(nvdm, nvdm_run, progress=False)
-    runs = {
-        "nvdm": (nvdm_run, lambda: load_run(nvdm_run, data_dir=args.data_dir)),
-        "lstm-vae, synthetic oracle": (
+    runs = {}
+    if "nvdm" in args.posteriors:
+        nvdm_run = args.nvdm_run or tempfile.mkdtemp(prefix="numpyro-generic-nvdm-")
+        if not args.nvdm_run:
+            nvdm = TrainConfig.create(
+                "nvdm", data="20news", data_dir=args.data_dir, epochs=args.nvdm_epochs, lr=5e-4
+            )
+            train(nvdm, nvdm_run, progress=False)
+        runs["nvdm"] = (nvdm_run, lambda: load_run(nvdm_run, data_dir=args.data_dir))
+    if "lstm-vae" in args.posteriors:
+        runs["lstm-vae, synthetic oracle"] = (
             "the oracle's generative model",
             lambda: oracle_run(**synthetic_sizes(args)),
-        ),
-    }
+        )
     header = (
         "| posterior | sampler | documents | min bulk ESS | s per document | ESS/s per document | "
         "leapfrogs/draw | compile s | total s |"
     )
     results, lines = {}, []
     for name, (path, load) in runs.items():
-        rows = measure(load(), args.items, args.pyro_items, args.warmup, args.samples)
+        rows = measure(
+            load(), args.twins, args.items, args.pyro_items, args.warmup, args.samples, args.chains
+        )
         lines += [f"**{name}** ({path})", "", header, "|---|---|---|---|---|---|---|---|---|"]
         medians = {}
         for sampler, r in rows.items():
@@ -118,17 +140,19 @@ def benchmark(args) -> dict:
                 f"| {name} | {sampler} | {len(r['ess'])} | {med['ess']:.0f} | {med['seconds']:.3f} | "
                 f"{med['ess_per_s']:.1f} | {r['leapfrogs']:.1f} | {r['compile']:.1f} | {r['total']:.1f} |"
             )
-        ratios = {
-            "generic / pyro": medians[GENERIC] / medians[PYRO],
-            "hand / pyro": medians[HAND] / medians[PYRO],
-            "generic / hand": medians[GENERIC] / medians[HAND],
+        pairs = {
+            "generic / pyro": (GENERIC, PYRO),
+            "hand / pyro": (HAND, PYRO),
+            "generic / hand": (GENERIC, HAND),
         }
+        ratios = {k: medians[a] / medians[b] for k, (a, b) in pairs.items() if a in medians and b in medians}
         results[name] = {"run": path, "rows": rows, "ratios": ratios}
         lines += ["", "ESS/s per document: " + "; ".join(f"{k} **{v:.1f}x**" for k, v in ratios.items()), ""]
     table = "\n".join(lines) + (
         f"\nMedians over documents; ESS is the minimum over latent coordinates. {args.items} test documents "
-        f"per NumPyro run (one chain each, compile and warmup included in its seconds), the first "
-        f"{args.pyro_items} of them for Pyro; {args.warmup} warmup + {args.samples} draws."
+        f"per NumPyro run ({args.chains} chain(s) each, compile and warmup included in its seconds), the "
+        f"first {args.pyro_items} of them for Pyro ({args.chains} chain(s) each); {args.warmup} warmup + "
+        f"{args.samples} draws per chain."
     )
     print(table)
     if not args.no_record:

@@ -115,8 +115,27 @@ def tensor_cores(precision: str):
 
 
 def autocast(device: torch.device, precision: str):
-    """The context a training loss is computed in: ``torch.autocast`` to bfloat16 for ``bf16``,
-    nothing otherwise."""
+    """The context a training loss is computed in: :func:`lower_precision` to bfloat16 for
+    ``bf16``, nothing otherwise."""
     if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
+        return lower_precision(device, torch.bfloat16)
     return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def lower_precision(device: torch.device, dtype: torch.dtype, enabled: bool = True):
+    """``torch.autocast(device.type, dtype, enabled)``, except that on a CPU whose oneDNN has no
+    bfloat16 kernels (AVX2 without AVX-512, where its LSTM primitive cannot be created) oneDNN
+    is off in an enabled block, so that torch's own kernels compute in bfloat16."""
+    if not enabled:
+        with torch.autocast(device.type, enabled=False):
+            yield
+        return
+    saved = torch.backends.mkldnn.enabled
+    if device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        torch.backends.mkldnn.enabled = False
+    try:
+        with torch.autocast(device.type, dtype=dtype):
+            yield
+    finally:
+        torch.backends.mkldnn.enabled = saved

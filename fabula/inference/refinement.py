@@ -36,6 +36,7 @@ from pyro import poutine
 from pyro.infer import ELBO, TraceEnum_ELBO
 
 from fabula.checkpoint import preserved_rng
+from fabula.devices import lower_precision
 from fabula.errors import DivergenceError, SettingsError, UsageError
 from fabula.inference.objectives import bound_of
 from fabula.traces import sample_sites
@@ -235,7 +236,7 @@ class _FiniteDifferenceUnroll(torch.autograd.Function):
         def gradient(lam, state):
             _set_rng(device, state)
             enabled, dtype = ctx.autocast
-            with torch.enable_grad(), torch.autocast(device.type, dtype=dtype, enabled=enabled):
+            with torch.enable_grad(), lower_precision(device, dtype, enabled):
                 leaves = {k: v.detach().requires_grad_() for k, v in lam.items()}
                 loss = negative_elbo(ctx.story, ctx.guide, ctx.batch, leaves, ctx.objective)
                 grads = torch.autograd.grad(loss, [*leaves.values(), *theta], allow_unused=True)

@@ -10,10 +10,9 @@ exp(mean_d NLL_d / N_d), the papers' convention, NLL that of the token sequence.
 
 * RSM (``cd:1``, the Gibbs steps rising to 5 as Salakhutdinov & Hinton's did, and persistent CD,
   ``pcd:1``, on the same schedule; Adam, its step size decaying by 0.97 an epoch over the second
-  half of training): AIS along the document length (``ais:RUNS:STEPS``, one
-  annealing for every length, the narrow modes of long documents summed exactly). AIS's log Z_D
-  is biased low, so the perplexity is biased optimistic; the band moves every log Z_D by two
-  standard errors.
+  half of training): AIS along the document length (``ais:RUNS:STEPS``, one annealing for every
+  length, the narrow modes of long documents summed exactly). AIS's log Z_D is biased low, so
+  the perplexity is biased optimistic; the band moves every log Z_D by two standard errors.
 * SBN (wake-sleep, ``rws:5``, ``nvil``): the ELBO (reconstruction over 20 draws) and the
   importance-weighted bound (S=500). Posterior quality of each inference object's q on a random
   subset of test documents: PSIS k-hat of q as a proposal for p(h | x), and the mean absolute

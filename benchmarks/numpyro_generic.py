@@ -13,7 +13,7 @@ to them for Pyro, while a vectorized call serves more lanes for its fixed cost.
 
 A document's ESS is ArviZ's bulk ESS of its chains, the **minimum over its latent coordinates**; its
 ESS/s divides that by the seconds spent on it: for a vectorized run, the run's compile plus
-sampling time (warmup included) over the number of documents; for Pyro, its own chain's time.
+sampling time (warmup included) over the number of documents; for Pyro, its own chains' time.
 Rows give medians over documents, and ratios are of those medians. Torch and XLA get the same
 CPU threads (``--threads``).
 """
@@ -79,20 +79,13 @@ def main(argv=None):
     p.add_argument("--items", type=int, default=100, help="test documents, one posterior each (default: 100)")
     p.add_argument("--pyro-items", type=int, default=10, help="of those, sampled by Pyro (default: 10)")
     p.add_argument("--chains", type=int, default=1, help="chains per document, every sampler (default: 1)")
-    p.add_argument(
-        "--posteriors",
-        nargs="+",
-        default=list(POSTERIORS),
-        choices=list(POSTERIORS),
-        help="the posteriors sampled (default: both)",
-    )
-    p.add_argument(
-        "--twins",
-        nargs="+",
-        default=list(TWIN_ROWS),
-        choices=list(TWIN_ROWS),
-        help="the NumPyro twins sampled beside Pyro (default: both)",
-    )
+    for flag, options, what in (
+        ("--posteriors", POSTERIORS, "posteriors sampled"),
+        ("--twins", TWIN_ROWS, "NumPyro twins sampled beside Pyro"),
+    ):
+        p.add_argument(
+            flag, nargs="+", default=list(options), choices=list(options), help=f"the {what} (default: all)"
+        )
     p.add_argument("--warmup", type=int, default=300)
     p.add_argument("--samples", type=int, default=300)
     p.add_argument("--threads", type=int, default=1)
@@ -110,8 +103,10 @@ def benchmark(args) -> dict:
     )
     runs = {}
     if "nvdm" in args.posteriors:
-        nvdm_run = args.nvdm_run or tempfile.mkdtemp(prefix="numpyro-generic-nvdm-")
-        if not args.nvdm_run:
+        if args.nvdm_run:
+            nvdm_run = args.nvdm_run
+        else:
+            nvdm_run = tempfile.mkdtemp(prefix="numpyro-generic-nvdm-")
             nvdm = TrainConfig.create(
                 "nvdm", data="20news", data_dir=args.data_dir, epochs=args.nvdm_epochs, lr=5e-4
             )

@@ -82,7 +82,9 @@ CHECKS = {
     "mixture_text.py": lambda r: list(r) == ["vae", "gmvae", "dgmvae"] and "mixture" in r["dgmvae"],
     "mixture_text.py --data dailydialog": lambda r: "clusters" in r["dgmvae"] and "clusters" not in r["vae"],
     "numpyro_generic.py": lambda r: all(
-        list(p["rows"]) == ["numpyro, generic twin", "numpyro, hand twin", "pyro"] and len(p["ratios"]) == 3
+        list(p["rows"]) == ["numpyro, generic twin", "numpyro, hand twin", "pyro"]
+        and len(p["ratios"]) == 3
+        and list(p["paired_ratios"]) == ["generic / pyro", "hand / pyro"]
         for p in r.values()
     ),
     # the tiny corpus's perplexity is far below the paper's 836: reached after the first epoch

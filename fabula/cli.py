@@ -38,7 +38,7 @@ from fabula.models.capabilities import (
     HasPosteriorMean,
     HasTopics,
 )
-from fabula.recipes import STORIES, recipe
+from fabula.recipes import STORIES, RSMSettings, recipe
 from fabula.runs import (
     SYNTHETIC,
     TrainConfig,
@@ -271,11 +271,13 @@ def cmd_interpolate(args) -> int:
 
 def _compare_config(args, seed: int) -> TrainConfig:
     """The story, data and network sizes of a comparison, at the compare defaults."""
-    sizes = {"latent_dim": args.latent_dim}
-    if recipe(args.story).kind == "bow":
-        sizes["hidden"] = (args.hidden_dim,)
+    r = recipe(args.story)
+    if r.settings is RSMSettings:  # its latents are its hidden units; it has no network
+        sizes = {"hidden": args.latent_dim}
+    elif r.kind == "bow":
+        sizes = {"latent_dim": args.latent_dim, "hidden": (args.hidden_dim,)}
     else:
-        sizes.update(embed_dim=args.hidden_dim, hidden_dim=args.hidden_dim)
+        sizes = {"latent_dim": args.latent_dim, "embed_dim": args.hidden_dim, "hidden_dim": args.hidden_dim}
     return TrainConfig.create(args.story, data=args.data, data_dir=args.data_dir, seed=seed, **sizes)
 
 
@@ -290,6 +292,8 @@ def cmd_compare(args) -> int:
         if size is not None and size < len(splits[name]):
             splits[name] = splits[name].subset(torch.arange(size))
     r = recipe(config.story)
+    for spec in settings.inference:  # the story's objective refuses kinds that cannot train it
+        r.objective(config.model, replace(config.inference, inference=spec))
     objective = r.objective(config.model, config.inference)
 
     def build_pair():
@@ -619,7 +623,7 @@ def parser() -> argparse.ArgumentParser:
         "--latent-dim",
         type=number(int, COUNT),
         default=2,
-        help=f"size of z, {COUNT} (default: 2, the oracle's)",
+        help=f"size of z (the rsm: its hidden units), {COUNT} (default: 2, the oracle's)",
     )
     c.add_argument(
         "--hidden-dim", type=number(int, COUNT), default=100, help=f"network sizes, {COUNT} (default: 100)"

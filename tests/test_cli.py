@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 
@@ -112,12 +113,25 @@ def test_compare_fits_one_story_with_several_inference_objects(capsys):
     assert main([*args, "--inference", "vae", "svi:1", "vae+svi:1", "sa-vae:1"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert list(out["rows"]) == ["vae", "svi:1", "vae+svi:1", "sa-vae:1"]
-    assert all(r["estimator"] == "iw (S=3)" and r["steps_per_second"] > 0 for r in out["rows"].values())
+    assert all(r["estimator"] == "iw:3" and r["steps_per_second"] > 0 for r in out["rows"].values())
     assert out["generator"]["nll"] < min(r["nll"] for r in out["rows"].values())
     assert main(["compare", "--inference", "vae:3"]) == 2
     assert "takes no steps" in capsys.readouterr().err
     assert main(["compare", "--inference", "nuts"]) == 2
     assert "does not train" in capsys.readouterr().err
+
+
+def test_compare_scores_an_undirected_story_by_ais(capsys):
+    args = ["compare", "--story", "rsm", "--latent-dim", "5", "--epochs", "1", "--train-size", "100"]
+    args += ["--test-size", "20", "--json"]
+    assert main([*args, "--inference", "cd:1", "pcd:2"]) == 0
+    rows = json.loads(capsys.readouterr().out)["rows"]
+    assert list(rows) == ["cd:1", "pcd:2"]
+    for r in rows.values():  # no bound and no KL: the RSM has no guide
+        assert r["estimator"] == "ais:100:100" and r["nll_elbo"] is None and r["kl"] is None
+        assert math.isfinite(r["nll"]) and r["perplexity"] > 1 and r["steps_per_second"] > 0
+    assert main(args) == 2  # the default kinds are variational
+    assert "train it with cd:K or pcd:K, not 'vae'" in capsys.readouterr().err
 
 
 def test_compare_anneals_every_inference_objects_kl(capsys):

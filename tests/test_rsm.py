@@ -27,9 +27,10 @@ from fabula.evaluation.ais import (
     word_states,
 )
 from fabula.evaluation.estimators import TemperedAIS, spec_of
-from fabula.guides import NormalGuide
+from fabula.guides import EmptyGuide, NormalGuide
 from fabula.inference import Amortized, ContrastiveDivergence, ContrastiveObjective
 from fabula.inference.contrastive import reconstruction_error
+from fabula.inference.registry import Setup, build
 from fabula.models import NVDM, ReplicatedSoftmax
 from fabula.models.capabilities import Undirected
 
@@ -265,6 +266,16 @@ def test_the_estimators_that_cannot_score_an_rsm_name_ais():
             parse_estimator(bad)
     with pytest.raises(UsageError, match="undirected"):
         story.model(data.batch(torch.arange(1)))
+
+
+def test_the_registry_builds_cd_and_refuses_what_does_not_apply_to_it():
+    story = tiny_rsm()
+    made = build("pcd:2", Setup(story, EmptyGuide(), training={"learn_story": True, "clip_norm": 5.0}))
+    assert isinstance(made, ContrastiveDivergence) and (made.k, made.persistent) == (2, True)
+    with pytest.raises(SettingsError, match="fits the story itself"):
+        build("cd:1", Setup(story, EmptyGuide(), training={"learn_story": False}))
+    with pytest.raises(SettingsError, match="do not apply to contrastive divergence"):
+        build("cd:1", Setup(story, EmptyGuide(), training={"word_dropout": 0.3}))
 
 
 def exact_gradient(story, counts):

@@ -278,4 +278,6 @@ def contrastive(setup, steps: int, persistent: bool) -> ContrastiveDivergence:
     training = dict(setup.training)
     if training.pop("annealing", None) is not None or training.pop("word_dropout", 0.0):
         raise SettingsError("KL annealing and word dropout do not apply to contrastive divergence")
+    if not training.pop("learn_story", True):
+        raise SettingsError("contrastive divergence fits the story itself; it cannot leave it fixed")
     return ContrastiveDivergence(setup.story, steps, persistent, objective=setup.objective, **training)

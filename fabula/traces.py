@@ -9,9 +9,11 @@ from __future__ import annotations
 import pyro
 from pyro import poutine
 from pyro.distributions import Independent
+from pyro.distributions.transforms import biject_to
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
+from fabula.errors import UsageError
 from fabula.models.story import DATA_DIM
 
 PARTICLE_DIM = DATA_DIM - 1
@@ -54,3 +56,20 @@ def kl_per_dim(q, p):
     while isinstance(p, Independent):
         p = p.base_dist
     return kl_divergence(q, p)
+
+
+def unconstraining(site: dict, owner: str, purpose: str):
+    """Pyro's ``biject_to(support)`` of a latent ``site``: the bijection from unconstrained space
+    onto its support (the identity for a real-valued one), as Pyro's NUTS uses. A discrete site,
+    or a support with no such bijection, is refused, naming the site of ``owner`` and ``purpose``
+    (what needs continuous, unconstrainable latents)."""
+    name, support = site["name"], site["fn"].support
+    if support.is_discrete:
+        raise UsageError(f"site {name!r} of {owner} is discrete: {purpose} needs continuous latents")
+    try:
+        return biject_to(support)
+    except NotImplementedError:
+        raise UsageError(
+            f"site {name!r} of {owner} has support {support}, onto which Pyro maps no unconstrained space: "
+            f"{purpose} needs one; reparametrize it in the story"
+        ) from None

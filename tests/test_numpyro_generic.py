@@ -1,6 +1,8 @@
 """NumPyro's NUTS on any story: the generic twin that calls the torch story from JAX, the choice
 between it and a registered hand-written twin, and the float64 parity check of a twin."""
 
+import math
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -13,12 +15,14 @@ from torch import nn
 
 import fabula.backends.callback as callback
 import fabula.backends.numpyro as numpyro_backend
-from fabula.backends.callback import TorchLogJoint, generic_twin
+from fabula.backends.callback import TorchLogJoint, continuous_sites, generic_twin
 from fabula.backends.numpyro import Twin, register_twin, twin
 from fabula.backends.parity import check_twin
+from fabula.data import BagOfWords, Vocab
 from fabula.diagnostics import to_arviz
 from fabula.diagnostics.arviz import az
 from fabula.errors import UsageError
+from fabula.evaluation import evaluate
 from fabula.inference import MCMC
 from fabula.inference.kernels import NumPyroNUTS
 from fabula.models import GMVAE, LinearGaussian, Story
@@ -150,7 +154,7 @@ def test_check_twin_fails_loudly_on_a_wrong_twin():
 
 
 class PositiveScale(Story):
-    """A story with a positive latent: refused by the generic twin, which samples real ones."""
+    r"""A story with a positive latent: :math:`s \sim \mathrm{HalfNormal}(1)`, :math:`x_j \sim \mathcal N(0, s)`."""
 
     latent_sites = ("s",)
 
@@ -158,20 +162,104 @@ class PositiveScale(Story):
         super().__init__()
         self.register_buffer("prior_scale", torch.ones(()))
 
+    def prior_sample(self, num):
+        return {"s": dist.HalfNormal(self.prior_scale).sample((num,))}
+
     def model(self, batch):
         with self.data_plate(batch):
             s = pyro.sample("s", dist.HalfNormal(self.prior_scale))
-            pyro.sample("x", dist.Normal(0.0, s[:, None]).expand(batch.x.shape).to_event(1), obs=batch.x)
+            pyro.sample(
+                "x",
+                dist.Normal(0.0, s[..., None]).expand(s.shape + batch.x.shape[-1:]).to_event(1),
+                obs=batch.x,
+            )
 
 
-def test_the_generic_twin_refuses_discrete_and_constrained_latents_naming_them():
+class DirichletBag(Story):
+    r"""A story on the simplex: word probabilities :math:`\theta \sim \mathrm{Dir}(\alpha)`, counts
+    :math:`x \sim \mathrm{Mult}(\theta)`; the posterior is :math:`\mathrm{Dir}(\alpha + x)`."""
+
+    latent_sites = ("theta",)
+
+    def __init__(self, vocab_size: int):
+        super().__init__()
+        self.register_buffer("concentration", torch.full((vocab_size,), 0.5))
+
+    def prior_sample(self, num):
+        return {"theta": dist.Dirichlet(self.concentration).sample((num,))}
+
+    def model(self, batch):
+        with self.data_plate(batch):
+            theta = pyro.sample("theta", dist.Dirichlet(self.concentration))
+            pyro.sample("x", dist.Multinomial(probs=theta, validate_args=False), obs=batch.counts)
+
+
+class OnTheSphere(Story):
+    """A latent on the sphere, onto which no unconstrained space is mapped."""
+
+    latent_sites = ("u",)
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("loc", torch.ones(3))
+
+    def model(self, batch):
+        with self.data_plate(batch):
+            u = pyro.sample("u", dist.ProjectedNormal(self.loc))
+            pyro.sample(
+                "x", dist.Normal(u.sum(-1, keepdim=True), 1.0).expand(batch.x.shape).to_event(1), obs=batch.x
+            )
+
+
+def within_error(draws: torch.Tensor, mean: torch.Tensor, sd: torch.Tensor) -> bool:
+    """Whether each coordinate's mean over ``draws [chain, draw, B, ...]`` is within 4 standard
+    errors (sd / sqrt(bulk ESS)) of ``mean``."""
+    ess = torch.as_tensor(az.ess(az.convert_to_dataset({"v": draws.numpy()}))["v"].values)
+    return bool(((draws.flatten(0, 1).mean(0) - mean).abs() <= 4 * sd / ess.sqrt()).all())
+
+
+def test_constrained_latents_are_sampled_unconstrained_and_match_their_exact_posteriors():
+    torch.manual_seed(0)
+    _, _, vectors = linear_gaussian_setup(num_data=3)
+    batch = vectors.batch(torch.arange(3))
+    kernel = NumPyroNUTS(twin="generic")
+    mcmc = MCMC(PositiveScale(), num_samples=400, warmup=200, num_chains=2, progress=False, kernel=kernel)
+    draws = mcmc.run(batch).samples["s"]  # [chain, draw, B], on the support
+    assert draws.shape == (2, 400, 3) and (draws > 0).all()
+    # p(s | x) ∝ exp(-s²/2) s^-d exp(-|x|²/(2 s²)), by quadrature on a fine grid
+    s = torch.linspace(1e-3, 12, 200_000, dtype=torch.float64)[:, None]
+    d, sq = batch.x.shape[1], batch.x.double().pow(2).sum(-1)
+    log_joint = torch.distributions.HalfNormal(1.0).log_prob(s) - d * (s.log() + 0.5 * math.log(2 * math.pi))
+    log_joint = log_joint - sq / (2 * s**2)
+    weight = (log_joint - log_joint.max(0).values).exp()
+    weight = weight / weight.sum(0)
+    mean = (weight * s).sum(0)
+    sd = ((weight * (s - mean) ** 2).sum(0)).sqrt()
+    assert within_error(draws.double(), mean, sd)
+    # the proposal fitted to the draws moves in log s, so it never leaves the support
+    report = evaluate(mcmc, vectors.subset(torch.arange(3)), "iw-draws:2000")
+    log_marginal = torch.logsumexp(log_joint, 0) + (s[1] - s[0]).log()
+    assert (report.diagnostics["khat"] < 0.7).all()
+    torch.testing.assert_close(-report.nll.double(), log_marginal, atol=0.02, rtol=0)
+
+    story = DirichletBag(5)
+    counts = torch.tensor([[3.0, 0, 1, 0, 6], [0, 2, 2, 2, 0]])
+    bag = BagOfWords.from_dense(counts, Vocab([f"w{v}" for v in range(5)]))
+    theta = MCMC(story, num_samples=400, warmup=200, num_chains=2, progress=False, kernel=kernel)
+    theta = theta.run(bag.batch(torch.arange(2))).samples["theta"]  # [chain, draw, B, V]: 4 free coordinates
+    assert theta.shape == (2, 400, 2, 5) and torch.allclose(theta.sum(-1), torch.ones(()), atol=1e-5)
+    exact = torch.distributions.Dirichlet(0.5 + counts)
+    assert within_error(theta.double(), exact.mean.double(), exact.variance.sqrt().double())
+
+
+def test_the_generic_twin_refuses_discrete_latents_and_supports_without_a_bijection_naming_them():
     gmvae = GMVAE(30, 3, 2, embed_dim=8, hidden_dim=12)
     _, _, text = sentence_setup()
     with pytest.raises(UsageError, match="site 'c0' of GMVAE is discrete"):
         NumPyroNUTS(twin="generic").twin_for(gmvae, text["train"].batch(torch.arange(2)))
     _, _, vectors = linear_gaussian_setup(num_data=2)
-    with pytest.raises(UsageError, match="site 's' of PositiveScale has support"):
-        generic_twin(PositiveScale(), vectors.batch(torch.arange(2)))
+    with pytest.raises(UsageError, match="site 'u' of OnTheSphere has support"):
+        generic_twin(OnTheSphere(), vectors.batch(torch.arange(2)))
 
 
 def test_a_generic_twin_serves_only_its_batch():
@@ -194,12 +282,13 @@ def test_held_lanes_get_their_values_back_and_only_moving_lanes_reach_torch(monk
     z = np.random.default_rng(0).normal(size=(3, 5, 2)).astype(np.float32)
     moved = z.copy()
     moved[0, 1] += 1.0
-    potential = TorchLogJoint(story, batch, {"z": (2,)})
+    potential = TorchLogJoint(story, batch, continuous_sites(story, batch))
     potential.value_and_grad({"z": z}, index)
     value, grad = potential.value_and_grad({"z": moved}, index)
     potential.value_and_grad({"z": z}, index)  # every lane is back where it was: nothing to compute
     assert traced == [15, 1]
-    fresh_value, fresh_grad = TorchLogJoint(story, batch, {"z": (2,)}).value_and_grad({"z": moved}, index)
+    fresh = TorchLogJoint(story, batch, continuous_sites(story, batch))
+    fresh_value, fresh_grad = fresh.value_and_grad({"z": moved}, index)
     # (rows evaluated in batches of other sizes may differ in the last bits)
     np.testing.assert_allclose(value, fresh_value, rtol=1e-6)
     np.testing.assert_allclose(grad["z"], fresh_grad["z"], rtol=1e-6, atol=1e-6)

@@ -22,9 +22,12 @@ lockstep, each step's call including the lanes whose trajectory has already ende
 held at the latents of the previous call and get its value and gradient back
 (:class:`TorchLogJoint`), so torch computes only the moving lanes.
 
-Only continuous, real-valued latents inside the data plate are sampled; a discrete site the
-story does not sum out, a constrained one, or a site outside the data plate is refused when
-the twin is made, by name; the batch must be a dataclass of tensors with the data on their
+Only continuous latents inside the data plate are sampled; a constrained one (positive, on an
+interval, on the simplex, ...) is sampled as :math:`u` with :math:`v = T(u)`, :math:`T` Pyro's
+``biject_to(support)`` as in its NUTS, the potential gaining
+:math:`-\log |\det \partial T(u) / \partial u|`, and its draws are returned as :math:`T(u)`. A
+discrete site the story does not sum out, a support without such a bijection, or a site outside
+the data plate is refused when the twin is made, by name; the batch must be a dataclass of tensors with the data on their
 first dimension (:class:`Rows`; fabula's batches are). Pyro's per-call Python (~1 ms a trace) is paid once per step for
 all lanes, rather than once per datum and chain.
 
@@ -35,6 +38,7 @@ Probabilistic Programming in NumPyro. 2019. JAX documentation, "External callbac
 from __future__ import annotations
 
 import dataclasses
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -42,16 +46,19 @@ import numpy as np
 import pyro
 import torch
 from pyro import poutine
-from torch.distributions import constraints
+from torch.distributions.transforms import Transform
 
 from fabula.backends.numpyro import Twin
 from fabula.checkpoint import preserved_rng
 from fabula.errors import UsageError
-from fabula.traces import sample_sites
+from fabula.traces import sample_sites, unconstraining
 
 UNOPTIMIZED = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 """XLA options of the generic twin's NUTS program: its time is in torch, and compiling the
 program unoptimized takes about half as long."""
+
+
+GENERIC_PATH = "the generic NumPyro path (a hand-written twin: fabula.backends.numpyro.register_twin)"
 
 
 def latent_sites(story, batch) -> dict[str, dict]:
@@ -69,37 +76,32 @@ def latent_sites(story, batch) -> dict[str, dict]:
     return {site["name"]: site for site in sample_sites(trace) if not site["is_observed"]}
 
 
-def _real(support) -> bool:
-    while isinstance(support, constraints.independent):
-        support = support.base_constraint
-    return support is constraints.real
+class Latent(NamedTuple):
+    """A latent site as NUTS moves it: its event ``shape`` in unconstrained space and the
+    bijection ``transform`` (Pyro's ``biject_to(support)``) from there onto its support."""
+
+    shape: tuple[int, ...]
+    transform: Transform
 
 
-def continuous_sites(story, batch) -> dict[str, tuple[int, ...]]:
-    """``{site: event shape}`` of the story's latents, all of which must be continuous and
-    real-valued with one value per datum (else :class:`~fabula.errors.UsageError`, naming the site)."""
-    name, sites = type(story).__name__, latent_sites(story, batch)
+def continuous_sites(story, batch) -> dict[str, Latent]:
+    """The story's latents as NUTS moves them (:class:`Latent`: the identity for a real-valued
+    one; a simplex of K loses one dimension), each continuous, with a support that Pyro maps
+    onto from unconstrained space, and one value per datum (else
+    :class:`~fabula.errors.UsageError`, naming the site)."""
+    name, sites, latents = type(story).__name__, latent_sites(story, batch), {}
     for s, site in sites.items():
         fn = site["fn"]
-        if fn.support.is_discrete:
-            raise UsageError(
-                f"site {s!r} of {name} is discrete: the generic NumPyro path samples continuous latents "
-                "only; sum it out in the story, register a twin that does "
-                "(fabula.backends.numpyro.register_twin), or use backend='pyro'"
-            )
-        if not _real(fn.support):
-            raise UsageError(
-                f"site {s!r} of {name} has support {fn.support}: the generic NumPyro path samples "
-                "real-valued latents only; reparametrize it in the story or use backend='pyro'"
-            )
+        transform = unconstraining(site, name, GENERIC_PATH)
         if tuple(fn.batch_shape) != (batch.size,):
             raise UsageError(
                 f"site {s!r} of {name} has batch shape {tuple(fn.batch_shape)}, not one value per "
                 f"datum ({batch.size},): declare its other dimensions as event dimensions (.to_event)"
             )
-    if not sites:
+        latents[s] = Latent(tuple(transform.inverse_shape(fn.event_shape)), transform)
+    if not latents:
         raise UsageError(f"{name} has no latent site to sample")
-    return {s: tuple(site["fn"].event_shape) for s, site in sites.items()}
+    return latents
 
 
 def torch_log_joint(story, batch, values: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -167,20 +169,23 @@ class LaneHistory:
 
 
 class TorchLogJoint:
-    """The story's log joint (and gradient) at the latents of every lane of a vmapped call,
+    r"""The story's log joint (and gradient) at the latents of every lane of a vmapped call,
     ``z {site: [*lanes, *event]}`` for data ``index [*lanes]``, as numpy arrays in :attr:`dtype`
-    (the story's, float32 unless JAX has float64 enabled).
+    (the story's, float32 unless JAX has float64 enabled). ``z`` is in the unconstrained space of
+    ``latents`` (:func:`continuous_sites`): the log joint at :math:`v = T(u)` plus
+    :math:`\log |\det \partial T / \partial u|`, the log density of :math:`u`.
 
     One torch call evaluates the lanes as one batch of rows (:class:`Rows`); differentiated
     calls evaluate only the lanes whose latents are not in their :class:`LaneHistory`. Pyro's
     checks are off in these calls (shapes and supports were validated on the probe trace).
     """
 
-    def __init__(self, story, batch, events: dict[str, tuple[int, ...]]):
-        self.story, self.rows, self.events = story, Rows(batch), events
+    def __init__(self, story, batch, latents: dict[str, Latent]):
+        self.story, self.rows, self.latents = story, Rows(batch), latents
+        self.events = {s: latent.shape for s, latent in latents.items()}
         self.torch_dtype = next(t for t in story.state_dict().values() if t.is_floating_point()).dtype
         self.dtype = jax.dtypes.canonicalize_dtype(np.dtype(str(self.torch_dtype).removeprefix("torch.")))
-        self.sizes = [int(np.prod(e, dtype=np.int64)) for e in events.values()]
+        self.sizes = [int(np.prod(e, dtype=np.int64)) for e in self.events.values()]
         self.history: LaneHistory | None = None
 
     def _flat(self, z, index) -> tuple[np.ndarray, np.ndarray]:
@@ -195,10 +200,19 @@ class TorchLogJoint:
         values = {s: v.reshape(len(index), *e) for (s, e), v in zip(self.events.items(), parts, strict=True)}
         return values, self.rows(torch.from_numpy(index).to(device))
 
+    def _log_density(self, unconstrained: dict[str, torch.Tensor], batch) -> torch.Tensor:
+        """``[N]``: the log joint at the latents ``T(u)`` plus the log-Jacobians of ``T``."""
+        values = {s: self.latents[s].transform(u) for s, u in unconstrained.items()}
+        log_joint = torch_log_joint(self.story, batch, values)
+        for s, u in unconstrained.items():
+            jacobian = self.latents[s].transform.log_abs_det_jacobian(u, values[s])
+            log_joint = log_joint + jacobian.reshape(batch.size, -1).sum(-1)
+        return log_joint
+
     def value(self, z, index) -> np.ndarray:
         values, batch = self._torch(*self._flat(z, index))
         with torch.no_grad(), pyro.validation_enabled(False):
-            log_joint = torch_log_joint(self.story, batch, values)
+            log_joint = self._log_density(values, batch)
         return log_joint.cpu().numpy().astype(self.dtype).reshape(np.shape(index))
 
     def value_and_grad(self, z, index) -> tuple[np.ndarray, dict[str, np.ndarray]]:
@@ -212,7 +226,7 @@ class TorchLogJoint:
             values, batch = self._torch(flat[todo], index[todo])
             with torch.enable_grad(), pyro.validation_enabled(False):
                 leaves = [v.requires_grad_() for v in values.values()]
-                log_joint = torch_log_joint(self.story, batch, values)
+                log_joint = self._log_density(values, batch)
                 # the lanes are independent posteriors: d(sum)/dz of a lane is that lane's gradient
                 grads = torch.autograd.grad(log_joint.sum(), leaves)
             value[todo] = log_joint.detach().cpu().numpy()
@@ -228,9 +242,16 @@ def generic_twin(story, batch) -> Twin:
     """The twin of ``story`` on ``batch`` that evaluates the torch story itself (see the module
     docstring); its ``data`` serves only this ``batch``. The latents' dtype is the story's
     (float64 needs ``jax.enable_x64``; otherwise float32)."""
-    events = continuous_sites(story, batch)
-    torch_log_joint_of = TorchLogJoint(story, batch, events)
+    latents = continuous_sites(story, batch)
+    torch_log_joint_of = TorchLogJoint(story, batch, latents)
     dtype = torch_log_joint_of.dtype
+
+    def mapped(arrays, direction):
+        with torch.no_grad():
+            return {
+                s: direction(latents[s].transform)(torch.as_tensor(np.array(v))).numpy()
+                for s, v in arrays.items()
+            }
 
     def shapes(z, index):
         grads = {s: jax.ShapeDtypeStruct(np.shape(v), dtype) for s, v in z.items()}
@@ -263,6 +284,15 @@ def generic_twin(story, batch) -> Twin:
         return {"index": jnp.arange(batch.size)}
 
     def twin_log_joint(params, z, datum):
-        return log_joint({s: jnp.asarray(z[s], dtype) for s in events}, datum["index"])
+        return log_joint({s: jnp.asarray(z[s], dtype) for s in latents}, datum["index"])
 
-    return Twin(tuple(events), {}, twin_log_joint, data, dtype, UNOPTIMIZED)
+    return Twin(
+        tuple(latents),
+        {},
+        twin_log_joint,
+        data,
+        dtype,
+        UNOPTIMIZED,
+        to_support=lambda draws: mapped(draws, lambda t: t),
+        from_support=lambda values: mapped(values, lambda t: t.inv),
+    )

@@ -53,7 +53,9 @@ class Twin:
     of its continuous latents ``sites``), ``params`` the story's weights as arrays, ``data(batch)``
     the batch as a dict of arrays with the data on the leading axis, and ``dtype`` the float
     dtype of the latents. ``compiler_options`` go to XLA when :func:`nuts` compiles (a twin
-    whose cost is outside XLA compiles faster unoptimized)."""
+    whose cost is outside XLA compiles faster unoptimized). A twin whose ``z`` is an
+    unconstrained form of the story's latents maps ``{site: array}`` between the two with
+    ``to_support`` and ``from_support`` (``None``: ``z`` is the latents themselves)."""
 
     sites: tuple[str, ...]
     params: dict
@@ -61,6 +63,8 @@ class Twin:
     data: Callable
     dtype: np.dtype
     compiler_options: dict | None = None
+    to_support: Callable | None = None
+    from_support: Callable | None = None
 
 
 def _nvdm(story: NVDM, dtype) -> Twin:
@@ -266,11 +270,14 @@ def nuts(
     chunk: int = 50,
 ) -> NutsResult:
     """NUTS on :math:`p(z_b \\mid x_b)` for every datum ``b`` of ``batch``, ``num_chains`` chains
-    each, all vectorized; chains start at ``init`` (``{site: [B, ...]}``). Iterations run in
+    each, all vectorized; chains start at ``init`` (``{site: [B, ...]}``, on the latents'
+    supports, as the draws returned are). Iterations run in
     compiled chunks of ``chunk`` so that a progress bar can follow them."""
     data = twin.data(batch)
     size = next(iter(data.values())).shape[0]
     dtype = twin.dtype
+    if twin.from_support is not None:
+        init = twin.from_support(init)
     init = {s: jnp.broadcast_to(jnp.asarray(v, dtype), (num_chains, *np.shape(v))) for s, v in init.items()}
 
     def potential_gen(params, datum):
@@ -330,6 +337,8 @@ def nuts(
         return np.moveaxis(whole, 2, 1)
 
     samples = {s: collect([d[s] for d in draws]) for s in twin.sites}
+    if twin.to_support is not None:
+        samples = twin.to_support(samples)
     stats = {k: collect([s[k] for s in stats]) for k in stats[0]}
     stats["tree_depth"] = np.ceil(np.log2(stats["n_steps"] + 1)).astype(np.int64)
     return NutsResult(samples, stats, compile_seconds, sample_seconds)

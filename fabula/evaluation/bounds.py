@@ -16,8 +16,9 @@ from pyro.distributions import MultivariateStudentT
 from pyro.distributions.util import scale_and_mask
 from torch.distributions import constraints, kl_divergence
 
+from fabula.checkpoint import preserved_rng
 from fabula.errors import UsageError
-from fabula.traces import PARTICLE_DIM, run_traces, sample_sites
+from fabula.traces import PARTICLE_DIM, run_traces, sample_sites, unconstraining
 
 
 def log_weights(story, guide, batch, num_samples: int, params=None) -> torch.Tensor:
@@ -148,18 +149,32 @@ def log_joint(story, batch, values: dict[str, torch.Tensor]) -> torch.Tensor:
     return sum(site["fn"].log_prob(site["value"]) for site in sample_sites(trace))
 
 
+def support_transforms(story, batch, sites) -> dict:
+    """``{site: T}`` (:func:`~fabula.traces.unconstraining`) of ``sites`` in a prior trace of
+    ``story.model`` on ``batch``, the caller's random stream left as it was."""
+    with preserved_rng(story.device):
+        trace = poutine.trace(story.model).get_trace(batch)
+    owner = type(story).__name__
+    return {s: unconstraining(trace.nodes[s], owner, "a proposal fitted to draws") for s in sites}
+
+
 @torch.no_grad()
 def proposal_log_weights(story, batch, draws: dict[str, torch.Tensor], num_samples: int, df: float = 10.0):
     r"""``[S, B]`` log weights :math:`\log p(x, z_s) - \log r(z_s)`, :math:`z_s \sim r`, with
     :math:`r` per datum a multivariate Student-t (``df``) matching the mean and covariance of
-    that datum's posterior ``draws`` (``{site: [N, B, ...]}``; continuous sites only)."""
+    that datum's posterior ``draws`` (``{site: [N, B, ...]}``; continuous sites only) in
+    unconstrained space: :math:`u = T^{-1}(z)` with :math:`T` the ``biject_to`` of each site's
+    support (the identity for a real one), so that :math:`\log r(z) = \log r_u(u) - \log
+    |\det \partial T / \partial u|` and every proposal lies on the support."""
     sites = list(draws)
     for s in sites:
         if draws[s].dtype in (torch.long, torch.int, torch.bool):
             raise UsageError(f"a proposal fitted to draws needs continuous latents; site {s!r} is discrete")
+    transforms = support_transforms(story, batch, sites)
     n, size = draws[sites[0]].shape[:2]
     shapes = {s: draws[s].shape[2:] for s in sites}
-    z = torch.cat([draws[s].reshape(n, size, -1) for s in sites], -1).double()  # [N, B, D]
+    free = {s: transforms[s].inv(draws[s].double()).reshape(n, size, -1) for s in sites}
+    z = torch.cat([free[s] for s in sites], -1)  # [N, B, D], unconstrained
     dim = z.shape[-1]
     if n <= dim:
         raise UsageError(f"a proposal fitted to draws needs more draws than latent dimensions ({n} <= {dim})")
@@ -172,13 +187,20 @@ def proposal_log_weights(story, batch, draws: dict[str, torch.Tensor], num_sampl
     parts = []
     for start in range(0, num_samples, chunk):
         sample = proposal.sample((min(chunk, num_samples - start),))  # [S, B, D]
+        log_r = proposal.log_prob(sample)
         values, offset = {}, 0
         for s in sites:
-            width = math.prod(shapes[s])
-            values[s] = sample[..., offset : offset + width].reshape(*sample.shape[:2], *shapes[s])
-            values[s] = values[s].to(draws[s].dtype)
+            width = free[s].shape[-1]
+            u = sample[..., offset : offset + width].reshape(
+                *sample.shape[:2], *transforms[s].inverse_shape(shapes[s])
+            )
+            value = transforms[s](u)
+            log_r = log_r - transforms[s].log_abs_det_jacobian(u, value).reshape(*sample.shape[:2], -1).sum(
+                -1
+            )
+            values[s] = value.to(draws[s].dtype)
             offset += width
-        parts.append(log_joint(story, batch, values).double() - proposal.log_prob(sample))
+        parts.append(log_joint(story, batch, values).double() - log_r)
     return torch.cat(parts)
 
 

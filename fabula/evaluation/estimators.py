@@ -170,8 +170,9 @@ class ImportanceFromDraws:
 
     It scores what a sampler's draws support: a log-likelihood estimate (a stochastic lower
     bound, by Jensen's inequality) whose reliability its per-datum Pareto :math:`\hat k`
-    (``khat``) reports: below 0.7 the estimate is trustworthy. Continuous latents only; it
-    needs more draws than latent dimensions.
+    (``khat``) reports: below 0.7 the estimate is trustworthy. Continuous latents only, a
+    constrained one fitted in unconstrained space (Pyro's ``biject_to`` of its support, with its
+    Jacobian); it needs more draws than latent dimensions.
 
     References: A. Vehtari, D. Simpson, A. Gelman, Y. Yao, J. Gabry. Pareto Smoothed Importance
     Sampling. JMLR 2024.

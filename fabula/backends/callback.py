@@ -46,7 +46,7 @@ import numpy as np
 import pyro
 import torch
 from pyro import poutine
-from torch.distributions.transforms import Transform
+from torch.distributions.transforms import ComposeTransform, IndependentTransform, Transform
 
 from fabula.backends.numpyro import Twin
 from fabula.checkpoint import preserved_rng
@@ -82,6 +82,13 @@ class Latent(NamedTuple):
 
     shape: tuple[int, ...]
     transform: Transform
+
+
+def _identity(transform: Transform) -> bool:
+    """Whether ``transform`` is the identity (``biject_to`` of a real support)."""
+    while isinstance(transform, IndependentTransform):
+        transform = transform.base_transform
+    return isinstance(transform, ComposeTransform) and not transform.parts
 
 
 def continuous_sites(story, batch) -> dict[str, Latent]:
@@ -183,6 +190,7 @@ class TorchLogJoint:
     def __init__(self, story, batch, latents: dict[str, Latent]):
         self.story, self.rows, self.latents = story, Rows(batch), latents
         self.events = {s: latent.shape for s, latent in latents.items()}
+        self.constrained = [s for s, latent in latents.items() if not _identity(latent.transform)]
         self.torch_dtype = next(t for t in story.state_dict().values() if t.is_floating_point()).dtype
         self.dtype = jax.dtypes.canonicalize_dtype(np.dtype(str(self.torch_dtype).removeprefix("torch.")))
         self.sizes = [int(np.prod(e, dtype=np.int64)) for e in self.events.values()]
@@ -202,10 +210,12 @@ class TorchLogJoint:
 
     def _log_density(self, unconstrained: dict[str, torch.Tensor], batch) -> torch.Tensor:
         """``[N]``: the log joint at the latents ``T(u)`` plus the log-Jacobians of ``T``."""
-        values = {s: self.latents[s].transform(u) for s, u in unconstrained.items()}
+        values = dict(unconstrained)
+        for s in self.constrained:
+            values[s] = self.latents[s].transform(unconstrained[s])
         log_joint = torch_log_joint(self.story, batch, values)
-        for s, u in unconstrained.items():
-            jacobian = self.latents[s].transform.log_abs_det_jacobian(u, values[s])
+        for s in self.constrained:
+            jacobian = self.latents[s].transform.log_abs_det_jacobian(unconstrained[s], values[s])
             log_joint = log_joint + jacobian.reshape(batch.size, -1).sum(-1)
         return log_joint
 

@@ -27,9 +27,10 @@ interval, on the simplex, ...) is sampled as :math:`u` with :math:`v = T(u)`, :m
 ``biject_to(support)`` as in its NUTS, the potential gaining
 :math:`-\log |\det \partial T(u) / \partial u|`, and its draws are returned as :math:`T(u)`. A
 discrete site the story does not sum out, a support without such a bijection, or a site outside
-the data plate is refused when the twin is made, by name; the batch must be a dataclass of tensors with the data on their
-first dimension (:class:`Rows`; fabula's batches are). Pyro's per-call Python (~1 ms a trace) is paid once per step for
-all lanes, rather than once per datum and chain.
+the data plate is refused when the twin is made, by name; the batch must be a dataclass of
+tensors with the data on their first dimension (:class:`Rows`; fabula's batches are). Pyro's
+per-call Python (~1 ms a trace) is paid once per step for all lanes, rather than once per datum
+and chain.
 
 References: D. Phan, N. Pradhan, M. Jankowiak. Composable Effects for Flexible and Accelerated
 Probabilistic Programming in NumPyro. 2019. JAX documentation, "External callbacks".

@@ -7,12 +7,14 @@ plate, tracing a guide at given variational parameters λ, and replaying a story
 from __future__ import annotations
 
 import pyro
+import torch
 from pyro import poutine
 from pyro.distributions import Independent
 from pyro.distributions.transforms import biject_to
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
+from fabula.checkpoint import preserved_rng
 from fabula.errors import UsageError
 from fabula.models.story import DATA_DIM
 
@@ -58,6 +60,13 @@ def kl_per_dim(q, p):
     return kl_divergence(q, p)
 
 
+def prior_trace(story, batch):
+    """A trace of ``story.model`` on ``batch`` with its latents drawn from the prior, without
+    gradients and with the caller's random stream left as it was."""
+    with preserved_rng(story.device), torch.no_grad():
+        return poutine.trace(story.model).get_trace(batch)
+
+
 def unconstraining(site: dict, owner: str, purpose: str):
     """Pyro's ``biject_to(support)`` of a latent ``site``: the bijection from unconstrained space
     onto its support (the identity for a real-valued one), as Pyro's NUTS uses. A discrete site,
@@ -73,3 +82,11 @@ def unconstraining(site: dict, owner: str, purpose: str):
             f"site {name!r} of {owner} has support {support}, onto which Pyro maps no unconstrained space: "
             f"{purpose} needs one; reparametrize it in the story"
         ) from None
+
+
+def constrained(transform, u: torch.Tensor, batch_dims: int) -> tuple[torch.Tensor, torch.Tensor]:
+    r"""``(T(u), log |det dT/du|)`` of a transform from :func:`unconstraining` at ``u``, the
+    log-Jacobian summed over every dimension right of the first ``batch_dims``."""
+    value = transform(u)
+    jacobian = transform.log_abs_det_jacobian(u, value)
+    return value, jacobian.reshape(*u.shape[:batch_dims], -1).sum(-1)

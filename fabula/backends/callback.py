@@ -50,9 +50,8 @@ from pyro import poutine
 from torch.distributions.transforms import ComposeTransform, IndependentTransform, Transform
 
 from fabula.backends.numpyro import Twin
-from fabula.checkpoint import preserved_rng
 from fabula.errors import UsageError
-from fabula.traces import sample_sites, unconstraining
+from fabula.traces import constrained, prior_trace, sample_sites, unconstraining
 
 UNOPTIMIZED = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
 """XLA options of the generic twin's NUTS program: its time is in torch, and compiling the
@@ -65,8 +64,7 @@ GENERIC_PATH = "the generic NumPyro path (a hand-written twin: fabula.backends.n
 def latent_sites(story, batch) -> dict[str, dict]:
     """The latent sites of a prior trace of ``story.model`` on ``batch`` (the caller's random
     stream left as it was), refusing any sample site outside the ``"data"`` plate."""
-    with preserved_rng(story.device), torch.no_grad():
-        trace = poutine.trace(story.model).get_trace(batch)
+    trace = prior_trace(story, batch)
     name = type(story).__name__
     for site in sample_sites(trace):
         if "data" not in {frame.name for frame in site["cond_indep_stack"]}:
@@ -211,14 +209,11 @@ class TorchLogJoint:
 
     def _log_density(self, unconstrained: dict[str, torch.Tensor], batch) -> torch.Tensor:
         """``[N]``: the log joint at the latents ``T(u)`` plus the log-Jacobians of ``T``."""
-        values = dict(unconstrained)
+        values, jacobian = dict(unconstrained), 0.0
         for s in self.constrained:
-            values[s] = self.latents[s].transform(unconstrained[s])
-        log_joint = torch_log_joint(self.story, batch, values)
-        for s in self.constrained:
-            jacobian = self.latents[s].transform.log_abs_det_jacobian(unconstrained[s], values[s])
-            log_joint = log_joint + jacobian.reshape(batch.size, -1).sum(-1)
-        return log_joint
+            values[s], site_jacobian = constrained(self.latents[s].transform, unconstrained[s], batch_dims=1)
+            jacobian = jacobian + site_jacobian
+        return torch_log_joint(self.story, batch, values) + jacobian
 
     def value(self, z, index) -> np.ndarray:
         values, batch = self._torch(*self._flat(z, index))

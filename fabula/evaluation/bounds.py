@@ -16,9 +16,8 @@ from pyro.distributions import MultivariateStudentT
 from pyro.distributions.util import scale_and_mask
 from torch.distributions import constraints, kl_divergence
 
-from fabula.checkpoint import preserved_rng
 from fabula.errors import UsageError
-from fabula.traces import PARTICLE_DIM, run_traces, sample_sites, unconstraining
+from fabula.traces import PARTICLE_DIM, constrained, prior_trace, run_traces, sample_sites, unconstraining
 
 
 def log_weights(story, guide, batch, num_samples: int, params=None) -> torch.Tensor:
@@ -151,9 +150,8 @@ def log_joint(story, batch, values: dict[str, torch.Tensor]) -> torch.Tensor:
 
 def support_transforms(story, batch, sites) -> dict:
     """``{site: T}`` (:func:`~fabula.traces.unconstraining`) of ``sites`` in a prior trace of
-    ``story.model`` on ``batch``, the caller's random stream left as it was."""
-    with preserved_rng(story.device):
-        trace = poutine.trace(story.model).get_trace(batch)
+    ``story.model`` on ``batch`` (:func:`~fabula.traces.prior_trace`)."""
+    trace = prior_trace(story, batch)
     owner = type(story).__name__
     return {s: unconstraining(trace.nodes[s], owner, "a proposal fitted to draws") for s in sites}
 
@@ -194,10 +192,8 @@ def proposal_log_weights(story, batch, draws: dict[str, torch.Tensor], num_sampl
             u = sample[..., offset : offset + width].reshape(
                 *sample.shape[:2], *transforms[s].inverse_shape(shapes[s])
             )
-            value = transforms[s](u)
-            log_r = log_r - transforms[s].log_abs_det_jacobian(u, value).reshape(*sample.shape[:2], -1).sum(
-                -1
-            )
+            value, jacobian = constrained(transforms[s], u, batch_dims=2)
+            log_r = log_r - jacobian
             values[s] = value.to(draws[s].dtype)
             offset += width
         parts.append(log_joint(story, batch, values).double() - log_r)

@@ -30,8 +30,8 @@ from fabula.diagnostics import to_arviz
 from fabula.diagnostics.arviz import az
 from fabula.inference.sequence_mh import MOVES, SequenceMH
 from fabula.models.constrained import NO_WORD, ConstrainedSentences, Constraints, keywords_hold
-from fabula.runs import TrainConfig, load_run, train
-from fabula.settings import add_arguments, from_arguments
+from fabula.run import TrainConfig, load_run, train
+from fabula.run.flags import add_arguments, from_arguments
 from results_log import record, session
 
 KERNEL = ("chains", "steps", "burn_in", "candidates", "max_length", "seed")

@@ -30,8 +30,8 @@ from fabula.data.registry import DATASETS, QUORA_EVALUATED, QUORA_VALID, locate,
 from fabula.evaluation.bleu import corpus_bleu
 from fabula.inference.sequence_mh import SequenceMH, anneal
 from fabula.models.constrained import NO_WORD, ConstrainedSentences, Constraints
-from fabula.runs import TrainConfig, load_run, train
-from fabula.settings import add_arguments, from_arguments
+from fabula.run import TrainConfig, load_run, train
+from fabula.run.flags import add_arguments, from_arguments
 from results_log import record, session
 
 KERNEL = ("chains", "steps", "burn_in", "candidates", "similarity_power", "max_length", "seed")

@@ -51,7 +51,7 @@ from fabula.guides import SentenceGuide
 from fabula.inference import MCMC, Amortized, Refinement, SemiAmortized
 from fabula.inference.kernels import NumPyroNUTS
 from fabula.models import LSTMVAE
-from fabula.runs import TrainConfig, load_run, train
+from fabula.run import TrainConfig, load_run, train
 from results_log import record, session, synthetic_sizes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -279,14 +279,14 @@ def allreduce(args) -> dict:
     """Bytes DDP all-reduces per step for each shipped story at its benchmark's sizes: 4 bytes
     (float32 gradients, whatever ``--precision``) per trained parameter of its default inference
     kind's modules (NVIL's baseline included)."""
-    from fabula.inference.registry import build
-    from fabula.recipes import recipe
-    from fabula.runs import inference_setup
+    from fabula.inference.kinds import build
+    from fabula.run import inference_setup
+    from fabula.run.stories import recipe
 
     rows = {}
     for name, (story_name, vocab, sizes) in BENCHMARK_SIZES.items():
         r = recipe(story_name)
-        if r.kind == "bow":
+        if r.reads == "documents":
             splits = synthetic_nvdm_corpus(num_train=4, num_test=2, vocab_size=vocab, latent_dim=2)[0]
         else:
             splits = {k: random_corpus(vocab, 3, 4) for k in ("train", "valid", "test")}

@@ -3,7 +3,7 @@ beside the paper's rows (Table 1a): the replicated-softmax RBM trained by contra
 divergence, the sigmoid belief net trained by wake-sleep, reweighted wake-sleep and NVIL, and
 NVDM, each with 50 latent units, all scored on the test split by the same evaluation.
 
-Every model trains with ``fabula.runs.train`` (the code behind ``fabula train``) into its own
+Every model trains with ``fabula.run.train`` (the code behind ``fabula train``) into its own
 run directory under ``--out``; a run already there is continued to the epochs asked
 (``--resume``), so a finished one is only scored. Perplexity is per document,
 exp(mean_d NLL_d / N_d), the papers' convention, NLL that of the token sequence.
@@ -42,8 +42,8 @@ from fabula.diagnostics import az, psis_khat, to_arviz
 from fabula.evaluation import AIS, ELBO, ImportanceWeighted, evaluate
 from fabula.evaluation.metrics import perplexities
 from fabula.inference import MCMC, BinaryGibbs
+from fabula.run import TrainConfig, load_run, train
 from fabula.rundir import RunDirectory
-from fabula.runs import TrainConfig, load_run, train
 from results_log import record, session
 
 PAPER = [  # Miao et al. (2016), Table 1a, 50 latent units: (model, estimator, perplexity)

@@ -1,7 +1,7 @@
 """Kim et al. (2018)'s comparison of inference objects on a real corpus: the NVDM on 20 Newsgroups
 or the LSTM-VAE on Penn Treebank (the Yahoo training split Kim et al. used is not provided), each
 story trained from the same initial weights and seed with every ``--inference`` object by
-``fabula.compare`` and evaluated on the test split: the negative ELBO (10 samples), the
+``fabula.run.compare`` and evaluated on the test split: the negative ELBO (10 samples), the
 importance-weighted bound (``--iw-samples``), KL, perplexity, training time and steps/s.
 
 SA-VAE costs about 50 VAE steps per step at K = 20 on a CPU; on PTB, ``--train-size`` and
@@ -14,10 +14,10 @@ import argparse
 
 import torch
 
-from fabula.compare import CompareSettings, compare, markdown
 from fabula.data.text import TextCorpus
-from fabula.recipes import recipe
-from fabula.runs import TrainConfig, data_description, load_data
+from fabula.run import TrainConfig, data_description, load_data
+from fabula.run.compare import CompareSettings, compare, markdown
+from fabula.run.stories import recipe
 from results_log import record, session
 
 STORY = {"20news": "nvdm", "ptb": "lstm-vae"}

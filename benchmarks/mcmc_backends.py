@@ -25,7 +25,7 @@ import torch
 from fabula.data.synthetic import synthetic_sentence_corpus
 from fabula.diagnostics import az
 from fabula.inference import MCMC
-from fabula.runs import TrainConfig, fit_reference, load_run, train
+from fabula.run import TrainConfig, fit_reference, load_run, train
 from results_log import record, session, synthetic_sizes
 
 

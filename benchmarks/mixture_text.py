@@ -52,8 +52,8 @@ from fabula.generation import sample
 from fabula.guides import EmptyGuide
 from fabula.inference import Amortized
 from fabula.models import RNNLM
+from fabula.run import TrainConfig, load_run, train
 from fabula.rundir import RunDirectory
-from fabula.runs import TrainConfig, load_run, train
 from results_log import record, session
 
 PAPER = {

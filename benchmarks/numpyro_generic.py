@@ -31,7 +31,7 @@ from mcmc_backends import min_ess, oracle_run
 
 from fabula.inference import MCMC
 from fabula.inference.kernels import NumPyroNUTS
-from fabula.runs import TrainConfig, load_run, train
+from fabula.run import TrainConfig, load_run, train
 from results_log import record, session, synthetic_sizes
 
 GENERIC, HAND, PYRO = "numpyro, generic twin", "numpyro, hand twin", "pyro"

@@ -1,6 +1,6 @@
 """NVDM (z=50) on the 20 Newsgroups split of Miao et al. (2016): test perplexity against the paper.
 
-Trains with ``fabula.runs.train`` (the code behind ``fabula train``), evaluating the test ELBO
+Trains with ``fabula.run.train`` (the code behind ``fabula train``), evaluating the test ELBO
 perplexity after every epoch, then bounds the final model's test perplexity with the ELBO (the
 paper's estimator; its reconstruction term averaged over 20 samples, which lowers the variance of
 the estimate, not its expectation) and with the importance-weighted bound (S=500). Perplexity is per document,
@@ -17,8 +17,8 @@ import time
 import torch
 
 from fabula.evaluation import ELBO, ImportanceWeighted, evaluate
+from fabula.run import TrainConfig, load_run, train
 from fabula.rundir import RunDirectory
-from fabula.runs import TrainConfig, load_run, train
 from results_log import record, session
 
 PAPER = {"NVDM 50-d": 836, "NVDM 200-d": 852}

@@ -22,7 +22,7 @@ import torch
 
 from fabula.diagnostics import az, posterior_error, psis_khat
 from fabula.inference import MCMC, Refinement, StochasticVI, refined
-from fabula.runs import TrainConfig, load_run, train
+from fabula.run import TrainConfig, load_run, train
 from results_log import record, session
 
 

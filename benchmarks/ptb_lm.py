@@ -21,8 +21,8 @@ import tempfile
 import torch
 
 from fabula.evaluation import ImportanceWeighted, evaluate
+from fabula.run import TrainConfig, load_run, train
 from fabula.rundir import RunDirectory
-from fabula.runs import TrainConfig, load_run, train
 from results_log import record, session
 
 PAPER = {"rnnlm": {"nll": 100, "ppl": 116}, "lstm-vae": {"nll": 101, "kl": 2, "ppl": 119}}

@@ -2,7 +2,7 @@
 (1) with the oracle's generative model held fixed (only the inference is learned) and (2) with
 the generative model learned from scratch, against the oracle's true NLL.
 
-Every row is trained by ``fabula.compare.compare`` on the same data and seed. Reported: the
+Every row is trained by ``fabula.run.compare.compare`` on the same data and seed. Reported: the
 negative ELBO (reconstruction averaged over 10 samples; the bound Kim et al. compare) and the IW
 bound, nats per sentence, on the test split. The true NLL is the oracle's IW bound with
 ``--true-samples`` samples from a guide fitted to it. Paper: fixed oracle VAE 21.77, SVI 22.33,
@@ -16,12 +16,12 @@ import copy
 
 import torch
 
-from fabula.compare import CompareSettings, compare, markdown
 from fabula.data.synthetic import synthetic_sentence_corpus
 from fabula.evaluation import ImportanceWeighted, evaluate
 from fabula.guides import SentenceGuide
 from fabula.models import LSTMVAE
-from fabula.runs import fit_reference
+from fabula.run import fit_reference
+from fabula.run.compare import CompareSettings, compare, markdown
 from results_log import record, session, synthetic_sizes
 
 PAPER = {

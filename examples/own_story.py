@@ -36,25 +36,30 @@ from fabula.distributions import BagOfWordsMultinomial
 from fabula.evaluation import ImportanceFromDraws, ImportanceWeighted, evaluate
 from fabula.guides import NormalGuide
 from fabula.inference import MCMC, NonAmortized, Refinement, refined
-from fabula.inference.registry import Setup, build
+from fabula.inference.kinds import Setup, build
 from fabula.models import Story
 
 
 class TopicMixture(Story):
-    """Words from a mixture of ``num_topics`` topics with logistic-normal proportions."""
+    """Words from a mixture of ``num_topics`` topics with logistic-normal proportions.
+
+    :param vocab_size: the vocabulary's size (a run gives it from the corpus).
+    :param num_topics: topics K, each a distribution over the vocabulary.
+    """
 
     latent_sites = ("z",)
+    reads = "documents"  # bags of words: what `fabula train own_story:TopicMixture --data DIR` feeds it
 
-    def __init__(self, vocab_size: int, num_topics: int):
+    def __init__(self, vocab_size: int, num_topics: int = 10):
         super().__init__()
         self.remember(locals())
-        self.topics = torch.nn.Parameter(0.01 * torch.randn(num_topics, vocab_size))
+        self.topic_logits = torch.nn.Parameter(0.01 * torch.randn(num_topics, vocab_size))
         self.register_buffer("zeros", torch.zeros(num_topics))
 
     def model(self, batch):
         with self.data_plate(batch):
             z = pyro.sample("z", dist.Normal(self.zeros, 1.0).to_event(1))
-            words = (z.softmax(-1) @ self.topics.softmax(-1)).log()
+            words = (z.softmax(-1) @ self.topic_logits.softmax(-1)).log()
             pyro.sample(
                 "x",
                 BagOfWordsMultinomial(words, total_count=batch.lengths, validate_args=False),
@@ -63,6 +68,10 @@ class TopicMixture(Story):
 
     def num_tokens(self, batch):
         return batch.lengths
+
+    def topics(self, words: list[str], k: int = 10) -> list[list[str]]:
+        """The ``k`` most probable words of each topic (what ``fabula topics`` prints)."""
+        return [[words[i] for i in row] for row in self.topic_logits.topk(k, dim=-1).indices.tolist()]
 
 
 KINDS = ("vae", "svi:{k}", "vae+svi:{k}", "sa-vae:{k}", "aggressive")

@@ -19,7 +19,7 @@ from fabula.guides import SentenceGuide
 from fabula.inference import Amortized, FreeBitsELBO
 from fabula.inference.annealing import Linear
 from fabula.models import LSTMVAE
-from fabula.runs import fit_reference
+from fabula.run import fit_reference
 
 
 def main(argv=None) -> dict:

@@ -15,7 +15,7 @@ from fabula.inference import MCMC
 from fabula.inference.sequence_mh import MOVES, RULES, SequenceMH, anneal
 from fabula.models import RNNLM
 from fabula.models.constrained import NO_WORD, ConstrainedSentences, Constraints
-from fabula.runs import load_run
+from fabula.run import load_run
 from fabula.settings import COUNT, NONNEGATIVE, PROBABILITY, SEED, Range, check_ranges, setting
 
 

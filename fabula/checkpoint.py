@@ -6,7 +6,7 @@ file's header, beside a sha256 of that JSON and of every tensor. Nothing is unpi
 loading, and nothing in a file is trusted before it is checked: the checksum first (a damaged
 file is refused), then the JSON's nesting depth (before parsing it, since Python's parser
 recurses; safetensors bounds the header's size), then its structure. What a run's metadata
-must hold is checked by :mod:`fabula.runs` with :func:`check_arguments`; the weights' names
+must hold is checked by :mod:`fabula.run.load` with :func:`check_arguments`; the weights' names
 and shapes are checked against the modules they are loaded into. Every refusal is a
 :class:`~fabula.errors.RunError` naming the file and the field.
 
@@ -295,6 +295,23 @@ def parameters_of(target) -> dict[str, tuple[object, bool]]:
     }
 
 
+def _plain_json(value, depth: int) -> bool:
+    """Whether ``value`` is a JSON object of strings, finite numbers, booleans, ``None`` and lists
+    or objects of them, nested at most ``depth`` deep and each at most :data:`MAX_ITEMS` long."""
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return abs(value) < 2**63
+    if isinstance(value, float):
+        return math.isfinite(value)
+    if isinstance(value, str):
+        return len(value) <= MAX_ITEMS
+    if depth == 0 or not isinstance(value, list | dict) or len(value) > MAX_ITEMS:
+        return False
+    items = value.items() if isinstance(value, dict) else enumerate(value)
+    return all(isinstance(k, int | str) and _plain_json(v, depth - 1) for k, v in items)
+
+
 def _fits(value, hint, sizes: bool) -> bool:
     """Whether the JSON ``value`` is of type ``hint`` (lists for sequences; bounded lengths;
     with ``sizes``, integers in [0, :data:`MAX_SIZE`))."""
@@ -316,6 +333,14 @@ def _fits(value, hint, sizes: bool) -> bool:
             isinstance(value, list)
             and len(value) <= MAX_ITEMS
             and all(_fits(v, args[0], sizes) for v in value)
+        )
+    if hint is dict:  # a JSON object of plain values (a guide's description of a site)
+        return isinstance(value, dict) and _plain_json(value, depth=3)
+    if origin is dict:
+        return (
+            isinstance(value, dict)
+            and len(value) <= MAX_ITEMS
+            and all(_fits(k, args[0], sizes) and _fits(v, args[1], sizes) for k, v in value.items())
         )
     return False
 

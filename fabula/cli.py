@@ -2,7 +2,7 @@
 
 The flags of ``train`` and ``compare`` are generated from the settings classes
 (:mod:`fabula.settings`), each story's with its recipe's defaults; inference kinds come from the
-registry (:mod:`fabula.inference.registry`). Only the library's user-facing errors
+registry (:mod:`fabula.inference.kinds`). Only the library's user-facing errors
 (:mod:`fabula.errors`) become a one-line message and exit 2; anything else is a bug and keeps
 its traceback.
 """
@@ -12,14 +12,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
 from fabula.cgmh import CGMHSettings, cgmh
-from fabula.compare import CompareSettings, compare, estimate_seconds
-from fabula.compare import markdown as compare_markdown
+from fabula.data import DOCUMENTS, Tokenization
 from fabula.data.text import TextBatch
 from fabula.devices import DeviceSettings, resolve
 from fabula.distributed import launch_rank
@@ -30,7 +30,8 @@ from fabula.evaluation.gaps import inference_gaps
 from fabula.evaluation.mixture import mixture_diagnostics
 from fabula.generation import DECODERS, decode, homotopy, sample_documents
 from fabula.inference import MCMC, Refinement, refined
-from fabula.inference.registry import KINDS, build, specs
+from fabula.inference.kinds import KINDS, build
+from fabula.inference.spec import describe
 from fabula.models.capabilities import (
     GeneratesDocuments,
     GeneratesSentences,
@@ -38,9 +39,7 @@ from fabula.models.capabilities import (
     HasPosteriorMean,
     HasTopics,
 )
-from fabula.recipes import STORIES, RSMSettings, recipe
-from fabula.runs import (
-    SYNTHETIC,
+from fabula.run import (
     TrainConfig,
     data_description,
     fit_reference,
@@ -49,7 +48,14 @@ from fabula.runs import (
     load_run,
     train,
 )
-from fabula.settings import COUNT, NONNEGATIVE, POSITIVE, SEED, Range, add_arguments, from_arguments, number
+from fabula.run.compare import CompareSettings, compare, estimate_seconds
+from fabula.run.compare import markdown as compare_markdown
+from fabula.run.config import SYNTHETIC, DataSettings, objective_of
+from fabula.run.flags import add_arguments, from_arguments, number
+from fabula.run.plan import build_story
+from fabula.run.shipped_stories import RSMSettings
+from fabula.run.stories import STORIES, recipe, story_names
+from fabula.settings import COUNT, NONNEGATIVE, POSITIVE, SEED, Range, from_dict, to_dict
 
 EXAMPLES = """examples:
   fabula train nvdm --out runs/demo                      # synthetic corpus, no download
@@ -270,15 +276,29 @@ def cmd_interpolate(args) -> int:
 
 
 def _compare_config(args, seed: int) -> TrainConfig:
-    """The story, data and network sizes of a comparison, at the compare defaults."""
+    """The story, data and network sizes of a comparison, at the compare defaults: fabula's own
+    stories sized by --latent-dim and --hidden-dim, a user's story by its own flags."""
     r = recipe(args.story)
-    if r.settings is RSMSettings:  # its latents are its hidden units; it has no network
-        sizes = {"hidden": args.latent_dim}
-    elif r.kind == "bow":
-        sizes = {"latent_dim": args.latent_dim, "hidden": (args.hidden_dim,)}
+    parts = TrainConfig.parts(args.story)
+    values = {name: dict(r.defaults.get(name, {})) for name in parts}
+    values["data"] = {"data": args.data, "data_dir": args.data_dir}
+    values["run"]["seed"] = seed
+    values["tokenization"] = to_dict(from_arguments(Tokenization, args, "tokenization"))
+    if args.story == "rnnlm":
+        raise UsageError("the rnnlm story has no latent: there is no inference to compare")
+    if args.story not in STORIES:
+        if args.latent_dim is not None or args.hidden_dim is not None:
+            raise UsageError(f"--latent-dim and --hidden-dim size fabula's own stories; give {args.story}'s own flags")
+        values["model"] = to_dict(from_arguments(r.settings, args, "model"))
     else:
-        sizes = {"latent_dim": args.latent_dim, "embed_dim": args.hidden_dim, "hidden_dim": args.hidden_dim}
-    return TrainConfig.create(args.story, data=args.data, data_dir=args.data_dir, seed=seed, **sizes)
+        latent, hidden = args.latent_dim or 2, args.hidden_dim or 100
+        if r.settings is RSMSettings:  # its latents are its hidden units; it has no network
+            values["model"]["hidden"] = latent
+        elif r.reads == DOCUMENTS:
+            values["model"].update(latent_dim=latent, hidden=(hidden,))
+        else:
+            values["model"].update(latent_dim=latent, embed_dim=hidden, hidden_dim=hidden)
+    return TrainConfig(args.story, **{name: from_dict(part, values[name]) for name, part in parts.items()})
 
 
 def cmd_compare(args) -> int:
@@ -286,27 +306,28 @@ def cmd_compare(args) -> int:
     settings = from_arguments(CompareSettings, args, "compare")
     config = _compare_config(args, settings.seed)
     device = _device(args)
-    splits, generator = load_data(data_description(config))
+    splits, generator = load_data(data_description(config), None, config.tokenization)
     full_train = splits["train"]
     for name, size in (("train", settings.train_size), ("test", settings.test_size)):
         if size is not None and size < len(splits[name]):
             splits[name] = splits[name].subset(torch.arange(size))
     r = recipe(config.story)
-    for spec in settings.inference:  # the story's objective refuses kinds that cannot train it
-        r.objective(config.model, replace(config.inference, inference=spec))
-    objective = r.objective(config.model, config.inference)
 
     def build_pair():
-        story, guide = r.build(config.model, full_train)
+        story, guide = build_story(config, full_train)
         return story.to(device), guide.to(device)
 
+    guide = build_pair()[1]
+    for spec in settings.inference:  # the story's objective refuses kinds that cannot train it
+        objective_of(config.story, config.model, replace(config.inference, inference=spec), guide)
+    objective = objective_of(config.story, config.model, config.inference, guide)
     if not args.json:
         estimate = estimate_seconds(build_pair, splits, settings, objective)
         print("estimated training time: " + ", ".join(f"{spec} {s:.0f} s" for spec, s in estimate.items()))
     rows = compare(build_pair, splits, settings, objective, progress=not args.json)
     reference = None
     if generator is not None:
-        fitted = fit_reference(generator, r.kind, splits["train"], settings.seed, progress=not args.json)
+        fitted = fit_reference(generator, r.reads, splits["train"], settings.seed, progress=not args.json)
         reference = evaluate(fitted, splits["test"], ImportanceWeighted(settings.samples)).summary()
     if args.json:
         print(json.dumps({"rows": rows, "generator": reference}, indent=2))
@@ -420,9 +441,32 @@ def _component(text: str) -> tuple[int, int]:
 
 
 def _inference_help(trains: bool | None = None) -> str:
-    return "; ".join(
-        f"{k.usage()}: {k.summary}" for k in KINDS.values() if trains is None or k.trains == trains
-    )
+    """The registered kinds, one per paragraph: name, summary and options (``NAME:key=value,...``)."""
+    lines = ["inference kinds (--inference NAME or NAME:key=value,...; a bare first value sets the [leading] option):"]
+    for k in KINDS.values():
+        if trains is None or k.trains == trains:
+            lines.append(textwrap.fill(f"{k.name}: {k.summary}", 100, initial_indent="  ", subsequent_indent="      "))
+            options = describe(k.options, k.leading)
+            if options:
+                lines.append(textwrap.fill(f"options: {options}", 100, initial_indent="      ", subsequent_indent="        "))
+    return "\n".join(lines)
+
+
+def _plugin(argv: list[str]) -> str | None:
+    """The story a command line names that is not registered by name (a ``module:Class`` path or
+    an entry point): ``fabula train STORY`` or ``fabula compare --story STORY``."""
+    story = None
+    if len(argv) > 1 and argv[0] == "train":
+        story = argv[1]
+    elif argv and argv[0] == "compare":
+        for i, word in enumerate(argv):
+            if word == "--story" and i + 1 < len(argv):
+                story = argv[i + 1]
+            elif word.startswith("--story="):
+                story = word.partition("=")[2]
+    if story is None or story.startswith("-") or story in STORIES:
+        return None
+    return story
 
 
 def cmd_cgmh(args) -> int:
@@ -434,20 +478,23 @@ def cmd_cgmh(args) -> int:
     return 0
 
 
-def _train_parser(sub, threads) -> None:
+def _train_parser(sub, threads, plugin: str | None) -> None:
     t = sub.add_parser(
         "train",
         help="train a story on a corpus into a run directory",
+        description="Train a story: a registered name, a module:Class path to your own Story subclass, or "
+        "an installed fabula.stories entry point (" + ", ".join(story_names()) + ").",
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     stories = t.add_subparsers(dest="story", required=True, metavar="STORY")
-    for name, r in STORIES.items():
+    for name in [*STORIES, *([plugin] if plugin else [])]:
+        r = recipe(name)
         s = stories.add_parser(
             name,
             parents=[threads],
-            help=r.settings.__doc__.strip(),
-            description=f"Train the {name} story. Inference kinds: {_inference_help(trains=True)}.",
+            help=(r.settings.__doc__ or name).strip().splitlines()[0],
+            description=f"Train the {name} story.\n\n{_inference_help(trains=True)}",
             epilog=EXAMPLES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -461,7 +508,9 @@ def _train_parser(sub, threads) -> None:
         s.set_defaults(func=cmd_train)
 
 
-def parser() -> argparse.ArgumentParser:
+def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The command's parser; a story named by path or entry point in ``argv`` gets its flags."""
+    plugin = _plugin(sys.argv[1:] if argv is None else argv)
     p = argparse.ArgumentParser(
         prog="fabula",
         description="Deep generative models of text as Pyro stories, fitted by swappable inference.",
@@ -475,7 +524,7 @@ def parser() -> argparse.ArgumentParser:
     run_data.add_argument("--data-dir", help="where the run's dataset lies now, if it moved")
     device = argparse.ArgumentParser(add_help=False)
     add_arguments(device, DeviceSettings, "device")
-    _train_parser(sub, threads)
+    _train_parser(sub, threads, plugin)
 
     e = sub.add_parser(
         "evaluate",
@@ -607,45 +656,47 @@ def parser() -> argparse.ArgumentParser:
         "compare",
         parents=[threads, device],
         help="fit one story with several inference kinds on the same data and seed; one table",
-        description=f"Inference kinds: {_inference_help(trains=True)}.",
-        epilog="example: fabula compare --inference vae svi:20 sa-vae:20",
+        description=_inference_help(trains=True),
+        epilog="examples:\n  fabula compare --inference vae svi:20 sa-vae:20\n"
+        "  fabula compare --story my_stories:TopicMixture --data corpus/ --inference vae svi:steps=5",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     c.add_argument(
         "--story",
         default="lstm-vae",
-        choices=[s for s in STORIES if s != "rnnlm"],
-        help="(default: lstm-vae)",
+        help="a registered story but rnnlm (" + ", ".join(s for s in story_names() if s != "rnnlm")
+        + "), or a module:Class path to your own (default: lstm-vae)",
     )
-    c.add_argument("--data", default=SYNTHETIC, help="'synthetic' (default, no download), '20news' or 'ptb'")
-    c.add_argument("--data-dir", help="folder with local copies of the dataset")
+    data = DataSettings.__dataclass_fields__
+    c.add_argument("--data", default=SYNTHETIC, help=data["data"].metadata["help"] + f" (default: {SYNTHETIC})")
+    c.add_argument("--data-dir", help=data["data_dir"].metadata["help"])
     c.add_argument(
         "--latent-dim",
         type=number(int, COUNT),
-        default=2,
-        help=f"size of z (the rsm: its hidden units), {COUNT} (default: 2, the oracle's)",
+        help=f"fabula's own stories: size of z (the rsm: its hidden units), {COUNT} (default: 2, the oracle's)",
     )
     c.add_argument(
-        "--hidden-dim", type=number(int, COUNT), default=100, help=f"network sizes, {COUNT} (default: 100)"
+        "--hidden-dim", type=number(int, COUNT), help=f"fabula's own stories: network sizes, {COUNT} (default: 100)"
     )
     c.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     add_arguments(c, CompareSettings, "compare")
+    add_arguments(c, Tokenization, "tokenization")
+    if plugin:
+        add_arguments(c, recipe(plugin).settings, "model")
     c.set_defaults(func=cmd_compare)
 
     d = sub.add_parser(
         "diagnose",
         parents=[threads, run_data, device],
         help="a posterior of a run's data in ArviZ: NetCDF, summary (r_hat, ESS), PSIS k-hat, plots",
-        description=f"Inference kinds: {_inference_help()}. The run's own kind is the trained object; "
-        "any other is built over the run's story and guide.",
+        description="The run's own kind is the trained object; any other is built over the run's story "
+        "and guide.\n\n" + _inference_help(),
         epilog="examples:\n  fabula diagnose runs/demo --inference nuts --items 0:10 --out diag/nuts\n"
         "  fabula diagnose runs/demo --inference vae --against-nuts --backend numpyro --items 0:5 --out diag/vae",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     d.add_argument("run", help="run directory")
-    d.add_argument(
-        "--inference", default="nuts", help=f"an inference spec: {', '.join(specs())} (default: nuts)"
-    )
+    d.add_argument("--inference", default="nuts", help="an inference spec (the kinds above; default: nuts)")
     d.add_argument(
         "--items",
         type=_items,
@@ -706,7 +757,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else argv
+    try:
+        command = parser(words)
+    except FabulaError as e:  # a story named by path or entry point that cannot be loaded
+        print(f"fabula {words[0]}: error: {e}", file=sys.stderr)
+        return 2
+    args = command.parse_args(words)
     try:
         return args.func(args)
     except FabulaError as e:

@@ -1,18 +1,16 @@
-"""Settings defined once: dataclasses whose fields carry their help text, validated by
-``__post_init__`` (or by the constructor they feed), from which the ``fabula`` command's flags
-are generated -- so a flag, its default, its help and the saved configuration cannot drift.
+"""Settings declared once, beside the constructor they feed: dataclasses whose fields carry their
+help text and the values they accept, validated by ``__post_init__``.
 
-A field ``learning_rate: float = setting(1e-3, "step size")`` becomes ``--learning-rate`` with
-help ``"step size (default: 0.001)"``; booleans become ``--name/--no-name``; ``tuple[int, ...]``
-fields take several values; ``X | None`` fields take ``none`` to unset them (a recipe's free
-bits, say). A numeric field is finite and within its :class:`Range` (``within=POSITIVE``, say),
-checked by :func:`check_ranges` in the class's ``__post_init__``; a flag defined outside the
-settings classes reads its value with :func:`number`, so that a bad value is refused when parsed.
+A field ``learning_rate: float = setting(1e-3, "step size", within=POSITIVE)`` is finite and
+within its :class:`Range`, checked by :func:`check_ranges`. The library declares settings this
+way and never reads a command line: the run layer generates the ``fabula`` command's flags from
+these declarations (:mod:`fabula.run.flags`) and the inference specs' options are read by
+:mod:`fabula.inference.spec`, so a flag, its default, its help and the saved configuration cannot
+drift.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import math
 import types
@@ -72,16 +70,17 @@ PROBABILITY = Range(at_least=0, at_most=1)
 SEED = Range(at_least=0, at_most=2**32 - 1)  # what torch, NumPy and Python's random all accept
 
 
-def setting(default, help: str, *, choices=None, within: Range = ANY):
+def setting(default, help: str, *, choices=None, within: Range = ANY, unset: str | None = None):
     """A settings field with its default, help text and (optionally) the values it accepts:
-    ``choices`` for a string, ``within`` for a number (of a tuple: for each)."""
-    metadata = {"help": help, "choices": choices, "within": within}
+    ``choices`` for a string, ``within`` for a number (of a tuple: for each); ``unset`` says what
+    ``None`` means where that is the default (``"the run's --refinement-lr"``)."""
+    metadata = {"help": help, "choices": choices, "within": within, "unset": unset}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)
     return field(default=default, metadata=metadata)
 
 
-def _base_type(hint):
+def base_type(hint):
     """``(type, optional, many)`` of a field's annotation."""
     optional = False
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
@@ -93,101 +92,27 @@ def _base_type(hint):
 
 
 def flag(name: str) -> str:
+    """The command-line flag of setting ``name``."""
     return "--" + name.replace("_", "-")
 
 
-def add_arguments(
-    parser: argparse.ArgumentParser,
-    cls,
-    prefix: str,
-    defaults: dict | None = None,
-    only: tuple[str, ...] | None = None,
-) -> None:
-    """Add a flag for every field of settings class ``cls`` (or for the fields named in ``only``);
-    values land at ``{prefix}.{name}`` in the namespace. ``defaults`` overrides field defaults (a
-    recipe's own)."""
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(only or ()) - {f.name for f in fields(cls)})
-    if unknown:
-        raise SettingsError(f"no {cls.__name__} settings {unknown}")
-    group = parser.add_argument_group(cls.__doc__.strip().splitlines()[0] if cls.__doc__ else cls.__name__)
-    for f in fields(cls):
-        if only is not None and f.name not in only:
-            continue
-        default = (defaults or {}).get(f.name, _default(f))
-        kind, optional, many = _base_type(hints[f.name])
-        shown = "none" if default is None else (" ".join(map(str, default)) if many else default)
-        within = f", {f.metadata['within']}" if kind in (int, float) and str(f.metadata["within"]) else ""
-        unset = " ('none' unsets it)" if optional else ""
-        kwargs = {
-            "dest": f"{prefix}.{f.name}",
-            "default": default,
-            "help": f"{f.metadata['help']}{within}{unset} (default: {shown})",
-        }
-        if optional:
-            kind = _or_none(kind)
-        if kind is bool:
-            group.add_argument(flag(f.name), action=argparse.BooleanOptionalAction, **kwargs)
-            continue
-        if f.metadata.get("choices"):
-            kwargs["choices"] = f.metadata["choices"]
-            group.add_argument(flag(f.name), type=kind, **kwargs)
-            continue
-        metavar = f.name.upper()
-        group.add_argument(flag(f.name), type=kind, nargs="*" if many else None, metavar=metavar, **kwargs)
-
-
-def _or_none(kind):
-    """``kind`` of a flag's value, or ``None`` for the word ``none``."""
-
-    def read(text: str):
-        return None if text.lower() == "none" else kind(text)
-
-    read.__name__ = kind.__name__  # argparse names the type in its error messages
-    return read
-
-
-def number(kind: type, within: Range = ANY):
-    """An argparse ``type`` reading a ``kind`` (``int`` or ``float``) in range ``within``: for the
-    flags defined outside the settings classes, so that a bad value is refused when parsed."""
-
-    def read(text: str):
-        try:
-            value = kind(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"invalid {kind.__name__} value: {text!r}") from None
-        complaint = within.complaint(value, kind)
-        if complaint:
-            raise argparse.ArgumentTypeError(complaint)
-        return value
-
-    read.__name__ = kind.__name__
-    return read
-
-
-def check_ranges(settings) -> None:
+def check_ranges(settings, naming=flag) -> None:
     """Check every numeric field of a settings object against its range (each value of a
-    tuple; ``None`` where the field is optional), naming its flag in the error."""
+    tuple; ``None`` where the field is optional), naming it in the error as ``naming(name)``
+    (its flag by default; an inference spec's options by their own names)."""
     hints = typing.get_type_hints(type(settings))
     for f in fields(settings):
-        kind, optional, many = _base_type(hints[f.name])
+        kind, optional, many = base_type(hints[f.name])
         value = getattr(settings, f.name)
         if kind not in (int, float) or (optional and value is None):
             continue
         for v in value if many else (value,):
-            f.metadata["within"].check(flag(f.name), v, kind)
+            f.metadata["within"].check(naming(f.name), v, kind)
 
 
-def _default(f):
+def default_of(f):
+    """A dataclass field's default value."""
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()
-
-
-def from_arguments(cls, args: argparse.Namespace, prefix: str):
-    """The settings of ``cls`` read back from a namespace filled by :func:`add_arguments` (fields
-    without a flag keep their defaults)."""
-    flagged = [f.name for f in fields(cls) if hasattr(args, f"{prefix}.{f.name}")]
-    values = {name: getattr(args, f"{prefix}.{name}") for name in flagged}
-    return from_dict(cls, values)
 
 
 def from_dict(cls, values: dict):
@@ -199,7 +124,7 @@ def from_dict(cls, values: dict):
     hints = typing.get_type_hints(cls)
     converted = {}
     for name, value in values.items():
-        many = _base_type(hints[name])[2]
+        many = base_type(hints[name])[2]
         converted[name] = tuple(value) if many and value is not None else value
     return cls(**converted)
 

@@ -6,11 +6,18 @@ import pyro
 import pytest
 import torch
 
-import fabula.runs
+import fabula.run.data
 from fabula.devices import resolve
 from fabula.errors import SettingsError
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+# One torch thread per process unless the user chose a number: torch's default (one per core)
+# makes two busy processes on a small machine contend and run many times slower. The variable
+# reaches the processes the tests start (torchrun workers, benchmark smoke runs) too.
+if "OMP_NUM_THREADS" not in os.environ:
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
 
 
 @pytest.fixture(autouse=True)
@@ -42,12 +49,12 @@ def shared_data() -> Path:
 def one_sentence_corpus():
     """The synthetic sentence corpus (drawn from an LSTM oracle, seconds) drawn once for the
     module's runs, each load getting its own dict of the same read-only splits."""
-    draw = functools.cache(fabula.runs.synthetic_sentence_corpus)
+    draw = functools.cache(fabula.run.data.synthetic_sentence_corpus)
 
     def cached(seed):
         splits, generator = draw(seed=seed)
         return dict(splits), generator
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(fabula.runs, "synthetic_sentence_corpus", cached)
+        patch.setattr(fabula.run.data, "synthetic_sentence_corpus", cached)
         yield

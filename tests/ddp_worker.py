@@ -4,7 +4,7 @@ sets (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT): ``python tests/ddp_worker.py 
 * ``kinds``: every training inference kind takes a few steps through DistributedDataParallel on
   its part of each batch; each rank saves its parameters to ``OUT/kinds-RANK.pt``;
   and NVIL's parameters and buffers with :func:`common_draws` under ``"sbn nvil common"``;
-* ``uninterrupted`` / ``killed`` / ``resumed``: ``fabula.runs.train`` of a tiny NVDM into
+* ``uninterrupted`` / ``killed`` / ``resumed``: ``fabula.run.train`` of a tiny NVDM into
   ``OUT/uninterrupted`` or ``OUT/interrupted``; ``killed`` ends the process in the middle of epoch 2, without any clean-up;
 * ``pcd-uninterrupted`` / ``pcd-first`` / ``pcd-resumed``: a tiny RSM trained by ``pcd:1`` for
   2 epochs into ``OUT/pcd-uninterrupted``, or for 1 into ``OUT/pcd-interrupted`` and resumed there for the 2nd.
@@ -24,9 +24,9 @@ from fabula import distributed
 from fabula.data import synthetic_nvdm_corpus
 from fabula.data.synthetic import synthetic_sentence_corpus
 from fabula.devices import resolve
-from fabula.inference.registry import build
-from fabula.recipes import recipe
-from fabula.runs import TrainConfig, inference_setup, train
+from fabula.inference.kinds import build
+from fabula.run import TrainConfig, inference_setup, train
+from fabula.run.stories import recipe
 
 TINY = {
     "nvdm": {"latent_dim": 2, "hidden": (8,)},
@@ -60,7 +60,7 @@ PCD_RUN = {"inference": "pcd:1", "hidden": 4, "batch_size": 100}
 @functools.cache
 def tiny_splits(kind: str) -> dict:
     """Small corpora (48 or 64 training data, divisible by 2 processes)."""
-    if kind == "bow":
+    if kind == "documents":
         return synthetic_nvdm_corpus(num_train=64, num_test=16, vocab_size=40, latent_dim=3, mean_length=30)[
             0
         ]
@@ -79,7 +79,7 @@ def fitted(
     process's part of each batch under a process group), with :func:`common_draws` if ``common``."""
     config = TrainConfig.create(story_name, inference=spec, **TINY[story_name])
     r = recipe(story_name)
-    splits = tiny_splits(r.kind)
+    splits = tiny_splits(r.reads)
     torch.manual_seed(0)
     story, guide = r.build(config.model, splits["train"])
     story.to(device), guide.to(device)

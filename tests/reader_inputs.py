@@ -209,9 +209,10 @@ class Reader:
 
 
 def text_lines(data: bytes | None) -> list[str]:
-    """The lines of an accepted file (it must be UTF-8), as text mode reads them."""
+    """The lines of an accepted file (it must be UTF-8), as text mode reads them, a leading
+    byte-order mark being the file's signature and not text."""
     assert data is not None, "a missing file was accepted"
-    return io.StringIO(data.decode("utf-8"), newline=None).readlines()
+    return io.StringIO(data.decode("utf-8").removeprefix("\ufeff"), newline=None).readlines()
 
 
 def ascii_int(text: str, low: int, high: int) -> int:

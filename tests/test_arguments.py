@@ -134,7 +134,7 @@ def test_numeric_options_run_or_are_refused_in_one_line(path, option, runs, outc
         (["train", "lstm-vae", "--anneal", "cyclical:0"], "--anneal"),
         (["train", "lstm-vae", "--anneal", "linear:inf"], "--anneal"),
         (["train", "lstm-vae", "--anneal", "linear:10:2"], "--anneal"),
-        (["train", "lstm-vae", "--inference", "sa-vae:0"], "K >= 1"),
+        (["train", "lstm-vae", "--inference", "sa-vae:0"], "steps (refinement steps K) must be an integer >= 1"),
         (["train", "rnnlm", "--free-bits", "0.5"], "--free-bits"),
         (["compare", "--inference"], "--inference"),
         (["diagnose", "RUN", "--items", "5:2", "--out", "x"], "argument --items"),
@@ -184,7 +184,7 @@ def test_nvdm_samples_documents_from_its_prior(runs, capsys):
 
 def test_sample_documents_draws_the_given_lengths(runs):
     from fabula.generation import sample_documents
-    from fabula.runs import load_run
+    from fabula.run import load_run
 
     story = load_run(runs["nvdm"]).inference.story
     torch.manual_seed(0)
@@ -196,7 +196,7 @@ def test_sample_documents_draws_the_given_lengths(runs):
 def test_a_subset_of_a_settings_class_takes_flags_and_the_rest_keep_their_defaults():
     from fabula.cgmh import CGMHSettings
     from fabula.errors import SettingsError
-    from fabula.settings import add_arguments, from_arguments
+    from fabula.run.flags import add_arguments, from_arguments
 
     p = argparse.ArgumentParser()
     add_arguments(p, CGMHSettings, "cgmh", {"steps": 20}, only=("steps", "burn_in"))

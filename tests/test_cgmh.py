@@ -355,7 +355,7 @@ def test_quora_language_model_lines_are_disjoint_from_the_evaluated_pairs(shared
 @torch.no_grad()
 def test_a_reverse_lm_scores_sentences_read_right_to_left(lm_runs):
     from fabula.models.rnnlm import reversed_sentences
-    from fabula.runs import load_run
+    from fabula.run import load_run
 
     torch.manual_seed(7)
     backward = RNNLM(30, 8, 8, reverse=True).eval()
@@ -371,7 +371,7 @@ def test_a_reverse_lm_scores_sentences_read_right_to_left(lm_runs):
 
 def test_sample_prints_a_backward_lms_sentences_in_reading_order(lm_runs, capsys):
     from fabula.generation import decode
-    from fabula.runs import load_run
+    from fabula.run import load_run
 
     assert main(["sample", lm_runs["backward"], "--n", "2", "--decode", "greedy"]) == 0
     printed = capsys.readouterr().out.splitlines()

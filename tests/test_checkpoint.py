@@ -8,8 +8,8 @@ from safetensors.torch import load_file
 from fabula.checkpoint import encode, load_checkpoint, save_checkpoint
 from fabula.data import DataFormatError
 from fabula.errors import RunError
+from fabula.run import TrainConfig, load_run, train
 from fabula.rundir import RunDirectory
-from fabula.runs import TrainConfig, load_run, train
 from helpers import nvdm_setup
 
 CHECKPOINT = RunDirectory.CHECKPOINT

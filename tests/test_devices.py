@@ -12,7 +12,7 @@ from fabula.cli import main
 from fabula.devices import autocast, resolve, set_precision, tensor_cores
 from fabula.errors import SettingsError
 from fabula.evaluation import default_estimator, evaluate
-from fabula.runs import TrainConfig, load_run, train
+from fabula.run import TrainConfig, load_run, train
 
 PACKAGE = Path(__file__).resolve().parents[1] / "fabula"
 NAMING = {"devices.py", "distributed.py"}  # the modules whose work is to resolve devices

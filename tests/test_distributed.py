@@ -17,14 +17,8 @@ from fabula.data import synthetic_nvdm_corpus
 from fabula.data.corpus import DataParallel
 from fabula.distributed import World
 from fabula.errors import RunError
-from fabula.runs import (
-    TrainConfig,
-    WorldSizeChanged,
-    _restore_local_state,
-    load_run,
-    restore_training_state,
-    train,
-)
+from fabula.run import TrainConfig, load_run, train
+from fabula.run.resume import WorldSizeChanged, _restore_local_state, restore_training_state
 
 WORKER = Path(__file__).with_name("ddp_worker.py")
 

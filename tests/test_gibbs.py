@@ -17,7 +17,7 @@ from fabula.diagnostics.arviz import az
 from fabula.errors import UsageError
 from fabula.guides import BernoulliGuide, NormalGuide
 from fabula.inference import MCMC, BinaryGibbs
-from fabula.inference.registry import Setup, build
+from fabula.inference.kinds import Setup, build
 from fabula.models import NVDM
 
 F_ = 4

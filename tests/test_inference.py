@@ -7,7 +7,7 @@ import pytest
 import torch
 from pyro.infer import Trace_ELBO, TraceMeanField_ELBO
 
-from fabula.errors import SettingsError, UsageError
+from fabula.errors import UsageError
 from fabula.evaluation import elbo_terms, evaluate
 from fabula.inference import (
     Aggressive,
@@ -266,14 +266,3 @@ def test_refinement_outside_training_warns_when_its_step_raises_the_negative_elb
     with warnings.catch_warnings():
         warnings.simplefilter("error", RefinementWarning)
         evaluate(refined(Amortized(story, guide), Refinement(steps=5, lr=0.5)), test)
-
-
-@pytest.mark.parametrize(
-    "spec, counted",
-    [("svi:0", "refinement steps"), ("cd:x", "Gibbs steps"), ("rws:", "draws of q per datum")],
-)
-def test_a_spec_without_its_k_names_what_k_counts(spec, counted):
-    from fabula.inference.registry import parse
-
-    with pytest.raises(SettingsError, match=f"give the {counted} K >= 1"):
-        parse(spec)

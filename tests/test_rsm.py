@@ -30,7 +30,7 @@ from fabula.evaluation.estimators import TemperedAIS, spec_of
 from fabula.guides import EmptyGuide, NormalGuide
 from fabula.inference import Amortized, ContrastiveDivergence, ContrastiveObjective
 from fabula.inference.contrastive import reconstruction_error
-from fabula.inference.registry import Setup, build
+from fabula.inference.kinds import Setup, build
 from fabula.models import NVDM, ReplicatedSoftmax
 from fabula.models.capabilities import Undirected
 

@@ -17,13 +17,13 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 
 import fabula.checkpoint
+import fabula.run.loop
 import fabula.rundir
-import fabula.runs
 from fabula.checkpoint import TEMPORARY, encode
 from fabula.cli import main
 from fabula.errors import RunError
+from fabula.run import load_run
 from fabula.rundir import RunDirectory
-from fabula.runs import load_run
 
 EPOCHS = 4
 TINY = ["--latent-dim", "4", "--hidden", "16", "--batch-size", "128", "--no-reference", "--quiet"]
@@ -288,7 +288,7 @@ def test_a_diverged_run_says_whether_its_last_checkpoint_is_intact(tmp_path, mon
     assert "non-finite loss" in error and "no checkpoint has been written yet" in error
     assert "intact" not in error and not (tmp_path / "first" / RunDirectory.LOCK).exists()
 
-    evaluate, reports = fabula.runs.evaluate, []
+    evaluate, reports = fabula.run.loop.evaluate, []
 
     class Infinite:
         def __init__(self, report):
@@ -309,7 +309,7 @@ def test_a_diverged_run_says_whether_its_last_checkpoint_is_intact(tmp_path, mon
         return fake
 
     run = tmp_path / "second"
-    monkeypatch.setattr(fabula.runs, "evaluate", evaluate_then(None))
+    monkeypatch.setattr(fabula.run.loop, "evaluate", evaluate_then(None))
     assert main(train_args(run, epochs=3)) == 2
     error = capsys.readouterr().err
     assert error == (
@@ -319,7 +319,7 @@ def test_a_diverged_run_says_whether_its_last_checkpoint_is_intact(tmp_path, mon
     assert [m["epoch"] for m in RunDirectory(run).history()] == [1]
 
     run = tmp_path / "third"
-    monkeypatch.setattr(fabula.runs, "evaluate", evaluate_then(run / RunDirectory.CHECKPOINT))
+    monkeypatch.setattr(fabula.run.loop, "evaluate", evaluate_then(run / RunDirectory.CHECKPOINT))
     assert main(train_args(run, epochs=3)) == 2
     error = capsys.readouterr().err
     assert "the last checkpoint does not verify" in error and "damaged" in error and "intact" not in error

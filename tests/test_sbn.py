@@ -30,11 +30,11 @@ from fabula.inference import (
     ReweightedWakeSleepLoss,
     WakeSleep,
 )
-from fabula.inference.registry import Setup, build
+from fabula.inference.kinds import Setup, build
 from fabula.models import NVDM, SigmoidBeliefNet
 from fabula.models.capabilities import Dreams, GeneratesDocuments, HasTopics
+from fabula.run import TrainConfig, load_run, train
 from fabula.rundir import RunDirectory
-from fabula.runs import TrainConfig, load_run, train
 from fabula.traces import PARTICLE_DIM, run_traces
 
 V = 30
@@ -305,7 +305,11 @@ def test_binary_latents_refuse_what_does_not_apply():
         Amortized(story, guide).step(batch)  # the default mean-field ELBO
     assert Amortized(story, guide, objective=Trace_ELBO()).step(batch)["loss"] > 0  # REINFORCE
     with pytest.raises(SettingsError, match="mean-field ELBO does not apply"):
-        TrainConfig.create("sbn", elbo="meanfield")
+        TrainConfig.create("sbn", inference="vae", elbo="meanfield")
+    for spec in ("nvil", "rws:5", "wake-sleep"):  # they bring their own losses: --elbo is not theirs to refuse
+        assert TrainConfig.create("sbn", inference=spec, elbo="meanfield").inference.inference == spec
+    with pytest.raises(SettingsError, match="nvil brings its own loss"):
+        TrainConfig.create("sbn", inference="nvil", free_bits=0.5)
     with pytest.raises(SettingsError, match="K >= 2"):
         ReweightedWakeSleep(story, guide, num_particles=1)
     with pytest.raises(SettingsError, match="does not dream"):

@@ -2,7 +2,7 @@
 encoder output is shrunk towards the prior. ``test_cli`` uses it from every command."""
 
 from fabula.inference import Amortized, Encoded
-from fabula.inference.registry import KINDS, InferenceKind, register
+from fabula.inference.kinds import KINDS, InferenceKind, register
 
 
 class Shrunk(Encoded):

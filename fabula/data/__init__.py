@@ -5,6 +5,7 @@ from fabula.data.corpus import Corpus, shuffle_generator
 from fabula.data.errors import DataFormatError
 from fabula.data.registry import DATASETS, load_dataset, locate
 from fabula.data.synthetic import random_nvdm, synthetic_nvdm_corpus
+from fabula.data.user import DOCUMENTS, SENTENCES, Tokenization, read_corpus
 from fabula.data.vectors import VectorBatch, Vectors
 from fabula.data.vocab import Vocab
 
@@ -14,12 +15,16 @@ __all__ = [
     "Corpus",
     "DataFormatError",
     "DATASETS",
+    "DOCUMENTS",
+    "SENTENCES",
+    "Tokenization",
     "VectorBatch",
     "Vectors",
     "Vocab",
     "load_dataset",
     "locate",
     "random_nvdm",
+    "read_corpus",
     "shuffle_generator",
     "synthetic_nvdm_corpus",
 ]

@@ -16,14 +16,15 @@ _MAX_DIGITS = 20  # longer numbers lie outside every range a reader checks (64-b
 
 def numbered_lines(path: str | Path, what: str) -> Iterator[tuple[int, str]]:
     """``(line number, line)`` of a UTF-8 file, from 1, with the line ends of text mode (``\\n``,
-    ``\\r\\n`` and ``\\r``). A missing file is a :class:`DataFormatError` saying ``"<what> not
-    found"``; bytes that are not UTF-8 are one naming their line."""
+    ``\\r\\n`` and ``\\r``). A byte-order mark opening the file is its signature, not text, and
+    is left out. A missing file is a :class:`DataFormatError` saying ``"<what> not found"``; bytes
+    that are not UTF-8 are one naming their line."""
     path = Path(path)
     if not path.is_file():
         raise DataFormatError(path, f"{what} not found")
     n = 0
     with path.open("rb") as f:
-        for raw in f:
+        for k, raw in enumerate(f):
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:  # each \r before the bad bytes ended a line
@@ -31,6 +32,10 @@ def numbered_lines(path: str | Path, what: str) -> Iterator[tuple[int, str]]:
                 raise DataFormatError(
                     path, f"invalid UTF-8 ({e.reason}: {raw[e.start : e.end]!r})", where
                 ) from None
+            if k == 0:
+                text = text.removeprefix("\ufeff")
+                if not text:  # the file holds the mark alone
+                    return
             for line in io.StringIO(text, newline=None) if "\r" in text else (text,):
                 n += 1
                 yield n, line

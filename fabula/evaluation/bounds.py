@@ -80,13 +80,22 @@ def posterior_means(guide_trace, sites, batch_size: int) -> torch.Tensor:
     r""":math:`E_q[z]` of the given continuous and binary sites, flattened and concatenated per
     datum: ``[B, D]`` (``D = 0`` without such sites). A binary unit's mean is its probability
     :math:`q(h_j = 1 \mid x)`, so it is active when that varies across data; categorical sites
-    have no mean and no active units.
+    have no mean and no active units, nor have sites whose q has no closed-form mean.
 
     The guide's distributions carry the particle dimension first; their means agree along it.
     """
     fns = [guide_trace.nodes[s]["fn"] for s in sites]
-    means = [fn.mean.mean(0).reshape(batch_size, -1) for fn in fns if _has_mean(fn)]
+    means = [m.mean(0).reshape(batch_size, -1) for fn in fns if _has_mean(fn) and (m := _mean(fn)) is not None]
     return torch.cat(means, -1) if means else torch.zeros(batch_size, 0)
+
+
+def _mean(fn) -> torch.Tensor | None:
+    """:math:`E_q[z]`, or ``None`` where q has no closed-form mean (a normal pushed through a
+    bijection onto an interval or a simplex): such a site counts no active units."""
+    try:
+        return fn.mean
+    except NotImplementedError:
+        return None
 
 
 def mutual_information(guide_trace, sites) -> torch.Tensor:

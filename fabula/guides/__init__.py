@@ -1,5 +1,6 @@
 """Variational families for the stories."""
 
+from fabula.guides.auto import SupportGuide
 from fabula.guides.bernoulli import BernoulliGuide
 from fabula.guides.guide import Guide
 from fabula.guides.normal import EmptyGuide, GaussianGuide, MixtureGuide, NormalGuide, SentenceGuide
@@ -12,4 +13,5 @@ __all__ = [
     "MixtureGuide",
     "NormalGuide",
     "SentenceGuide",
+    "SupportGuide",
 ]

@@ -1,12 +1,15 @@
 """Swappable inference objects, composed of a λ source, an objective and an update policy (or a
-sampler), built by name from one registry (:mod:`fabula.inference.registry`)."""
+sampler), built by name from one registry (:mod:`fabula.inference.kinds`; the kinds fabula ships
+are registered in :mod:`fabula.inference.shipped`)."""
 
+from fabula.inference import shipped  # noqa: E402, F401  (registers the kinds fabula ships)
 from fabula.inference.annealing import parse_schedule
 from fabula.inference.base import Inference, Trainable
 from fabula.inference.contrastive import ContrastiveDivergence, ContrastiveObjective
 from fabula.inference.dispersed import DispersedELBO
 from fabula.inference.free_bits import FreeBitsELBO
 from fabula.inference.kernels import BinaryGibbs, Chains, Kernel, NumPyroNUTS, PyroNUTS, StepKernel
+from fabula.inference.kinds import InferenceKind, Setup, build, register
 from fabula.inference.mcmc import MCMC
 from fabula.inference.mean_field import MeanFieldELBO
 from fabula.inference.nvil import NVIL, NVILLoss
@@ -26,6 +29,10 @@ from fabula.inference.wake_sleep import ReweightedWakeSleep, ReweightedWakeSleep
 
 __all__ = [
     "MCMC",
+    "InferenceKind",
+    "Setup",
+    "build",
+    "register",
     "BinaryGibbs",
     "Chains",
     "Kernel",

@@ -19,7 +19,7 @@ from fabula.traces import trace_guide
 class Inference:
     """A story and a λ source: ``local_params(batch)`` gives each datum's λ, ``posterior`` draws
     from :math:`q_\\lambda`. ``spec`` is the registry spec it was built from
-    (:mod:`fabula.inference.registry`; ``None`` when built directly); a run saves it in its
+    (:mod:`fabula.inference.kinds`; ``None`` when built directly); a run saves it in its
     configuration, which rebuilds the object as the kind that was trained."""
 
     spec: str | None = None
@@ -60,6 +60,8 @@ class Trainable(Protocol):
 
     num_steps: int
 
+    def begin(self, data) -> None: ...
+
     def step(self, batch) -> dict[str, float]: ...
 
     def end_epoch(self) -> dict[str, float]: ...
@@ -74,7 +76,7 @@ class RankLocalState(Protocol):
     """A trainable object with training state of its own on each data-parallel rank, which DDP
     does not keep alike (persistent CD's chains): a run's checkpoint stores every rank's
     :meth:`local_state` beside the ranks' random states, and a run resumed with as many ranks
-    gives each rank its own back (:func:`fabula.runs.restore_training_state`)."""
+    gives each rank its own back (:func:`fabula.run.resume.restore_training_state`)."""
 
     def local_state(self) -> object:
         """This rank's state (tensors on the CPU, so that it travels to rank 0 as it is)."""

@@ -223,6 +223,9 @@ class ContrastiveDivergence(Inference):
         self._set_momentum(self.objective.momentum_at(self.epochs))
         return {**self.trainer.end_epoch(), "momentum": momentum}
 
+    def begin(self, data) -> None:
+        """Nothing to prepare: the chains start from the first batch."""
+
     def fit(self, data, epochs: int = 1, batch_size: int = 64, seed: int = 0, **settings) -> list[dict]:
         """Train on ``data`` with a progress bar per epoch (:func:`~fabula.inference.trainer.fit`)."""
         return fit(self, data, epochs, batch_size, seed, **settings)
@@ -273,7 +276,7 @@ class ContrastiveDivergence(Inference):
 
 
 def contrastive(setup, steps: int, persistent: bool) -> ContrastiveDivergence:
-    """The ``cd:K`` / ``pcd:K`` kind of the registry from a :class:`~fabula.inference.registry.Setup`:
+    """The ``cd:K`` / ``pcd:K`` kind of the registry from a :class:`~fabula.inference.kinds.Setup`:
     its objective (the story recipe's :class:`ContrastiveObjective`) and trainer settings."""
     training = dict(setup.training)
     if training.pop("annealing", None) is not None or training.pop("word_dropout", 0.0):

@@ -161,6 +161,41 @@ class Trainer:
             self.schedulers[name].load_state_dict(state["schedulers"][name])
 
 
+def train_epoch(
+    trainable, data, batch_size: int, seed: int, epoch: int, epochs: int | None = None, progress: bool = True
+) -> dict:
+    """One epoch (0-based ``epoch``) of ``trainable`` (a :class:`~fabula.inference.base.Trainable`)
+    on ``data``; returns its mean metrics, with ``"epoch"`` counted from 1.
+
+    The batches of epoch ``e`` are ``data.batches(..., shuffle=True, seed=seed, epoch=e)``, a
+    function of ``(seed, e)`` only, so a fit resumed from a checkpoint replays the same batches.
+    Under data parallelism ``data`` is this rank's part
+    (:meth:`~fabula.data.corpus.Corpus.data_parallel`) and the means are taken over every rank's data.
+    """
+    device = trainable.story.device
+    sums: dict[str, float] = {}
+    seen = 0
+    bar = tqdm(
+        data.batches(batch_size, shuffle=True, seed=seed, epoch=epoch, device=device),
+        total=data.num_batches(batch_size),
+        desc=f"epoch {epoch + 1}/{epochs or epoch + 1}",
+        disable=not progress,
+        leave=False,
+    )
+    for batch in bar:
+        metrics = trainable.step(batch)
+        for k, v in metrics.items():
+            sums[k] = sums.get(k, 0.0) + v * batch.size
+        seen += batch.size
+        bar.set_postfix(loss=f"{metrics['loss']:.4g}", refresh=False)
+    if isinstance(data, DataParallel):
+        *totals, seen = distributed.all_sum(*sums.values(), seen)
+    else:
+        totals = list(sums.values())
+    means = {k: v / seen for k, v in zip(sums, totals, strict=True)}
+    return {"epoch": epoch + 1, **means, **trainable.end_epoch()}
+
+
 def fit(
     trainable,
     data,
@@ -171,39 +206,12 @@ def fit(
     on_epoch_end: Callable[[int, dict], None] | None = None,
     progress: bool = True,
 ) -> list[dict]:
-    """Train ``trainable`` (a :class:`~fabula.inference.base.Trainable`) for epochs
-    ``start_epoch + 1 .. epochs``; return each epoch's mean metrics.
-
-    The batches of epoch ``e`` are ``data.batches(..., shuffle=True, seed=seed, epoch=e)``, a
-    function of ``(seed, e)`` only, so a fit resumed from a checkpoint replays the same batches.
-    ``on_epoch_end(epoch, metrics)`` runs after each epoch (evaluation, checkpoints). Under data
-    parallelism ``data`` is this rank's part (:meth:`~fabula.data.corpus.Corpus.data_parallel`)
-    and the epoch's means are taken over every rank's data.
-    """
-    device = trainable.story.device
+    """Train ``trainable`` for epochs ``start_epoch + 1 .. epochs`` (:func:`train_epoch` each);
+    return each epoch's mean metrics. ``on_epoch_end(epoch, metrics)`` runs after each epoch."""
+    trainable.begin(data)
     history = []
     for epoch in range(start_epoch, epochs):
-        sums: dict[str, float] = {}
-        seen = 0
-        bar = tqdm(
-            data.batches(batch_size, shuffle=True, seed=seed, epoch=epoch, device=device),
-            total=data.num_batches(batch_size),
-            desc=f"epoch {epoch + 1}/{epochs}",
-            disable=not progress,
-            leave=False,
-        )
-        for batch in bar:
-            metrics = trainable.step(batch)
-            for k, v in metrics.items():
-                sums[k] = sums.get(k, 0.0) + v * batch.size
-            seen += batch.size
-            bar.set_postfix(loss=f"{metrics['loss']:.4g}", refresh=False)
-        if isinstance(data, DataParallel):
-            *totals, seen = distributed.all_sum(*sums.values(), seen)
-        else:
-            totals = list(sums.values())
-        means = {k: v / seen for k, v in zip(sums, totals, strict=True)}
-        summary = {"epoch": epoch + 1, **means, **trainable.end_epoch()}
+        summary = train_epoch(trainable, data, batch_size, seed, epoch, epochs, progress)
         history.append(summary)
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1, summary)

@@ -119,7 +119,6 @@ class VariationalInference(Inference):
 
     def fit(self, data, epochs: int = 1, batch_size: int = 64, seed: int = 0, **settings) -> list[dict]:
         """Train on ``data`` with a progress bar per epoch (:func:`~fabula.inference.trainer.fit`)."""
-        self.begin(data)
         return fit(self, data, epochs, batch_size, seed, **settings)
 
     def state_dict(self) -> dict:

@@ -25,6 +25,8 @@ class BagOfWordsStory(Story):
     (:meth:`topics`). A subclass gives :meth:`prior` and ``latent_sites``.
     """
 
+    reads = "documents"
+
     def __init__(self, vocab_size: int, latent_dim: int):
         super().__init__()
         self.vocab_size = vocab_size

@@ -60,6 +60,7 @@ class ReplicatedSoftmax(Story):
     """
 
     latent_sites = ("h",)
+    reads = "documents"
 
     def __init__(self, vocab_size: int, hidden: int = 50):
         super().__init__()

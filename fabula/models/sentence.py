@@ -15,6 +15,7 @@ class SentenceStory(Story):
     (an :class:`~fabula.nn.LSTMDecoder`) under teacher forcing."""
 
     vocab_size: int
+    reads = "sentences"
     code_sites: tuple[str, ...] = ()
     """The continuous latent sites whose values, concatenated, condition the decoder."""
 

@@ -42,6 +42,13 @@ class Story(Rebuildable, PyroModule):
     """
 
     latent_sites: tuple[str, ...] = ()
+    reads: str | None = None
+    """The data the story generates: ``"documents"`` (bags of words, batches with ``counts`` and
+    ``lengths``) or ``"sentences"`` (token sequences); what a run feeds it from a corpus."""
+    guide_class: type | None = None
+    """The guide a run builds for the story (a :class:`~fabula.guides.Guide` with a
+    ``for_story(story, batch)`` class method); ``None``: one chosen by its latent sites'
+    supports (:class:`~fabula.guides.SupportGuide`)."""
 
     def __init__(self):
         super().__init__(name="story")

@@ -15,7 +15,7 @@ from fabula.evaluation import ImportanceWeighted, default_estimator, evaluate
 from fabula.evaluation.estimators import spec_of
 from fabula.inference import VariationalInference
 from fabula.inference.annealing import FORMS, parse_schedule
-from fabula.inference.registry import Setup, build, trainable
+from fabula.inference.kinds import Setup, build, trainable
 from fabula.models.capabilities import Undirected
 from fabula.settings import COUNT, POSITIVE, SEED, check_ranges, setting
 

@@ -1,25 +1,24 @@
-"""Story recipes: each registered story's settings (with its own defaults), how to build the
-story and its guide, its training objective, the defaults of its training that work for it,
-and the per-epoch callbacks of its runs (mixture diagnostics, topics)."""
+"""The stories fabula ships, registered the way a user's story is (:mod:`fabula.run.stories`):
+each one's settings (with its own defaults), how to build it and its guide, its training
+objective, the training defaults that work for it and its per-epoch callbacks."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 
-from pyro.infer import Trace_ELBO, TraceEnum_ELBO
+from pyro.infer import TraceEnum_ELBO
 
+from fabula.data import DOCUMENTS, SENTENCES
 from fabula.errors import SettingsError
-from fabula.evaluation.mixture import mixture_diagnostics
 from fabula.guides import BernoulliGuide, EmptyGuide, MixtureGuide, NormalGuide, SentenceGuide
-from fabula.inference import ContrastiveObjective, DispersedELBO, FreeBitsELBO
-from fabula.inference.contrastive import reconstruction_error
+from fabula.inference import ContrastiveObjective, DispersedELBO
+from fabula.inference.spec import split
 from fabula.models import GMVAE, LSTMVAE, NVDM, RNNLM, ReplicatedSoftmax, SigmoidBeliefNet
-from fabula.plots import plot_component_means
+from fabula.run.callbacks import MixtureDiagnostics, Reconstruction, Topics
+from fabula.run.objectives import binary_objective, likelihood_objective
+from fabula.run.stories import Recipe, register_story
 from fabula.settings import COUNT, NONNEGATIVE, PROBABILITY, Range, check_ranges, setting
 
-BOW, SENTENCES = "bow", "sentences"
 DROPOUT = Range(at_least=0, below=1)
 
 
@@ -162,33 +161,10 @@ def _gmvae(s: GMVAESettings, train):
     return story, MixtureGuide(V, s.num_components, s.latent_dim, s.num_pairs, s.embed_dim, s.hidden_dim)
 
 
-def continuous_objective(story_settings, inference):
-    """The objective of a story with continuous latents: the ELBO (``--elbo``), or free bits."""
-    if inference.free_bits is not None:
-        if inference.elbo != "meanfield":
-            raise SettingsError("free bits floor the analytic KL; they apply with --elbo meanfield")
-        return FreeBitsELBO(inference.free_bits)
-    return Trace_ELBO() if inference.elbo == "trace" else None
-
-
-def binary_objective(story_settings, inference):
-    """The ELBO of a story with binary latents for the VI kinds: ``Trace_ELBO``, whose encoder
-    gradient is the score function (REINFORCE, per datum, no baseline); ``wake-sleep``,
-    ``rws:K`` and ``nvil`` bring their own losses."""
-    if inference.free_bits is not None:
-        raise SettingsError("--free-bits floors a reparameterised KL; it does not apply to binary latents")
-    if inference.elbo != "trace":
-        raise SettingsError(
-            "binary latents are not reparameterisable, so the mean-field ELBO does not apply: "
-            "give --elbo trace (REINFORCE) or --inference nvil, rws:K or wake-sleep"
-        )
-    return Trace_ELBO()
-
-
-def contrastive_objective(story_settings: RSMSettings, inference) -> ContrastiveObjective:
+def contrastive_objective(story_settings: RSMSettings, inference, guide=None) -> ContrastiveObjective:
     """The objective of an undirected story: contrastive divergence (``cd:K``, ``pcd:K``) with its
     weight cost and its schedules of Gibbs steps and momentum."""
-    if inference.inference.partition(":")[0] not in ("cd", "pcd"):
+    if split(inference.inference).name not in ("cd", "pcd"):
         raise SettingsError(
             f"the rsm story is undirected (no Pyro model to bound): train it with cd:K or pcd:K, "
             f"not {inference.inference!r}"
@@ -203,14 +179,7 @@ def contrastive_objective(story_settings: RSMSettings, inference) -> Contrastive
     )
 
 
-def likelihood_objective(story_settings, inference):
-    """The objective of a story without latents (its log-likelihood): KL remedies do not apply."""
-    if inference.free_bits is not None or inference.anneal:
-        raise SettingsError("the story has no latent: --free-bits and --anneal do not apply (give none)")
-    return continuous_objective(story_settings, inference)
-
-
-def mixture_objective(story_settings: GMVAESettings, inference):
+def mixture_objective(story_settings: GMVAESettings, inference, guide=None):
     """The mixture ELBO with c summed out exactly, and DGMVAE's terms when weighted."""
     if inference.elbo != "meanfield" or inference.free_bits is not None:
         raise SettingsError("the gmvae story trains on TraceEnum_ELBO; --elbo and --free-bits do not apply")
@@ -219,87 +188,13 @@ def mixture_objective(story_settings: GMVAESettings, inference):
     return TraceEnum_ELBO(max_plate_nesting=1)
 
 
-@dataclass
-class Epoch:
-    """What a per-epoch callback sees: the run's inference object, the evaluated split, the
-    vocabulary words, the run directory and the metrics so far (this epoch's last)."""
-
-    inference: object
-    data: object
-    words: list[str]
-    directory: Path
-    history: list[dict]
-
-
-class MixtureDiagnostics:
-    """Mode-collapse diagnostics each epoch (:func:`~fabula.evaluation.mixture_diagnostics`)
-    and the components' means drawn over the epochs (``components.png``)."""
-
-    def measure(self, epoch: Epoch) -> dict:
-        diagnostics = mixture_diagnostics(epoch.inference, epoch.data)
-        return {
-            **{f"eval_{k}": v for k, v in diagnostics.items()},
-            "component_means": epoch.inference.story.component_means.tolist(),
-        }
-
-    def draw(self, epoch: Epoch) -> None:
-        plot_component_means(epoch.history, epoch.directory / "components.png")
-
-
-class Topics:
-    """The top words of each latent dimension, written to ``topics.txt`` each epoch."""
-
-    def measure(self, epoch: Epoch) -> dict:
-        return {}
-
-    def draw(self, epoch: Epoch) -> None:
-        rows = epoch.inference.story.topics(epoch.words, 10)
-        (epoch.directory / "topics.txt").write_text(
-            "".join(f"z[{j}]\t" + " ".join(words) + "\n" for j, words in enumerate(rows))
-        )
-
-
-class Reconstruction:
-    """An undirected story's held-out fit each epoch, where no cheap bound exists:
-    ``eval_reconstruction_error``, nats per token of the evaluated split under its mean-field
-    reconstruction (:func:`~fabula.inference.contrastive.reconstruction_error`)."""
-
-    def measure(self, epoch: Epoch) -> dict:
-        story, nats, tokens = epoch.inference.story, 0.0, 0.0
-        for batch in epoch.data.batches(512, device=story.device):
-            nats += float(reconstruction_error(story, batch.counts).sum())
-            tokens += float(batch.lengths.sum())
-        return {"eval_reconstruction_error": nats / tokens}
-
-    def draw(self, epoch: Epoch) -> None:
-        pass
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """A registered story: its settings class, builder, data kind, objective, the training
-    defaults that differ from the general ones (``{section: {field: value}}``), per-epoch
-    callbacks, and the estimator spec of the per-epoch evaluation (``None``: none, for a story
-    that no cheap estimator scores)."""
-
-    story: type
-    guide: type
-    settings: type
-    build: Callable
-    kind: str
-    objective: Callable = continuous_objective
-    defaults: dict = field(default_factory=dict)
-    callbacks: tuple = ()
-    evaluation: str | None = "elbo"
-
-
-STORIES = {
+for _name, _recipe in {
     "nvdm": Recipe(
         NVDM,
         NormalGuide,
         NVDMSettings,
         _nvdm,
-        BOW,
+        DOCUMENTS,
         callbacks=(Topics(),),
     ),
     "sbn": Recipe(
@@ -307,7 +202,7 @@ STORIES = {
         BernoulliGuide,
         SBNSettings,
         _sbn,
-        BOW,
+        DOCUMENTS,
         objective=binary_objective,
         defaults={"inference": {"inference": "nvil", "elbo": "trace"}},
         callbacks=(Topics(),),
@@ -336,7 +231,7 @@ STORIES = {
         EmptyGuide,
         RSMSettings,
         _rsm,
-        BOW,
+        DOCUMENTS,
         objective=contrastive_objective,
         # the paper's mini-batches of 100 (Adam: see ContrastiveObjective); no reference NVDM on
         # synthetic data, which AIS cannot score beside it
@@ -344,10 +239,5 @@ STORIES = {
         callbacks=(Reconstruction(), Topics()),
         evaluation=None,
     ),
-}
-
-
-def recipe(name: str) -> Recipe:
-    if name not in STORIES:
-        raise SettingsError(f"unknown story {name!r}; choose from {sorted(STORIES)}")
-    return STORIES[name]
+}.items():
+    register_story(_name, _recipe)

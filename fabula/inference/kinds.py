@@ -1,0 +1,129 @@
+"""One registry of inference kinds, for ``fabula train --inference``, ``fabula compare``,
+``fabula diagnose``, the tests and a user's own code.
+
+A kind is built from a :class:`Setup` (story, guide, objective, trainer settings, data) and its
+options, a frozen dataclass read from the spec (:mod:`fabula.inference.spec`: ``rws:k=5``,
+``svi:20``). The built object records its spec, and a run's saved configuration rebuilds it as
+the kind that was trained. A new kind is one :func:`register` call, e.g. from its own module::
+
+    @dataclass(frozen=True)
+    class MyOptions:
+        steps: int = setting(10, "inner steps", within=COUNT)
+
+    register(InferenceKind("my-vi", "my inference", lambda setup, o: MyInference(setup.story, setup.guide, o.steps),
+                           options=MyOptions, leading="steps"))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from fabula.errors import SettingsError, UsageError
+from fabula.inference.base import Inference
+from fabula.inference.spec import describe, read_options, split
+
+
+@dataclass(frozen=True)
+class NoOptions:
+    """A kind without options."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What an inference kind is built from.
+
+    :param objective: the story's training objective (``None``: the default ELBO).
+    :param training: settings of :class:`~fabula.inference.VariationalInference` (annealing,
+        word dropout, optimizer, clip norm, learning-rate schedule, ``learn_story``).
+    :param refinement: settings of :class:`~fabula.inference.Refinement` but its steps (a
+        kind's own options override them).
+    :param data: the splits (kinds that need the training data or a validation split).
+    :param trained: the trained inference object of a run (test-time kinds refine its λ).
+    :param sampler: settings of :class:`~fabula.inference.MCMC` (a kind's own options override them).
+    """
+
+    story: object
+    guide: object
+    objective: object = None
+    training: dict = field(default_factory=dict)
+    refinement: dict = field(default_factory=dict)
+    data: dict | None = None
+    batch_size: int = 64
+    seed: int = 0
+    trained: Inference | None = None
+    sampler: dict = field(default_factory=dict)
+
+    def split(self, name: str, kind: str):
+        if not self.data or name not in self.data:
+            have = sorted(self.data or {})
+            raise SettingsError(f"inference {kind!r} needs a {name!r} split; the data has {have}")
+        return self.data[name]
+
+    def variational(self) -> dict:
+        """The settings every variational kind passes on."""
+        return {"objective": self.objective, **self.training}
+
+
+@dataclass(frozen=True)
+class InferenceKind:
+    """A registered kind: ``build(setup, options)`` makes the object from an instance of
+    ``options`` (a frozen dataclass of settings declared with :func:`~fabula.settings.setting`);
+    ``leading`` names the option a bare value sets (K of ``rws:5``); ``trains``: whether it fits
+    a story; ``own_objective``: whether it brings its own loss and ignores the setup's objective."""
+
+    name: str
+    summary: str
+    build: Callable[[Setup, object], Inference]
+    options: type = NoOptions
+    leading: str | None = None
+    trains: bool = True
+    own_objective: bool = False
+
+    def usage(self) -> str:
+        """The kind's name with its options, for help texts."""
+        options = describe(self.options, self.leading)
+        return f"{self.name}[:{options}]" if options else self.name
+
+
+KINDS: dict[str, InferenceKind] = {}
+
+
+def register(kind: InferenceKind) -> InferenceKind:
+    """Add ``kind`` to the registry (its name must be new)."""
+    if kind.name in KINDS:
+        raise SettingsError(f"inference kind {kind.name!r} is registered already")
+    KINDS[kind.name] = kind
+    return kind
+
+
+def parse(text: str) -> tuple[InferenceKind, object]:
+    """``"NAME"`` or ``"NAME:OPTIONS"`` -> (kind, its options)."""
+    spec = split(text)
+    if spec.name not in KINDS:
+        raise SettingsError(f"unknown inference {text!r}; choose from {', '.join(KINDS)}")
+    kind = KINDS[spec.name]
+    return kind, read_options(kind.options, kind.leading, spec, text)
+
+
+def names(trains: bool | None = None) -> list[str]:
+    """The registered kinds' names (only those that train, or do not, if given)."""
+    return [k.name for k in KINDS.values() if trains is None or k.trains == trains]
+
+
+def build(spec: str, setup: Setup) -> Inference:
+    """The inference object of ``spec`` for ``setup``, recording its spec."""
+    kind, options = parse(spec)
+    inference = kind.build(setup, options)
+    inference.spec = spec
+    return inference
+
+
+def trainable(spec: str) -> InferenceKind:
+    """The kind of ``spec``, refusing kinds that do not train."""
+    kind, _ = parse(spec)
+    if not kind.trains:
+        raise UsageError(
+            f"inference {spec!r} does not train a story; train with one of {', '.join(names(trains=True))}"
+        )
+    return kind

@@ -1,0 +1,319 @@
+"""The inference kinds fabula ships, each registered with its options (:mod:`fabula.inference.kinds`);
+every documented option of the objects they build is an option of the spec."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+from fabula.errors import SettingsError
+from fabula.inference.contrastive import contrastive
+from fabula.inference.kernels import BinaryGibbs
+from fabula.inference.kinds import InferenceKind, Setup, register
+from fabula.inference.mcmc import MCMC
+from fabula.inference.nvil import NVIL
+from fabula.inference.presets import (
+    Amortized,
+    AmortizedSVI,
+    NonAmortized,
+    SemiAmortized,
+    StochasticVI,
+    refined,
+)
+from fabula.inference.refinement import Refinement
+from fabula.inference.updates import Aggressive, StoryThenGuide
+from fabula.inference.wake_sleep import ReweightedWakeSleep, WakeSleep
+from fabula.settings import COUNT, NONNEGATIVE, POSITIVE, PROBABILITY, Range, check_ranges, setting
+
+UNIT_OPEN = Range(above=0, below=1)
+
+
+def _check(options) -> None:
+    """Each option in its range, named with what it is (``steps (refinement steps K)``)."""
+    helps = {f.name: f.metadata["help"] for f in fields(options)}
+    check_ranges(options, naming=lambda name: f"{name} ({helps[name]})")
+
+
+@dataclass(frozen=True)
+class RefinementOptions:
+    """K gradient steps on each datum's λ (:class:`~fabula.inference.Refinement`)"""
+
+    steps: int = setting(20, "refinement steps K", within=COUNT)
+    lr: float | None = setting(None, "step size", within=POSITIVE, unset="the run's --refinement-lr")
+    momentum: float = setting(0.5, "momentum", within=Range(at_least=0, below=1))
+    clip_norm: float | None = setting(5.0, "per-datum gradient norm clip (none: no clipping)", within=POSITIVE)
+
+    def __post_init__(self):
+        _check(self)
+
+    def refinement(self, setup: Setup, **extra) -> Refinement:
+        """The refinement of these options, with the setup's step size where none is given."""
+        lr = {"lr": self.lr} if self.lr is not None else {}
+        return Refinement(
+            **{**setup.refinement, **lr},
+            steps=self.steps,
+            momentum=self.momentum,
+            clip_norm=self.clip_norm,
+            **extra,
+        )
+
+
+@dataclass(frozen=True)
+class SVIOptions(RefinementOptions):
+    """Per-instance SVI's refinement from the prior"""
+
+    init_scale: float = setting(0.0, "noise added to the prior's λ at the start", within=NONNEGATIVE)
+
+
+@dataclass(frozen=True)
+class AmortizedSVIOptions(RefinementOptions):
+    """VAE+SVI's refinement and its encoder's target"""
+
+    variant: str = setting(
+        "krishnan",
+        "the encoder's loss: its own ELBO (krishnan) or the distance to the refined λ (hjelm)",
+        choices=list(StoryThenGuide.VARIANTS),
+    )
+
+
+@dataclass(frozen=True)
+class FiniteDifferenceOptions(RefinementOptions):
+    """SA-VAE's refinement with finite-difference Hessian-vector products"""
+
+    epsilon: float = setting(1e-5, "finite-difference step of the Hessian-vector products", within=POSITIVE)
+
+
+@dataclass(frozen=True)
+class SemiAmortizedOptions(FiniteDifferenceOptions):
+    """SA-VAE's refinement, differentiated through"""
+
+    hvp: str = setting(
+        "exact", "Hessian-vector products: exact or finite-difference", choices=["exact", "finite-difference"]
+    )
+
+
+@dataclass(frozen=True)
+class AggressiveOptions:
+    """He et al.'s aggressive encoder training"""
+
+    inner: int = setting(100, "encoder steps at most per story step while aggressive", within=COUNT)
+    patience: int = setting(15, "inner steps whose summed loss must fall to go on", within=COUNT)
+
+    def __post_init__(self):
+        _check(self)
+
+
+@dataclass(frozen=True)
+class ChainOptions:
+    """MCMC chains over the local latents"""
+
+    samples: int | None = setting(None, "draws per chain", within=COUNT, unset="the command's --samples")
+    warmup: int | None = setting(None, "warm-up steps", within=NONNEGATIVE, unset="the command's --warmup")
+    chains: int | None = setting(None, "chains", within=COUNT, unset="the command's --chains")
+
+    def __post_init__(self):
+        _check(self)
+
+    def sampler(self, setup: Setup) -> dict:
+        """The setup's sampler settings with these options where given."""
+        given = {"num_samples": self.samples, "warmup": self.warmup, "num_chains": self.chains}
+        return {**setup.sampler, **{k: v for k, v in given.items() if v is not None}}
+
+
+@dataclass(frozen=True)
+class NUTSOptions(ChainOptions):
+    """NUTS chains"""
+
+    target_accept: float | None = setting(None, "target acceptance rate", within=UNIT_OPEN, unset="0.8")
+    max_tree_depth: int | None = setting(None, "maximum tree depth", within=COUNT, unset="10")
+    backend: str | None = setting(
+        None, "pyro, or numpyro (chains per datum)", choices=list(MCMC.BACKENDS), unset="the command's --backend"
+    )
+
+    def sampler(self, setup: Setup) -> dict:
+        given = {"target_accept": self.target_accept, "max_tree_depth": self.max_tree_depth, "backend": self.backend}
+        return {**super().sampler(setup), **{k: v for k, v in given.items() if v is not None}}
+
+
+@dataclass(frozen=True)
+class RWSOptions:
+    """Reweighted wake-sleep"""
+
+    k: int = setting(5, "draws of q per datum", within=COUNT)
+    insomnia: float = setting(
+        1.0, "share of the encoder's update from wake-phi (the rest from sleep-phi)", within=PROBABILITY
+    )
+
+    def __post_init__(self):
+        _check(self)
+
+
+@dataclass(frozen=True)
+class NVILOptions:
+    """NVIL's input-dependent baseline and signal normalisation"""
+
+    hidden: tuple[int, ...] = setting((100,), "the baseline's tanh layer sizes, /-separated", within=COUNT)
+    scale: float = setting(10.0, "the baseline's output scale", within=POSITIVE)
+    decay: float = setting(0.8, "decay of the signal's running mean and variance", within=Range(at_least=0, below=1))
+
+    def __post_init__(self):
+        _check(self)
+
+
+@dataclass(frozen=True)
+class GibbsOptions:
+    """Gibbs steps per update"""
+
+    k: int = setting(1, "Gibbs steps", within=COUNT)
+
+    def __post_init__(self):
+        _check(self)
+
+
+def _without_nuts(sampler: dict) -> dict:
+    """The sampler settings but those that choose the NUTS kernel (``backend``, ...)."""
+    return {k: v for k, v in sampler.items() if k not in ("backend", "target_accept", "max_tree_depth")}
+
+
+def _refine(setup: Setup, options: RefinementOptions):
+    trained = setup.trained or Amortized(setup.story, setup.guide, **setup.variational())
+    return refined(trained, options.refinement(setup))
+
+
+def _aggressive(setup: Setup, options: AggressiveOptions):
+    updates = Aggressive(
+        setup.split("valid", "aggressive"),
+        setup.batch_size,
+        inner_steps=options.inner,
+        patience=options.patience,
+        seed=setup.seed,
+    )
+    return Amortized(setup.story, setup.guide, updates=updates, **setup.variational())
+
+
+def _nvil(setup: Setup, options: NVILOptions):
+    """NVIL with a baseline over the width of the training data's inputs."""
+    inputs = setup.split("train", "nvil").batch([0]).inputs
+    if not inputs.is_floating_point():
+        raise SettingsError(
+            "nvil's baseline is an MLP of the inputs' vectors (word counts); these data are token ids"
+        )
+    return NVIL(
+        setup.story,
+        setup.guide,
+        inputs.shape[-1],
+        baseline_hidden=options.hidden,
+        baseline_scale=options.scale,
+        decay=options.decay,
+        **setup.training,
+    )
+
+
+for _kind in (
+    InferenceKind(
+        "vae",
+        "amortized VI: lambda = enc(x), story and encoder trained jointly",
+        lambda s, _: Amortized(s.story, s.guide, **s.variational()),
+    ),
+    InferenceKind(
+        "table",
+        "non-amortized VI: a table of lambda per training datum learnt with the story (scores only those data)",
+        lambda s, _: NonAmortized(s.story, s.guide, len(s.split("train", "table")), **s.variational()),
+    ),
+    InferenceKind(
+        "svi",
+        "per-instance SVI: K refinement steps from the prior; no encoder",
+        lambda s, o: StochasticVI(s.story, s.guide, o.refinement(s), init_scale=o.init_scale, **s.variational()),
+        options=SVIOptions,
+        leading="steps",
+    ),
+    InferenceKind(
+        "vae+svi",
+        "VAE+SVI: K steps from a detached enc(x); story at lambda_K, encoder on its own ELBO",
+        lambda s, o: AmortizedSVI(s.story, s.guide, o.refinement(s), variant=o.variant, **s.variational()),
+        options=AmortizedSVIOptions,
+        leading="steps",
+    ),
+    InferenceKind(
+        "sa-vae",
+        "SA-VAE: K steps from enc(x), differentiated through (exact Hessian-vector products)",
+        lambda s, o: SemiAmortized(
+            s.story, s.guide, o.refinement(s, hvp=o.hvp, epsilon=o.epsilon), **s.variational()
+        ),
+        options=SemiAmortizedOptions,
+        leading="steps",
+    ),
+    InferenceKind(
+        "sa-vae-fd",
+        "SA-VAE with finite-difference Hessian-vector products",
+        lambda s, o: SemiAmortized(
+            s.story, s.guide, o.refinement(s, hvp="finite-difference", epsilon=o.epsilon), **s.variational()
+        ),
+        options=FiniteDifferenceOptions,
+        leading="steps",
+    ),
+    InferenceKind(
+        "aggressive",
+        "He et al.'s aggressive encoder training until the validation MI stops rising",
+        _aggressive,
+        options=AggressiveOptions,
+        leading="inner",
+    ),
+    InferenceKind(
+        "refine",
+        "test-time refinement: K detached steps from a trained object's lambda (does not train)",
+        _refine,
+        options=RefinementOptions,
+        leading="steps",
+        trains=False,
+    ),
+    InferenceKind(
+        "nuts",
+        "MCMC: NUTS over the local latents, the story fixed (does not train)",
+        lambda s, o: MCMC(s.story, s.guide, **o.sampler(s)),
+        options=NUTSOptions,
+        trains=False,
+    ),
+    InferenceKind(
+        "gibbs",
+        "MCMC: single-site Gibbs sweeps over binary local latents (sbn), the story fixed (does not train)",
+        lambda s, o: MCMC(s.story, s.guide, kernel=BinaryGibbs(), **_without_nuts(o.sampler(s))),
+        options=ChainOptions,
+        trains=False,
+    ),
+    InferenceKind(
+        "wake-sleep",
+        "wake-sleep (Hinton et al. 1995): story on log p(x, h) at h ~ q, encoder on the story's dreams",
+        lambda s, _: WakeSleep(s.story, s.guide, **s.training),
+        own_objective=True,
+    ),
+    InferenceKind(
+        "rws",
+        "reweighted wake-sleep (Bornschein & Bengio 2015): K draws of q per datum, wake-theta and wake-phi",
+        lambda s, o: ReweightedWakeSleep(s.story, s.guide, o.k, o.insomnia, **s.training),
+        options=RWSOptions,
+        leading="k",
+        own_objective=True,
+    ),
+    InferenceKind(
+        "nvil",
+        "NVIL (Mnih & Gregor 2014): score-function encoder gradient, learned baseline, normalised signal",
+        _nvil,
+        options=NVILOptions,
+        own_objective=True,
+    ),
+    InferenceKind(
+        "cd",
+        "contrastive divergence CD-K for undirected stories (rsm): K Gibbs steps from each datum",
+        lambda s, o: contrastive(s, o.k, persistent=False),
+        options=GibbsOptions,
+        leading="k",
+    ),
+    InferenceKind(
+        "pcd",
+        "persistent contrastive divergence (Tieleman 2008): K Gibbs steps of persistent chains per update",
+        lambda s, o: contrastive(s, o.k, persistent=True),
+        options=GibbsOptions,
+        leading="k",
+    ),
+):
+    register(_kind)

@@ -20,7 +20,7 @@ from fabula.data.synthetic import synthetic_sentence_corpus
 from fabula.evaluation import ImportanceWeighted, evaluate
 from fabula.guides import SentenceGuide
 from fabula.models import LSTMVAE
-from fabula.run import fit_reference
+from fabula.run import TrainConfig, fit_reference
 from fabula.run.compare import CompareSettings, compare, markdown
 from results_log import record, session, synthetic_sizes
 
@@ -69,22 +69,26 @@ def benchmark(args) -> dict:
         ImportanceWeighted(args.true_samples),
     ).summary()
     specs = ["vae", f"svi:{args.k}", f"sa-vae:{args.k}"]
-    settings = CompareSettings(
-        inference=tuple(specs),
+    settings = CompareSettings(inference=tuple(specs), train_size=None, test_size=None, samples=args.iw_samples)
+    config = TrainConfig.create(  # Kim et al.'s sizes; the mean-field ELBO without free bits, clipped at 5
+        "lstm-vae",
+        latent_dim=2,
+        embed_dim=100,
+        hidden_dim=100,
         epochs=args.epochs,
         batch_size=50,
-        train_size=None,
-        test_size=None,
-        samples=args.iw_samples,
+        clip_norm=5.0,
         refinement_lr=args.refinement_lr,
         anneal=args.anneal,
+        free_bits=None,
     )
     builds = {
         "fixed": lambda: (copy.deepcopy(oracle), SentenceGuide(V, 2, 100, 100)),
         "learned": lambda: (LSTMVAE(V, 2, 100, 100), SentenceGuide(V, 2, 100, 100)),
     }
     rows = {
-        name: compare(builds[name], data, settings, learn_story=name == "learned") for name in args.settings
+        name: compare(config, builds[name], data, settings, learn_story=name == "learned")
+        for name in args.settings
     }
     headings = {
         "fixed": f"Oracle fixed (true NLL, IW S={args.true_samples}: **{truth['nll']:.2f}**; paper 19.63; paper -ELBO "

@@ -36,7 +36,7 @@ from fabula.distributions import BagOfWordsMultinomial
 from fabula.evaluation import ImportanceFromDraws, ImportanceWeighted, evaluate
 from fabula.guides import NormalGuide
 from fabula.inference import MCMC, NonAmortized, Refinement, refined
-from fabula.inference.kinds import Setup, build
+from fabula.inference.kinds import Setup, Training, build
 from fabula.models import Story
 
 
@@ -113,7 +113,7 @@ def main(argv=None) -> dict:
     for spec in [k.format(k=args.steps) for k in KINDS]:
         story, guide = copy.deepcopy(story0), copy.deepcopy(guide0)
         setup = Setup(
-            story, guide, data=splits, refinement={"lr": 0.05}, training={"optim_args": {"lr": 1e-2}}
+            story, guide, data=splits, refinement=Refinement(lr=0.05), training=Training(optim_args={"lr": 1e-2})
         )
         inference = build(spec, setup)
         start = time.perf_counter()

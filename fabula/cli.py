@@ -13,13 +13,13 @@ import argparse
 import json
 import sys
 import textwrap
-from dataclasses import replace
+from dataclasses import fields
 from pathlib import Path
 
 import torch
 
 from fabula.cgmh import CGMHSettings, cgmh
-from fabula.data import DOCUMENTS, Tokenization
+from fabula.data import DOCUMENTS
 from fabula.data.text import TextBatch
 from fabula.devices import DeviceSettings, resolve
 from fabula.distributed import launch_rank
@@ -30,7 +30,7 @@ from fabula.evaluation.gaps import inference_gaps
 from fabula.evaluation.mixture import mixture_diagnostics
 from fabula.generation import DECODERS, decode, homotopy, sample_documents
 from fabula.inference import MCMC, Refinement, refined
-from fabula.inference.kinds import KINDS, build
+from fabula.inference.kinds import KINDS, Sampling, build
 from fabula.inference.spec import describe
 from fabula.models.capabilities import (
     GeneratesDocuments,
@@ -43,16 +43,15 @@ from fabula.run import (
     TrainConfig,
     data_description,
     fit_reference,
-    inference_setup,
     load_data,
     load_run,
     train,
 )
-from fabula.run.compare import CompareSettings, compare, estimate_seconds
+from fabula.run.compare import COMPARE_DEFAULTS, CompareSettings, compare, estimate_seconds
 from fabula.run.compare import markdown as compare_markdown
-from fabula.run.config import SYNTHETIC, DataSettings, objective_of
+from fabula.run.config import SYNTHETIC, DataSettings, InferenceSettings
 from fabula.run.flags import add_arguments, from_arguments, number
-from fabula.run.plan import build_story
+from fabula.run.plan import build_story, inspection_setup
 from fabula.run.shipped_stories import RSMSettings
 from fabula.run.stories import STORIES, recipe, story_names
 from fabula.settings import COUNT, NONNEGATIVE, POSITIVE, SEED, Range, from_dict, to_dict
@@ -275,23 +274,25 @@ def cmd_interpolate(args) -> int:
     return 0
 
 
-def _compare_config(args, seed: int) -> TrainConfig:
-    """The story, data and network sizes of a comparison, at the compare defaults: fabula's own
-    stories sized by --latent-dim and --hidden-dim, a user's story by its own flags."""
-    r = recipe(args.story)
-    parts = TrainConfig.parts(args.story)
-    values = {name: dict(r.defaults.get(name, {})) for name in parts}
-    values["data"] = {"data": args.data, "data_dir": args.data_dir}
-    values["run"]["seed"] = seed
-    values["tokenization"] = to_dict(from_arguments(Tokenization, args, "tokenization"))
+def _compare_config(args, kinds: tuple[str, ...]) -> TrainConfig:
+    """The story, data, sizes and training of a comparison: the run configuration's parts read
+    from their flags (at the story's defaults with :data:`~fabula.run.compare.COMPARE_DEFAULTS`),
+    fabula's own stories sized by --latent-dim and --hidden-dim, a user's story by its own flags;
+    the first compared kind stands for the configuration's own."""
     if args.story == "rnnlm":
         raise UsageError("the rnnlm story has no latent: there is no inference to compare")
+    r = recipe(args.story)
+    parts = TrainConfig.parts(args.story)
+    values = {name: to_dict(from_arguments(part, args, name)) for name, part in parts.items() if name != "model"}
+    values["data"] = {"data": args.data, "data_dir": args.data_dir}
+    values["inference"]["inference"] = kinds[0]  # each row is built with its own
     if args.story not in STORIES:
         if args.latent_dim is not None or args.hidden_dim is not None:
             raise UsageError(f"--latent-dim and --hidden-dim size fabula's own stories; give {args.story}'s own flags")
         values["model"] = to_dict(from_arguments(r.settings, args, "model"))
     else:
         latent, hidden = args.latent_dim or 2, args.hidden_dim or 100
+        values["model"] = dict(r.defaults.get("model", {}))
         if r.settings is RSMSettings:  # its latents are its hidden units; it has no network
             values["model"]["hidden"] = latent
         elif r.reads == DOCUMENTS:
@@ -304,37 +305,33 @@ def _compare_config(args, seed: int) -> TrainConfig:
 def cmd_compare(args) -> int:
     _threads(args)
     settings = from_arguments(CompareSettings, args, "compare")
-    config = _compare_config(args, settings.seed)
+    config = _compare_config(args, settings.inference)
     device = _device(args)
     splits, generator = load_data(data_description(config), None, config.tokenization)
     full_train = splits["train"]
     for name, size in (("train", settings.train_size), ("test", settings.test_size)):
         if size is not None and size < len(splits[name]):
             splits[name] = splits[name].subset(torch.arange(size))
-    r = recipe(config.story)
 
     def build_pair():
         story, guide = build_story(config, full_train)
         return story.to(device), guide.to(device)
 
-    guide = build_pair()[1]
-    for spec in settings.inference:  # the story's objective refuses kinds that cannot train it
-        objective_of(config.story, config.model, replace(config.inference, inference=spec), guide)
-    objective = objective_of(config.story, config.model, config.inference, guide)
     if not args.json:
-        estimate = estimate_seconds(build_pair, splits, settings, objective)
+        estimate = estimate_seconds(config, build_pair, splits, settings)
         print("estimated training time: " + ", ".join(f"{spec} {s:.0f} s" for spec, s in estimate.items()))
-    rows = compare(build_pair, splits, settings, objective, progress=not args.json)
+    rows = compare(config, build_pair, splits, settings, progress=not args.json)
     reference = None
     if generator is not None:
-        fitted = fit_reference(generator, r.reads, splits["train"], settings.seed, progress=not args.json)
+        run = config.run
+        fitted = fit_reference(generator, recipe(config.story).reads, splits["train"], run.seed, progress=not args.json)
         reference = evaluate(fitted, splits["test"], ImportanceWeighted(settings.samples)).summary()
     if args.json:
         print(json.dumps({"rows": rows, "generator": reference}, indent=2))
     else:
         print(
             f"{args.story} on {args.data} ({len(splits['train'])} training data, {len(splits['test'])} test), "
-            f"{settings.epochs} epochs, seed {settings.seed}; NLL in nats per datum"
+            f"{config.run.epochs} epochs, seed {config.run.seed}; NLL in nats per datum"
         )
         print(compare_markdown(rows, reference))
     return 0
@@ -351,23 +348,11 @@ def cmd_diagnose(args) -> int:
         raise UsageError(
             f"--items selects none of the {len(data)} data in {args.split} (START must be below it)"
         )
-    story, guide = run.inference.story, run.inference.guide
+    story = run.inference.story
     batch = data.batch(index, story.device)
-    sampler = {
-        "num_samples": args.samples,
-        "warmup": args.warmup,
-        "num_chains": args.chains,
-        "backend": args.backend,
-    }
+    sampling = Sampling(num_samples=args.samples, warmup=args.warmup, num_chains=args.chains, backend=args.backend)
 
-    lr = run.config.inference.refinement_lr if args.refinement_lr is None else args.refinement_lr
-    setup = replace(
-        inference_setup(run.config, story, guide, run.splits),
-        training={"learn_story": False},  # built for the run's data, never trained
-        refinement={"lr": lr},
-        trained=run.inference,
-        sampler=sampler,
-    )
+    setup = inspection_setup(run.config, run.inference, run.splits, sampling, args.refinement_lr)
 
     def inference_of(spec: str):
         return run.inference if spec == run.inference.spec else build(spec, setup)
@@ -452,21 +437,24 @@ def _inference_help(trains: bool | None = None) -> str:
     return "\n".join(lines)
 
 
-def _plugin(argv: list[str]) -> str | None:
-    """The story a command line names that is not registered by name (a ``module:Class`` path or
-    an entry point): ``fabula train STORY`` or ``fabula compare --story STORY``."""
+def _story_named(argv: list[str]) -> str | None:
+    """The story a command line names: ``fabula train STORY`` or ``fabula compare --story STORY``."""
+    if len(argv) > 1 and argv[0] == "train" and not argv[1].startswith("-"):
+        return argv[1]
     story = None
-    if len(argv) > 1 and argv[0] == "train":
-        story = argv[1]
-    elif argv and argv[0] == "compare":
+    if argv and argv[0] == "compare":
         for i, word in enumerate(argv):
             if word == "--story" and i + 1 < len(argv):
                 story = argv[i + 1]
             elif word.startswith("--story="):
                 story = word.partition("=")[2]
-    if story is None or story.startswith("-") or story in STORIES:
-        return None
     return story
+
+
+COMPARED_INFERENCE = tuple(f.name for f in fields(InferenceSettings) if f.name != "inference")
+"""The inference settings a comparison shares (each row has its own kind)."""
+COMPARED_RUN = ("epochs", "batch_size", "seed")
+"""The run settings a comparison's training takes."""
 
 
 def cmd_cgmh(args) -> int:
@@ -510,7 +498,8 @@ def _train_parser(sub, threads, plugin: str | None) -> None:
 
 def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The command's parser; a story named by path or entry point in ``argv`` gets its flags."""
-    plugin = _plugin(sys.argv[1:] if argv is None else argv)
+    named = _story_named(sys.argv[1:] if argv is None else argv)
+    plugin = named if named is not None and named not in STORIES else None
     p = argparse.ArgumentParser(
         prog="fabula",
         description="Deep generative models of text as Pyro stories, fitted by swappable inference.",
@@ -680,7 +669,13 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     c.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     add_arguments(c, CompareSettings, "compare")
-    add_arguments(c, Tokenization, "tokenization")
+    story = named or "lstm-vae"
+    defaults = recipe(story).defaults
+    for name, cls in TrainConfig.parts(story).items():
+        if name in ("data", "model"):
+            continue
+        within = {"inference": COMPARED_INFERENCE, "run": COMPARED_RUN}.get(name)
+        add_arguments(c, cls, name, {**defaults.get(name, {}), **COMPARE_DEFAULTS.get(name, {})}, only=within)
     if plugin:
         add_arguments(c, recipe(plugin).settings, "model")
     c.set_defaults(func=cmd_compare)

@@ -12,6 +12,8 @@ import torch
 
 from fabula.data.registry import DATASETS
 
+pytestmark = pytest.mark.thorough  # each benchmark run end to end at its smoke sizes
+
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 HELPERS = {"results_log.py"}  # imported by the benchmarks, not one of them
 # the arguments beside --smoke of each run (a second where a script has another branch of its own)

@@ -74,6 +74,7 @@ def test_parser_defaults_match_the_documented_embedded_run():
     )
 
 
+@pytest.mark.thorough
 @pytest.mark.parametrize("story", ["rnnlm", "lstm-vae"])
 def test_sentence_stories_train_evaluate_and_generate(story, tmp_path, capsys):
     run = str(tmp_path / story)
@@ -177,6 +178,7 @@ def test_diagnose_writes_netcdf_plots_and_a_summary(inference, extra, tmp_path, 
         assert len(rows) == 2 and all(float(v) >= 0 for row in rows for v in row[3:])
 
 
+@pytest.mark.thorough
 def test_gmvae_trains_with_mixture_diagnostics_and_samples_per_component(tmp_path, capsys):
     run = tmp_path / "dgmvae"
     tiny = ["--embed-dim", "8", "--hidden-dim", "12", "--latent-dim", "2", "--batch-size", "128", "--quiet"]

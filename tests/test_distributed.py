@@ -20,6 +20,8 @@ from fabula.errors import RunError
 from fabula.run import TrainConfig, load_run, train
 from fabula.run.resume import WorldSizeChanged, _restore_local_state, restore_training_state
 
+pytestmark = pytest.mark.thorough  # each test starts torchrun's processes
+
 WORKER = Path(__file__).with_name("ddp_worker.py")
 
 

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.thorough  # each example run end to end
+
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 TINY_ARGS = {
     "nvdm_two_ways.py": ["--epochs", "2", "--latent-dim", "3", "--hidden", "16", "--iw-samples", "5"],

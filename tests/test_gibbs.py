@@ -17,7 +17,7 @@ from fabula.diagnostics.arviz import az
 from fabula.errors import UsageError
 from fabula.guides import BernoulliGuide, NormalGuide
 from fabula.inference import MCMC, BinaryGibbs
-from fabula.inference.kinds import Setup, build
+from fabula.inference.kinds import Sampling, Setup, build
 from fabula.models import NVDM
 
 F_ = 4
@@ -86,7 +86,7 @@ def test_gibbs_chains_convert_to_arviz_with_r_hat_and_ess_of_the_units_means():
 
 def test_the_gibbs_kind_and_what_it_refuses():
     story = tiny_sbn()
-    setup = Setup(story, BernoulliGuide(V, F_), sampler={"num_samples": 3, "warmup": 1, "backend": "pyro"})
+    setup = Setup(story, BernoulliGuide(V, F_), sampling=Sampling(num_samples=3, warmup=1, backend="pyro"))
     mcmc = build("gibbs", setup)
     assert isinstance(mcmc, MCMC) and isinstance(mcmc.kernel, BinaryGibbs) and mcmc.spec == "gibbs"
     data = documents(torch.ones(2, V))

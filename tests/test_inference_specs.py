@@ -10,7 +10,7 @@ import torch
 from fabula.data import synthetic_nvdm_corpus
 from fabula.errors import SettingsError
 from fabula.guides import BernoulliGuide, EmptyGuide, NormalGuide
-from fabula.inference import MCMC, Setup, build
+from fabula.inference import MCMC, Refinement, Sampling, Setup, build
 from fabula.inference.kernels import NumPyroNUTS
 from fabula.inference.kinds import KINDS, parse
 from fabula.inference.spec import write
@@ -35,7 +35,7 @@ def setup_for(name: str, splits) -> Setup:
         story, guide = ReplicatedSoftmax(V, 3), EmptyGuide()
     else:
         story, guide = NVDM(V, 2), NormalGuide(V, 2, hidden=[4])
-    return Setup(story, guide, data=splits, refinement={"lr": 0.1}, sampler={"num_samples": 3, "warmup": 1})
+    return Setup(story, guide, data=splits, refinement=Refinement(lr=0.1), sampling=Sampling(num_samples=3, warmup=1))
 
 
 def other_value(options: type, field: dataclasses.Field):

@@ -218,6 +218,7 @@ def within_error(draws: torch.Tensor, mean: torch.Tensor, sd: torch.Tensor) -> b
     return bool(((draws.flatten(0, 1).mean(0) - mean).abs() <= 4 * sd / ess.sqrt()).all())
 
 
+@pytest.mark.thorough
 def test_constrained_latents_are_sampled_unconstrained_and_match_their_exact_posteriors():
     torch.manual_seed(0)
     _, _, vectors = linear_gaussian_setup(num_data=3)

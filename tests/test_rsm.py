@@ -30,7 +30,7 @@ from fabula.evaluation.estimators import TemperedAIS, spec_of
 from fabula.guides import EmptyGuide, NormalGuide
 from fabula.inference import Amortized, ContrastiveDivergence, ContrastiveObjective
 from fabula.inference.contrastive import reconstruction_error
-from fabula.inference.kinds import Setup, build
+from fabula.inference.kinds import Setup, Training, build
 from fabula.models import NVDM, ReplicatedSoftmax
 from fabula.models.capabilities import Undirected
 
@@ -270,12 +270,12 @@ def test_the_estimators_that_cannot_score_an_rsm_name_ais():
 
 def test_the_registry_builds_cd_and_refuses_what_does_not_apply_to_it():
     story = tiny_rsm()
-    made = build("pcd:2", Setup(story, EmptyGuide(), training={"learn_story": True, "clip_norm": 5.0}))
+    made = build("pcd:2", Setup(story, EmptyGuide(), training=Training(clip_norm=5.0)))
     assert isinstance(made, ContrastiveDivergence) and (made.k, made.persistent) == (2, True)
     with pytest.raises(SettingsError, match="fits the story itself"):
-        build("cd:1", Setup(story, EmptyGuide(), training={"learn_story": False}))
+        build("cd:1", Setup(story, EmptyGuide(), training=Training(learn_story=False)))
     with pytest.raises(SettingsError, match="do not apply to contrastive divergence"):
-        build("cd:1", Setup(story, EmptyGuide(), training={"word_dropout": 0.3}))
+        build("cd:1", Setup(story, EmptyGuide(), training=Training(word_dropout=0.3)))
 
 
 def exact_gradient(story, counts):

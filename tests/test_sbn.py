@@ -30,7 +30,7 @@ from fabula.inference import (
     ReweightedWakeSleepLoss,
     WakeSleep,
 )
-from fabula.inference.kinds import Setup, build
+from fabula.inference.kinds import Setup, Training, build
 from fabula.models import NVDM, SigmoidBeliefNet
 from fabula.models.capabilities import Dreams, GeneratesDocuments, HasTopics
 from fabula.run import TrainConfig, load_run, train
@@ -136,7 +136,7 @@ def test_each_inference_kind_improves_the_held_out_bound(spec):
     data = corpus_of(teacher())
     torch.manual_seed(0)
     story, guide = fresh(data)
-    inference = build(spec, Setup(story, guide, training={"optim_args": {"lr": 1e-2}}, data=data))
+    inference = build(spec, Setup(story, guide, training=Training(optim_args={"lr": 1e-2}), data=data))
     before = evaluate(inference, data["test"], "iw:20").summary()["nll"]
     history = inference.fit(data["train"], epochs=15, batch_size=32, progress=False)
     after = evaluate(inference, data["test"], "iw:20").summary()

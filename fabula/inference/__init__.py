@@ -9,7 +9,7 @@ from fabula.inference.contrastive import ContrastiveDivergence, ContrastiveObjec
 from fabula.inference.dispersed import DispersedELBO
 from fabula.inference.free_bits import FreeBitsELBO
 from fabula.inference.kernels import BinaryGibbs, Chains, Kernel, NumPyroNUTS, PyroNUTS, StepKernel
-from fabula.inference.kinds import InferenceKind, Setup, build, register
+from fabula.inference.kinds import InferenceKind, Sampling, Setup, Training, build, register
 from fabula.inference.mcmc import MCMC
 from fabula.inference.mean_field import MeanFieldELBO
 from fabula.inference.nvil import NVIL, NVILLoss
@@ -30,7 +30,9 @@ from fabula.inference.wake_sleep import ReweightedWakeSleep, ReweightedWakeSleep
 __all__ = [
     "MCMC",
     "InferenceKind",
+    "Sampling",
     "Setup",
+    "Training",
     "build",
     "register",
     "BinaryGibbs",

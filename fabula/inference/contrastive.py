@@ -278,9 +278,9 @@ class ContrastiveDivergence(Inference):
 def contrastive(setup, steps: int, persistent: bool) -> ContrastiveDivergence:
     """The ``cd:K`` / ``pcd:K`` kind of the registry from a :class:`~fabula.inference.kinds.Setup`:
     its objective (the story recipe's :class:`ContrastiveObjective`) and trainer settings."""
-    training = dict(setup.training)
-    if training.pop("annealing", None) is not None or training.pop("word_dropout", 0.0):
+    training = setup.training.arguments()
+    if training.pop("annealing") is not None or training.pop("word_dropout"):
         raise SettingsError("KL annealing and word dropout do not apply to contrastive divergence")
-    if not training.pop("learn_story", True):
+    if not training.pop("learn_story"):
         raise SettingsError("contrastive divergence fits the story itself; it cannot leave it fixed")
     return ContrastiveDivergence(setup.story, steps, persistent, objective=setup.objective, **training)

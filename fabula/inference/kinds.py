@@ -17,10 +17,11 @@ the kind that was trained. A new kind is one :func:`register` call, e.g. from it
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 from fabula.errors import SettingsError, UsageError
 from fabula.inference.base import Inference
+from fabula.inference.refinement import Refinement
 from fabula.inference.spec import describe, read_options, split
 
 
@@ -29,30 +30,78 @@ class NoOptions:
     """A kind without options."""
 
 
+def _arguments(settings) -> dict:
+    """A settings object's fields as keyword arguments (values as they are, not copied)."""
+    return {f.name: getattr(settings, f.name) for f in fields(settings)}
+
+
+@dataclass(frozen=True)
+class Training:
+    """How a kind that trains steps (:class:`~fabula.inference.VariationalInference`'s trainer
+    settings): the optimizer (a name, a ``torch.optim.Optimizer`` class or a Pyro optimizer) and
+    its arguments, gradient clipping by global norm, the per-epoch learning-rate decay, KL
+    annealing (a schedule of :mod:`fabula.inference.annealing`), word dropout, and whether the
+    story learns (``False``: only λ is fitted)."""
+
+    optimizer: object = "adam"
+    optim_args: dict | None = None
+    clip_norm: float | None = None
+    lr_decay: float = 1.0
+    decay_after: int = 0
+    annealing: object = None
+    word_dropout: float = 0.0
+    learn_story: bool = True
+
+    def arguments(self) -> dict:
+        """The keyword arguments of the inference objects that train."""
+        return _arguments(self)
+
+
+@dataclass(frozen=True)
+class Sampling:
+    """How a sampling kind runs its chains (:class:`~fabula.inference.MCMC`'s settings; the NUTS
+    kernel's where ``backend``, ``target_accept`` or ``max_tree_depth`` are given)."""
+
+    num_samples: int = 500
+    warmup: int = 500
+    num_chains: int = 1
+    backend: str | None = None
+    target_accept: float | None = None
+    max_tree_depth: int | None = None
+    progress: bool = True
+
+    NUTS = ("backend", "target_accept", "max_tree_depth")
+
+    def arguments(self, nuts: bool = True) -> dict:
+        """The keyword arguments of :class:`~fabula.inference.MCMC` (without the NUTS kernel's
+        settings where another kernel samples)."""
+        return {k: v for k, v in _arguments(self).items() if nuts or k not in self.NUTS}
+
+
 @dataclass(frozen=True)
 class Setup:
-    """What an inference kind is built from.
+    """What an inference kind is built from: typed settings, each kind's own options (read from
+    its spec) overriding the ones they name.
 
     :param objective: the story's training objective (``None``: the default ELBO).
-    :param training: settings of :class:`~fabula.inference.VariationalInference` (annealing,
-        word dropout, optimizer, clip norm, learning-rate schedule, ``learn_story``).
-    :param refinement: settings of :class:`~fabula.inference.Refinement` but its steps (a
-        kind's own options override them).
+    :param training: how kinds that train step (:class:`Training`).
+    :param refinement: the refinement of λ (:class:`~fabula.inference.Refinement`) of kinds
+        that refine; their options set its steps and whatever else they name.
     :param data: the splits (kinds that need the training data or a validation split).
     :param trained: the trained inference object of a run (test-time kinds refine its λ).
-    :param sampler: settings of :class:`~fabula.inference.MCMC` (a kind's own options override them).
+    :param sampling: how sampling kinds run their chains (:class:`Sampling`).
     """
 
     story: object
     guide: object
     objective: object = None
-    training: dict = field(default_factory=dict)
-    refinement: dict = field(default_factory=dict)
+    training: Training = field(default_factory=Training)
+    refinement: Refinement = field(default_factory=Refinement)
     data: dict | None = None
     batch_size: int = 64
     seed: int = 0
     trained: Inference | None = None
-    sampler: dict = field(default_factory=dict)
+    sampling: Sampling = field(default_factory=Sampling)
 
     def split(self, name: str, kind: str):
         if not self.data or name not in self.data:
@@ -61,8 +110,8 @@ class Setup:
         return self.data[name]
 
     def variational(self) -> dict:
-        """The settings every variational kind passes on."""
-        return {"objective": self.objective, **self.training}
+        """The settings every variational kind passes on: its objective and training."""
+        return {"objective": self.objective, **self.training.arguments()}
 
 
 @dataclass(frozen=True)

@@ -3,12 +3,12 @@ every documented option of the objects they build is an option of the spec."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from fabula.errors import SettingsError
 from fabula.inference.contrastive import contrastive
 from fabula.inference.kernels import BinaryGibbs
-from fabula.inference.kinds import InferenceKind, Setup, register
+from fabula.inference.kinds import InferenceKind, Sampling, Setup, register
 from fabula.inference.mcmc import MCMC
 from fabula.inference.nvil import NVIL
 from fabula.inference.presets import (
@@ -46,14 +46,10 @@ class RefinementOptions:
         _check(self)
 
     def refinement(self, setup: Setup, **extra) -> Refinement:
-        """The refinement of these options, with the setup's step size where none is given."""
+        """The setup's refinement with these options (its step size where none is given)."""
         lr = {"lr": self.lr} if self.lr is not None else {}
-        return Refinement(
-            **{**setup.refinement, **lr},
-            steps=self.steps,
-            momentum=self.momentum,
-            clip_norm=self.clip_norm,
-            **extra,
+        return replace(
+            setup.refinement, steps=self.steps, momentum=self.momentum, clip_norm=self.clip_norm, **lr, **extra
         )
 
 
@@ -113,10 +109,10 @@ class ChainOptions:
     def __post_init__(self):
         _check(self)
 
-    def sampler(self, setup: Setup) -> dict:
-        """The setup's sampler settings with these options where given."""
+    def sampling(self, setup: Setup) -> Sampling:
+        """The setup's sampling settings with these options where given."""
         given = {"num_samples": self.samples, "warmup": self.warmup, "num_chains": self.chains}
-        return {**setup.sampler, **{k: v for k, v in given.items() if v is not None}}
+        return replace(setup.sampling, **{k: v for k, v in given.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -129,9 +125,9 @@ class NUTSOptions(ChainOptions):
         None, "pyro, or numpyro (chains per datum)", choices=list(MCMC.BACKENDS), unset="the command's --backend"
     )
 
-    def sampler(self, setup: Setup) -> dict:
+    def sampling(self, setup: Setup) -> Sampling:
         given = {"target_accept": self.target_accept, "max_tree_depth": self.max_tree_depth, "backend": self.backend}
-        return {**super().sampler(setup), **{k: v for k, v in given.items() if v is not None}}
+        return replace(super().sampling(setup), **{k: v for k, v in given.items() if v is not None})
 
 
 @dataclass(frozen=True)
@@ -169,11 +165,6 @@ class GibbsOptions:
         _check(self)
 
 
-def _without_nuts(sampler: dict) -> dict:
-    """The sampler settings but those that choose the NUTS kernel (``backend``, ...)."""
-    return {k: v for k, v in sampler.items() if k not in ("backend", "target_accept", "max_tree_depth")}
-
-
 def _refine(setup: Setup, options: RefinementOptions):
     trained = setup.trained or Amortized(setup.story, setup.guide, **setup.variational())
     return refined(trained, options.refinement(setup))
@@ -204,7 +195,7 @@ def _nvil(setup: Setup, options: NVILOptions):
         baseline_hidden=options.hidden,
         baseline_scale=options.scale,
         decay=options.decay,
-        **setup.training,
+        **setup.training.arguments(),
     )
 
 
@@ -269,27 +260,27 @@ for _kind in (
     InferenceKind(
         "nuts",
         "MCMC: NUTS over the local latents, the story fixed (does not train)",
-        lambda s, o: MCMC(s.story, s.guide, **o.sampler(s)),
+        lambda s, o: MCMC(s.story, s.guide, **o.sampling(s).arguments()),
         options=NUTSOptions,
         trains=False,
     ),
     InferenceKind(
         "gibbs",
         "MCMC: single-site Gibbs sweeps over binary local latents (sbn), the story fixed (does not train)",
-        lambda s, o: MCMC(s.story, s.guide, kernel=BinaryGibbs(), **_without_nuts(o.sampler(s))),
+        lambda s, o: MCMC(s.story, s.guide, kernel=BinaryGibbs(), **o.sampling(s).arguments(nuts=False)),
         options=ChainOptions,
         trains=False,
     ),
     InferenceKind(
         "wake-sleep",
         "wake-sleep (Hinton et al. 1995): story on log p(x, h) at h ~ q, encoder on the story's dreams",
-        lambda s, _: WakeSleep(s.story, s.guide, **s.training),
+        lambda s, _: WakeSleep(s.story, s.guide, **s.training.arguments()),
         own_objective=True,
     ),
     InferenceKind(
         "rws",
         "reweighted wake-sleep (Bornschein & Bengio 2015): K draws of q per datum, wake-theta and wake-phi",
-        lambda s, o: ReweightedWakeSleep(s.story, s.guide, o.k, o.insomnia, **s.training),
+        lambda s, o: ReweightedWakeSleep(s.story, s.guide, o.k, o.insomnia, **s.training.arguments()),
         options=RWSOptions,
         leading="k",
         own_objective=True,

@@ -1,11 +1,12 @@
 """Fit one story with several inference kinds on the same data and seed, and compare them on
-one table (Kim et al. 2018, Table 1): NLL bound, KL, perplexity, wall time, steps/s. An
-undirected story (the RSM) has no bound or KL: its rows give the NLL by its own estimator (AIS)."""
+one table (Kim et al. 2018, Table 1): NLL bound, KL, perplexity, wall time, steps/s. Each kind is
+built from the same run configuration's plan as ``fabula train`` builds it. An undirected story
+(the RSM) has no bound or KL: its rows give the NLL by its own estimator (AIS)."""
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import pyro
 import torch
@@ -14,28 +15,24 @@ from fabula.errors import SettingsError
 from fabula.evaluation import ImportanceWeighted, default_estimator, evaluate
 from fabula.evaluation.estimators import spec_of
 from fabula.inference import VariationalInference
-from fabula.inference.annealing import FORMS, parse_schedule
-from fabula.inference.kinds import Setup, build, trainable
+from fabula.inference.kinds import build, trainable
 from fabula.models.capabilities import Undirected
-from fabula.settings import COUNT, POSITIVE, SEED, check_ranges, setting
+from fabula.run.config import TrainConfig, objective_of
+from fabula.run.plan import inference_setup
+from fabula.settings import COUNT, check_ranges, setting
 
 
 @dataclass
 class CompareSettings:
-    """Comparison: the inference kinds, their shared training budget and the evaluation"""
+    """Comparison: the inference kinds, the data they share and the evaluation (their training
+    is the run's configuration: epochs, batch size, optimizer, annealing, seed)"""
 
     inference: tuple[str, ...] = setting(
         ("vae", "svi:20", "vae+svi:20", "sa-vae:20"), "inference kinds (specs of the registry) to compare"
     )
-    epochs: int = setting(2, "epochs per inference kind", within=COUNT)
-    batch_size: int = setting(50, "data per step", within=COUNT)
     train_size: int | None = setting(500, "training data used (the first N; unset: all)", within=COUNT)
     test_size: int | None = setting(200, "test data evaluated (the first N; unset: all)", within=COUNT)
-    lr: float = setting(1e-3, "Adam learning rate", within=POSITIVE)
-    refinement_lr: float = setting(0.1, "step size of the K refinement steps", within=POSITIVE)
-    anneal: str | None = setting(None, f"KL annealing for every inference kind: {FORMS}")
     samples: int = setting(100, "IW samples for the NLL bound", within=COUNT)
-    seed: int = setting(0, "random seed", within=SEED)
 
     def __post_init__(self):
         check_ranges(self)
@@ -43,44 +40,36 @@ class CompareSettings:
             raise SettingsError("--inference needs at least one inference kind")
         for spec in self.inference:
             trainable(spec)
-        if self.anneal:
-            parse_schedule(self.anneal)
 
 
-def _setup(build_pair, splits, settings: CompareSettings, objective, learn_story: bool) -> Setup:
-    story, guide = build_pair()
-    annealing = parse_schedule(settings.anneal) if settings.anneal else None
-    return Setup(
-        story,
-        guide,
-        objective=objective,
-        training={
-            "optim_args": {"lr": settings.lr},
-            "clip_norm": 5.0,
-            "learn_story": learn_story,
-            "annealing": annealing,
-        },
-        refinement={"lr": settings.refinement_lr},
-        data=splits,
-        batch_size=settings.batch_size,
-        seed=settings.seed,
-    )
+COMPARE_DEFAULTS = {"inference": {"anneal": None}, "optimizer": {"clip_norm": 5.0}, "run": {"epochs": 2, "batch_size": 50}}
+"""Where a comparison's training differs from a story's own defaults: a short first try, no KL
+annealing, gradients clipped."""
 
 
 def _trains_something(inference) -> bool:
     return not isinstance(inference, VariationalInference) or bool(inference.trainer.optimizers)
 
 
-def estimate_seconds(build_pair, splits, settings: CompareSettings, objective=None, learn_story=True) -> dict:
+def _build(config: TrainConfig, spec: str, build_pair, splits, learn_story: bool):
+    """The inference object of ``spec`` for a fresh ``build_pair()``, from the plan of the run
+    ``config`` with that kind (:func:`~fabula.run.plan.inference_setup`)."""
+    story, guide = build_pair()
+    kind = replace(config, inference=replace(config.inference, inference=spec))
+    setup = inference_setup(kind, story, guide, splits)
+    if not learn_story:
+        setup = replace(setup, training=replace(setup.training, learn_story=False))
+    return build(spec, setup)
+
+
+def estimate_seconds(config: TrainConfig, build_pair, splits, settings: CompareSettings, learn_story=True) -> dict:
     """Seconds each kind's training will take, from the time of two steps of a throwaway copy."""
-    out = {}
+    out, run = {}, config.run
     for spec in settings.inference:
-        torch.manual_seed(settings.seed)
-        inference = build(spec, _setup(build_pair, splits, settings, objective, learn_story))
+        torch.manual_seed(run.seed)
+        inference = _build(config, spec, build_pair, splits, learn_story)
         device = inference.story.device
-        first = next(
-            splits["train"].batches(settings.batch_size, shuffle=True, seed=settings.seed, device=device)
-        )
+        first = next(splits["train"].batches(run.batch_size, shuffle=True, seed=run.seed, device=device))
         if not _trains_something(inference):
             out[spec] = 0.0
             continue
@@ -89,30 +78,32 @@ def estimate_seconds(build_pair, splits, settings: CompareSettings, objective=No
             start = time.perf_counter()
             inference.step(first)
         per_step = time.perf_counter() - start
-        out[spec] = per_step * splits["train"].num_batches(settings.batch_size) * settings.epochs
+        out[spec] = per_step * splits["train"].num_batches(run.batch_size) * run.epochs
     return out
 
 
 def compare(
-    build_pair, splits, settings: CompareSettings, objective=None, learn_story=True, progress=True
+    config: TrainConfig, build_pair, splits, settings: CompareSettings, learn_story=True, progress=True
 ) -> dict:
     """Train a fresh ``build_pair()`` (story, guide) with each inference kind, from the same
-    initial weights and seed, and evaluate each on ``splits["test"]`` with the negative ELBO (10
-    samples of its reconstruction term) and the IW bound; an undirected story, which has neither,
-    with its default estimator (:func:`~fabula.evaluation.default_estimator`: AIS for the RSM).
-    With ``learn_story=False`` only λ is fitted (per-instance SVI then trains nothing)."""
-    rows = {}
+    initial weights and seed and with the training of ``config`` (each kind built from the run's
+    plan), and evaluate each on ``splits["test"]`` with the negative ELBO (10 samples of its
+    reconstruction term) and the IW bound; an undirected story, which has neither, with its
+    default estimator (:func:`~fabula.evaluation.default_estimator`: AIS for the RSM). With
+    ``learn_story=False`` only λ is fitted (per-instance SVI then trains nothing)."""
+    rows, run = {}, config.run
+    guide = build_pair()[1]
+    for spec in settings.inference:  # a kind the story's objective refuses is refused before any trains
+        objective_of(config.story, config.model, replace(config.inference, inference=spec), guide)
     for spec in settings.inference:
-        torch.manual_seed(settings.seed)
-        inference = build(spec, _setup(build_pair, splits, settings, objective, learn_story))
-        pyro.set_rng_seed(settings.seed)
+        torch.manual_seed(run.seed)
+        inference = _build(config, spec, build_pair, splits, learn_story)
+        pyro.set_rng_seed(run.seed)
         start = time.perf_counter()
         history = [{"loss": float("nan")}]
         if _trains_something(inference):
             with pyro.validation_enabled(False):
-                history = inference.fit(
-                    splits["train"], settings.epochs, settings.batch_size, settings.seed, progress=progress
-                )
+                history = inference.fit(splits["train"], run.epochs, run.batch_size, run.seed, progress=progress)
         seconds = time.perf_counter() - start
         if isinstance(inference.story, Undirected):
             estimator, elbo = default_estimator(inference.story), None

@@ -4,7 +4,10 @@ and the :class:`~fabula.inference.kinds.Setup` every inference kind of the run i
 
 from __future__ import annotations
 
-from fabula.inference.kinds import Setup
+from dataclasses import replace
+
+from fabula.inference import Refinement
+from fabula.inference.kinds import Sampling, Setup, Training
 from fabula.run.config import TrainConfig, objective_of
 from fabula.run.stories import recipe
 
@@ -20,9 +23,25 @@ def inference_setup(config: TrainConfig, story, guide, splits) -> Setup:
         story,
         guide,
         objective=objective_of(config.story, config.model, config.inference, guide),
-        training={**config.inference.training(), **config.optimizer.training()},
-        refinement={"lr": config.inference.refinement_lr},
+        training=Training(**config.inference.training(), **config.optimizer.training()),
+        refinement=Refinement(lr=config.inference.refinement_lr),
         data=splits,
         batch_size=config.run.batch_size,
         seed=config.run.seed,
+    )
+
+
+def inspection_setup(
+    config: TrainConfig, trained, splits, sampling: Sampling, refinement_lr: float | None = None
+) -> Setup:
+    """The setup of the kinds built over a trained run's story and guide to inspect its
+    posterior (``fabula diagnose``): never trained, refining the ``trained`` object's λ with the
+    run's step size (or ``refinement_lr``), sampling as ``sampling`` says."""
+    lr = config.inference.refinement_lr if refinement_lr is None else refinement_lr
+    return replace(
+        inference_setup(config, trained.story, trained.guide, splits),
+        training=Training(learn_story=False),
+        refinement=Refinement(lr=lr),
+        trained=trained,
+        sampling=sampling,
     )

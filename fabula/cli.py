@@ -1,8 +1,10 @@
 """The ``fabula`` command: train, evaluate and inspect generative stories of text.
 
 The flags of ``train`` and ``compare`` are generated from the settings classes
-(:mod:`fabula.settings`), each story's with its recipe's defaults; inference kinds come from the
-registry (:mod:`fabula.inference.kinds`). Only the library's user-facing errors
+(:mod:`fabula.run.flags`), each story's with its recipe's defaults; a story is a registered name,
+a ``module:Class`` path or a ``fabula.stories`` entry point (:mod:`fabula.run.stories`);
+inference kinds and their options come from the registry (:mod:`fabula.inference.kinds`). Only
+the library's user-facing errors
 (:mod:`fabula.errors`) become a one-line message and exit 2; anything else is a bug and keeps
 its traceback.
 """
@@ -323,8 +325,8 @@ def cmd_compare(args) -> int:
     rows = compare(config, build_pair, splits, settings, progress=not args.json)
     reference = None
     if generator is not None:
-        run = config.run
-        fitted = fit_reference(generator, recipe(config.story).reads, splits["train"], run.seed, progress=not args.json)
+        reads, seed = recipe(config.story).reads, config.run.seed
+        fitted = fit_reference(generator, reads, splits["train"], seed, progress=not args.json)
         reference = evaluate(fitted, splits["test"], ImportanceWeighted(settings.samples)).summary()
     if args.json:
         print(json.dumps({"rows": rows, "generator": reference}, indent=2))
@@ -470,8 +472,13 @@ def _train_parser(sub, threads, plugin: str | None) -> None:
     t = sub.add_parser(
         "train",
         help="train a story on a corpus into a run directory",
-        description="Train a story: a registered name, a module:Class path to your own Story subclass, or "
-        "an installed fabula.stories entry point (" + ", ".join(story_names()) + ").",
+        description=textwrap.fill(
+            "Train a story: a registered name, a module:Class path to your own Story subclass, or an "
+            "installed fabula.stories entry point (" + ", ".join(story_names()) + ").",
+            100,
+        )
+        + "\n\n"
+        + _inference_help(trains=True),
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -656,7 +663,7 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         help="a registered story but rnnlm (" + ", ".join(s for s in story_names() if s != "rnnlm")
         + "), or a module:Class path to your own (default: lstm-vae)",
     )
-    data = DataSettings.__dataclass_fields__
+    data = {f.name: f for f in fields(DataSettings)}
     c.add_argument("--data", default=SYNTHETIC, help=data["data"].metadata["help"] + f" (default: {SYNTHETIC})")
     c.add_argument("--data-dir", help=data["data_dir"].metadata["help"])
     c.add_argument(

@@ -106,6 +106,9 @@ def process_group(device: torch.device) -> Iterator[World]:
     )
     try:
         yield world()
+        # leave together: gloo aborts a process ("terminate called without an active exception")
+        # that tears its group down while another rank is still at work (rank 0 writing)
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 

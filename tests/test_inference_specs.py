@@ -153,3 +153,29 @@ def test_bad_specs_are_refused_in_one_line_naming_the_spec(spec, message):
 def test_a_sampler_option_overrides_the_commands_and_the_rest_keep_theirs(splits):
     nuts = build("nuts:chains=3", setup_for("nuts", splits))
     assert isinstance(nuts, MCMC) and (nuts.num_chains, nuts.num_samples, nuts.warmup) == (3, 3, 1)
+
+
+def test_train_help_lists_every_kind_that_trains_with_its_options(capsys):
+    from fabula.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for kind in KINDS.values():
+        assert (f"{kind.name}: " in shown) == kind.trains, kind.name
+        for field in dataclasses.fields(kind.options) if kind.trains else ():
+            assert f"{field.name} (" in shown, (kind.name, field.name)
+    assert "insomnia (share of the encoder's update from wake-phi" in shown
+
+
+def test_a_table_of_lambda_is_trained_and_scored_on_the_data_it_holds(tmp_path):
+    from fabula.errors import UsageError
+    from fabula.evaluation import evaluate
+    from fabula.run import TrainConfig, load_run, train
+
+    config = TrainConfig.create("nvdm", inference="table", epochs=1, latent_dim=2, hidden=(8,), reference=False)
+    history = train(config, tmp_path / "run", progress=False)
+    assert history[0]["eval_split"] == "train" and history[0]["eval_nll"] > 0
+    run = load_run(tmp_path / "run")
+    with pytest.raises(UsageError, match="a table of λ holds the data it was trained on"):
+        evaluate(run.inference, run.splits["test"], "elbo")

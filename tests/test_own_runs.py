@@ -166,3 +166,66 @@ def test_bytes_that_are_not_utf8_are_refused_naming_the_file_and_line(documents,
     assert main(["train", "lstm-vae", "--data", str(documents), "--out", str(tmp_path / "r"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "train.txt" in err and "line 1" in err and "UTF-8" in err and err.count("\n") == 1
+
+
+UNIGRAM_MIXTURE = '''
+from dataclasses import dataclass
+
+import pyro
+import pyro.distributions as dist
+import torch
+
+from fabula.distributions import BagOfWordsMultinomial
+from fabula.models import Story
+from fabula.settings import COUNT, check_ranges, setting
+
+
+@dataclass
+class MixtureSettings:
+    """A mixture of unigrams: each document's words from one of K word distributions"""
+
+    components: int = setting(3, "mixture components K", within=COUNT)
+
+    def __post_init__(self):
+        check_ranges(self)
+
+
+class UnigramMixture(Story):
+    latent_sites = ("c",)
+    reads = "documents"
+    settings_class = MixtureSettings
+
+    def __init__(self, vocab_size: int, components: int = 3):
+        super().__init__()
+        self.remember(locals())
+        self.logits = torch.nn.Parameter(0.01 * torch.randn(components, vocab_size))
+        self.register_buffer("weights", torch.ones(components) / components)
+
+    def model(self, batch):
+        with self.data_plate(batch):
+            c = pyro.sample("c", dist.Categorical(self.weights))
+            words = self.logits.log_softmax(-1)[c]
+            pyro.sample("x", BagOfWordsMultinomial(words, total_count=batch.lengths), obs=batch.counts)
+
+    def num_tokens(self, batch):
+        return batch.lengths
+'''
+
+
+def test_a_story_that_names_its_settings_dataclass_gets_its_help_and_ranges(documents, tmp_path, capsys, monkeypatch):
+    (tmp_path / "my_stories.py").write_text(UNIGRAM_MIXTURE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    story, run = "my_stories:UnigramMixture", str(tmp_path / "mixture")
+    with pytest.raises(SystemExit):
+        main(["train", story, "--help"])
+    assert "mixture components K, >= 1 (default: 3)" in " ".join(capsys.readouterr().out.split())
+    assert main(["train", story, "--data", str(documents), "--components", "0", "--out", run]) == 2
+    assert "--components must be an integer >= 1, got 0" in capsys.readouterr().err
+
+    assert main(["train", story, "--data", str(documents), "--components", "2", "--out", run, *SMALL_NVDM[4:]]) == 0
+    loaded = load_run(run)
+    assert loaded.inference.story.logits.shape[0] == 2
+    assert [s["family"] for s in loaded.inference.guide.config()["sites"]] == ["categorical"]
+    assert type(loaded.inference.objective).__name__ == "TraceEnum_ELBO"  # c is summed out exactly
+    report = run_json(capsys, "evaluate", run, "--estimator", "elbo")
+    assert report["num_data"] == 10 and report["nll"] > 0

@@ -45,6 +45,10 @@ class Story(Rebuildable, PyroModule):
     reads: str | None = None
     """The data the story generates: ``"documents"`` (bags of words, batches with ``counts`` and
     ``lengths``) or ``"sentences"`` (token sequences); what a run feeds it from a corpus."""
+    settings_class: type | None = None
+    """A dataclass of the constructor's keyword arguments but ``vocab_size``, whose fields carry
+    their help and ranges (:func:`fabula.settings.setting`), from which a run makes the story's
+    flags; ``None``: they are read from the constructor's typed parameters."""
     guide_class: type | None = None
     """The guide a run builds for the story (a :class:`~fabula.guides.Guide` with a
     ``for_story(story, batch)`` class method); ``None``: one chosen by its latent sites'

@@ -9,8 +9,10 @@ A story is named by
 * an entry point of the ``fabula.stories`` group of an installed package, whose value is such
   a class (``[project.entry-points."fabula.stories"] topics = "my_pkg.stories:TopicMixture"``).
 
-A user's story gets a recipe made from its class: its settings are its constructor's typed
-parameters but ``vocab_size`` (each becomes a flag; one without a default is a required flag),
+A user's story gets a recipe made from its class: its settings are ``Class.settings_class`` where
+it names one (a dataclass of its constructor's keyword arguments, with help and ranges), else its
+constructor's typed parameters but ``vocab_size`` (each becomes a flag; one without a default is
+a required flag),
 ``Class.reads`` says which data it generates (``"documents"`` or ``"sentences"``), its guide is
 ``Class.guide_class`` where it names one (a :class:`~fabula.guides.Guide` with
 ``for_story(story, batch)``), else a :class:`~fabula.guides.SupportGuide` chosen by its latent
@@ -83,7 +85,7 @@ def _help(cls: type, name: str) -> str:
     return f"{cls.__name__}'s {name}"
 
 
-def settings_class(cls: type) -> type:
+def signature_settings(cls: type) -> type:
     """A settings dataclass of ``cls``'s constructor parameters but ``vocab_size``."""
     signature = inspect.signature(cls.__init__)
     hints = typing.get_type_hints(cls.__init__)
@@ -109,6 +111,21 @@ def settings_class(cls: type) -> type:
     return dataclasses.make_dataclass(f"{cls.__name__}Settings", specs, kw_only=True)
 
 
+def named_settings(cls: type) -> type:
+    """``cls.settings_class``, checked: a dataclass whose fields the constructor takes."""
+    settings = cls.settings_class
+    if not dataclasses.is_dataclass(settings):
+        raise SettingsError(f"{cls.__name__}.settings_class is {settings!r}, not a dataclass")
+    taken = set(inspect.signature(cls.__init__).parameters) - {"self", "vocab_size"}
+    extra = sorted({f.name for f in dataclasses.fields(settings)} - taken)
+    if extra or "vocab_size" not in inspect.signature(cls.__init__).parameters:
+        raise SettingsError(
+            f"{cls.__name__}'s constructor must take vocab_size and each field of {settings.__name__} "
+            f"(it does not take {extra or ['vocab_size']})"
+        )
+    return settings
+
+
 @functools.cache
 def recipe_of(cls: type) -> Recipe:
     """The recipe of a user's story class (see the module's docstring)."""
@@ -120,7 +137,7 @@ def recipe_of(cls: type) -> Recipe:
             f"{SENTENCES!r} (token sequences), the data the story generates"
         )
     guide_class = cls.guide_class or SupportGuide
-    settings = settings_class(cls)
+    settings = named_settings(cls) if cls.settings_class is not None else signature_settings(cls)
 
     def build(s, train):
         values = {f.name: getattr(s, f.name) for f in dataclasses.fields(s)}

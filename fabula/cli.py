@@ -25,7 +25,7 @@ from fabula.data import DOCUMENTS
 from fabula.data.text import TextBatch
 from fabula.devices import DeviceSettings, resolve
 from fabula.distributed import launch_rank
-from fabula.errors import FabulaError, UsageError
+from fabula.errors import FabulaError, SettingsError, UsageError
 from fabula.evaluation import ImportanceWeighted, default_estimator, evaluate, parse_estimator
 from fabula.evaluation.estimators import spec_of
 from fabula.evaluation.gaps import inference_gaps
@@ -289,11 +289,9 @@ def _compare_config(args, kinds: tuple[str, ...]) -> TrainConfig:
     values["data"] = {"data": args.data, "data_dir": args.data_dir}
     values["inference"]["inference"] = kinds[0]  # each row is built with its own
     if args.story not in STORIES:
-        if args.latent_dim is not None or args.hidden_dim is not None:
-            raise UsageError(f"--latent-dim and --hidden-dim size fabula's own stories; give {args.story}'s own flags")
         values["model"] = to_dict(from_arguments(r.settings, args, "model"))
     else:
-        latent, hidden = args.latent_dim or 2, args.hidden_dim or 100
+        latent, hidden = args.latent_dim, args.hidden_dim
         values["model"] = dict(r.defaults.get("model", {}))
         if r.settings is RSMSettings:  # its latents are its hidden units; it has no network
             values["model"]["hidden"] = latent
@@ -439,6 +437,15 @@ def _inference_help(trains: bool | None = None) -> str:
     return "\n".join(lines)
 
 
+def _add_settings(parser, story: str, cls, part: str, defaults: dict | None = None) -> None:
+    """The flags of one part of ``story``'s configuration, refusing a user's setting whose flag
+    is one of the command's own."""
+    try:
+        add_arguments(parser, cls, part, defaults)
+    except argparse.ArgumentError as e:
+        raise SettingsError(f"a setting of the {story} story clashes with the command's own flags: {e}") from None
+
+
 def _story_named(argv: list[str]) -> str | None:
     """The story a command line names: ``fabula train STORY`` or ``fabula compare --story STORY``."""
     if len(argv) > 1 and argv[0] == "train" and not argv[1].startswith("-"):
@@ -499,7 +506,7 @@ def _train_parser(sub, threads, plugin: str | None) -> None:
         )
         s.add_argument("--quiet", action="store_true", help="no progress bars")
         for part, cls in TrainConfig.parts(name).items():
-            add_arguments(s, cls, part, r.defaults.get(part))
+            _add_settings(s, name, cls, part, r.defaults.get(part))
         s.set_defaults(func=cmd_train)
 
 
@@ -666,14 +673,16 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     data = {f.name: f for f in fields(DataSettings)}
     c.add_argument("--data", default=SYNTHETIC, help=data["data"].metadata["help"] + f" (default: {SYNTHETIC})")
     c.add_argument("--data-dir", help=data["data_dir"].metadata["help"])
-    c.add_argument(
-        "--latent-dim",
-        type=number(int, COUNT),
-        help=f"fabula's own stories: size of z (the rsm: its hidden units), {COUNT} (default: 2, the oracle's)",
-    )
-    c.add_argument(
-        "--hidden-dim", type=number(int, COUNT), help=f"fabula's own stories: network sizes, {COUNT} (default: 100)"
-    )
+    if plugin:  # a user's story is sized by its own flags
+        _add_settings(c, plugin, recipe(plugin).settings, "model")
+    else:
+        c.add_argument(
+            "--latent-dim",
+            type=number(int, COUNT),
+            default=2,
+            help=f"size of z (the rsm: its hidden units), {COUNT} (default: 2, the oracle's)",
+        )
+        c.add_argument("--hidden-dim", type=number(int, COUNT), default=100, help=f"network sizes, {COUNT} (default: 100)")
     c.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     add_arguments(c, CompareSettings, "compare")
     story = named or "lstm-vae"
@@ -683,8 +692,6 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             continue
         within = {"inference": COMPARED_INFERENCE, "run": COMPARED_RUN}.get(name)
         add_arguments(c, cls, name, {**defaults.get(name, {}), **COMPARE_DEFAULTS.get(name, {})}, only=within)
-    if plugin:
-        add_arguments(c, recipe(plugin).settings, "model")
     c.set_defaults(func=cmd_compare)
 
     d = sub.add_parser(

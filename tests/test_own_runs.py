@@ -229,3 +229,74 @@ def test_a_story_that_names_its_settings_dataclass_gets_its_help_and_ranges(docu
     assert type(loaded.inference.objective).__name__ == "TraceEnum_ELBO"  # c is summed out exactly
     report = run_json(capsys, "evaluate", run, "--estimator", "elbo")
     assert report["num_data"] == 10 and report["nll"] > 0
+
+
+SENTENCE_TOPIC = '''
+import pyro
+import pyro.distributions as dist
+import torch
+
+from fabula.models import Story
+
+
+class SentenceTopic(Story):
+    """Sentences whose words are drawn one by one from softmax(z W + b), z ~ N(0, I).
+
+    :param latent_dim: size of the code z.
+    """
+
+    latent_sites = ("z",)
+    reads = "sentences"
+
+    def __init__(self, vocab_size: int, latent_dim: int):
+        super().__init__()
+        self.remember(locals())
+        self.weight = torch.nn.Parameter(0.1 * torch.randn(latent_dim, vocab_size))
+        self.bias = torch.nn.Parameter(torch.zeros(vocab_size))
+        self.register_buffer("zeros", torch.zeros(latent_dim))
+
+    def model(self, batch):
+        steps = batch.targets.shape[-1]
+        with self.data_plate(batch):
+            z = pyro.sample("z", dist.Normal(self.zeros, 1.0).to_event(1))
+            logits = (z @ self.weight + self.bias).unsqueeze(-2)
+            logits = logits.expand(*logits.shape[:-2], steps, logits.shape[-1])
+            pyro.sample("x", dist.Categorical(logits=logits).mask(batch.mask).to_event(1), obs=batch.targets)
+
+    def num_tokens(self, batch):
+        return batch.mask.sum(-1)
+
+
+class Clashing(SentenceTopic):
+    def __init__(self, vocab_size: int, latent_dim: int = 2, epochs: int = 3):
+        super().__init__(vocab_size, latent_dim)
+'''
+
+
+def test_a_users_sentence_story_takes_its_required_setting_and_a_clash_is_refused(
+    sentences, tmp_path, capsys, monkeypatch
+):
+    (tmp_path / "sentence_stories.py").write_text(SENTENCE_TOPIC)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    story, run = "sentence_stories:SentenceTopic", str(tmp_path / "topic")
+    with pytest.raises(SystemExit) as exit_:
+        main(["train", story, "--data", str(sentences), "--out", run])
+    assert exit_.value.code == 2 and "the following arguments are required: --latent-dim" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["train", story, "--help"])
+    assert "size of the code z (required)" in " ".join(capsys.readouterr().out.split())
+
+    assert main(["train", story, "--data", str(sentences), "--latent-dim", "2", "--out", run, *SMALL_NVDM[4:]]) == 0
+    loaded = load_run(run)
+    assert loaded.inference.guide.config()["inputs"] == "tokens"
+    assert loaded.inference.guide.config()["input_dim"] == len(loaded.splits["train"].vocab)
+    report = run_json(capsys, "evaluate", run, "--estimator", "iw:3")
+    assert report["num_data"] == 12 and report["nll"] > 0
+    rows = run_json(
+        capsys, "compare", "--story", story, "--latent-dim", "3", "--data", str(sentences),
+        "--inference", "vae", "--epochs", "1", "--samples", "3", "--test-size", "5",
+    )["rows"]
+    assert list(rows) == ["vae"] and rows["vae"]["nll"] > 0
+
+    assert main(["train", "sentence_stories:Clashing", "--data", str(sentences)]) == 2
+    assert "clashes with the command's own flags" in capsys.readouterr().err

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 import typing
-from dataclasses import fields
+from dataclasses import MISSING, fields
 
 from fabula.errors import SettingsError
 from fabula.settings import ANY, Range, base_type, default_of, flag, from_dict
@@ -35,16 +35,17 @@ def add_arguments(
     for f in fields(cls):
         if only is not None and f.name not in only:
             continue
-        default = (defaults or {}).get(f.name, default_of(f))
         kind, optional, many = base_type(hints[f.name])
-        shown = "none" if default is None else (" ".join(map(str, default)) if many else default)
-        within = f", {f.metadata['within']}" if kind in (int, float) and str(f.metadata["within"]) else ""
+        range_ = f.metadata.get("within", ANY)
+        within = f", {range_}" if kind in (int, float) and str(range_) else ""
         unset = " ('none' unsets it)" if optional else ""
-        kwargs = {
-            "dest": f"{prefix}.{f.name}",
-            "default": default,
-            "help": f"{f.metadata['help']}{within}{unset} (default: {shown})",
-        }
+        kwargs = {"dest": f"{prefix}.{f.name}"}
+        if f.name not in (defaults or {}) and f.default is MISSING and f.default_factory is MISSING:
+            kwargs.update(required=True, help=f"{f.metadata.get('help', f.name)}{within}{unset} (required)")
+        else:
+            default = (defaults or {}).get(f.name, default_of(f))
+            shown = "none" if default is None else (" ".join(map(str, default)) if many else default)
+            kwargs.update(default=default, help=f"{f.metadata.get('help', f.name)}{within}{unset} (default: {shown})")
         if optional:
             kind = _or_none(kind)
         if kind is bool:

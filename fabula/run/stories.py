@@ -40,7 +40,7 @@ from fabula.models import Story
 from fabula.models.capabilities import Undirected
 from fabula.run.callbacks import ByCapability
 from fabula.run.objectives import by_supports, continuous_objective
-from fabula.settings import base_type
+from fabula.settings import ANY, base_type
 
 ENTRY_POINTS = "fabula.stories"
 FLAG_TYPES = (int, float, str, bool)
@@ -81,7 +81,7 @@ def _help(cls: type, name: str) -> str:
     for doc in (cls.__init__.__doc__, cls.__doc__):
         for line in inspect.cleandoc(doc or "").splitlines():
             if line.startswith(f":param {name}:"):
-                return line.partition(":")[2].partition(":")[2].strip()
+                return line.partition(":")[2].partition(":")[2].strip().rstrip(".")
     return f"{cls.__name__}'s {name}"
 
 
@@ -103,12 +103,14 @@ def signature_settings(cls: type) -> type:
                 f"{cls.__name__}'s parameter {name!r} has {shown}; a setting is int, float, str, bool, "
                 "a tuple of them or one of them or None"
             )
-        metadata = {"help": _help(cls, name), "choices": None, "within": None, "unset": None}
+        metadata = {"help": _help(cls, name), "choices": None, "within": ANY, "unset": None}
         default = {} if p.default is p.empty else {"default": p.default}
         if isinstance(p.default, list):
             raise SettingsError(f"{cls.__name__}'s parameter {name!r} defaults to a list; use a tuple")
         specs.append((name, hints[name], dataclasses.field(metadata=metadata, **default)))
-    return dataclasses.make_dataclass(f"{cls.__name__}Settings", specs, kw_only=True)
+    settings = dataclasses.make_dataclass(f"{cls.__name__}Settings", specs, kw_only=True)
+    settings.__doc__ = inspect.cleandoc(cls.__doc__ or cls.__name__).splitlines()[0]
+    return settings
 
 
 def named_settings(cls: type) -> type:
@@ -148,7 +150,9 @@ def recipe_of(cls: type) -> Recipe:
                 "trained from Python with fabula.inference.ContrastiveDivergence, not from a run"
             )
         first = train.batch(torch.arange(min(len(train), 2)))
-        return story, guide_class.for_story(story, first)
+        # the default guide reads the vocabulary's size (a sentence batch's token ids do not say it)
+        sizes = {"input_dim": len(train.vocab)} if guide_class is SupportGuide else {}
+        return story, guide_class.for_story(story, first, **sizes)
 
     return Recipe(cls, guide_class, settings, build, cls.reads, by_supports, {}, (ByCapability(),))
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from fabula.run import TrainConfig, load_run, train
 from fabula.run.stories import recipe
 
-FIXTURES = Path(__file__).with_name("fixtures") / "runs"
+FIXTURES = Path(__file__).with_name("fixtures") / "saved_runs"
 RUNS = {"nvdm-v1": ("nvdm", "vae"), "lstm-vae-v1": ("lstm-vae", "sa-vae:2"), "sbn-v1": ("sbn", "rws:3")}
 
 

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field, fields
 from fabula.errors import SettingsError, UsageError
 from fabula.inference.base import Inference
 from fabula.inference.refinement import Refinement
-from fabula.inference.spec import describe, read_options, split
+from fabula.inference.spec import read_options, split
 
 
 @dataclass(frozen=True)
@@ -128,11 +128,6 @@ class InferenceKind:
     leading: str | None = None
     trains: bool = True
     own_objective: bool = False
-
-    def usage(self) -> str:
-        """The kind's name with its options, for help texts."""
-        options = describe(self.options, self.leading)
-        return f"{self.name}[:{options}]" if options else self.name
 
 
 KINDS: dict[str, InferenceKind] = {}

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pyro.infer import TraceEnum_ELBO
 
-from fabula.data import DOCUMENTS, Tokenization
+from fabula.data import DOCUMENTS, SENTENCES, Tokenization
 from fabula.data.registry import DATASETS
 from fabula.devices import PRECISIONS, DeviceSettings
 from fabula.errors import SettingsError
@@ -30,7 +30,7 @@ from fabula.settings import (
 )
 
 SYNTHETIC = "synthetic"
-READS = {"nvdm": DOCUMENTS, "lines": "sentences", "dialogues": "sentences"}
+READS = {"nvdm": DOCUMENTS, "lines": SENTENCES, "dialogues": SENTENCES}
 """The data a registered dataset's format gives."""
 
 
@@ -153,7 +153,7 @@ class TrainConfig:
             raise SettingsError(f"the {self.story} story reads {r.reads}; {self.data.data!r} holds {holds}")
         if not self.data.own and self.tokenization != Tokenization():
             raise SettingsError("the tokenization flags apply to your own files (--data PATH)")
-        if self.inference.word_dropout and r.reads != "sentences":
+        if self.inference.word_dropout and r.reads != SENTENCES:
             raise SettingsError("--word-dropout applies to sentence stories")
         trainable(self.inference.inference)
         objective = objective_of(self.story, self.model, self.inference)

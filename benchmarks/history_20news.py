@@ -16,7 +16,7 @@ exp(mean_d NLL_d / N_d), the papers' convention, NLL that of the token sequence.
 * SBN (wake-sleep, ``rws:5``, ``nvil``): the ELBO (reconstruction over 20 draws) and the
   importance-weighted bound (S=500). Posterior quality of each inference object's q on a random
   subset of test documents: PSIS k-hat of q as a proposal for p(h | x), and the mean absolute
-  error of q's unit means E_q[h_j] against a Gibbs reference (``fabula.inference.BinaryGibbs``,
+  error of q's unit means E_q[h_j] against a Gibbs reference (``fabula.inference.DiscreteGibbs``,
   several chains, its worst r-hat reported).
 * NVDM: ELBO (20 draws) and IW (S=500).
 
@@ -41,7 +41,7 @@ from fabula.data import load_dataset
 from fabula.diagnostics import az, psis_khat, to_arviz
 from fabula.evaluation import AIS, ELBO, ImportanceWeighted, evaluate
 from fabula.evaluation.metrics import perplexities
-from fabula.inference import MCMC, BinaryGibbs
+from fabula.inference import MCMC, DiscreteGibbs
 from fabula.run import TrainConfig, load_run, train
 from fabula.rundir import RunDirectory
 from results_log import record, session
@@ -169,7 +169,7 @@ def posterior_quality(args, run) -> dict:
     gibbs = MCMC(
         inference.story,
         inference.guide,
-        kernel=BinaryGibbs(),
+        kernel=DiscreteGibbs(),
         num_samples=args.gibbs_draws,
         warmup=args.gibbs_warmup,
         num_chains=args.gibbs_chains,

@@ -69,7 +69,9 @@ def benchmark(args) -> dict:
         ImportanceWeighted(args.true_samples),
     ).summary()
     specs = ["vae", f"svi:{args.k}", f"sa-vae:{args.k}"]
-    settings = CompareSettings(inference=tuple(specs), train_size=None, test_size=None, samples=args.iw_samples)
+    settings = CompareSettings(
+        inference=tuple(specs), train_size=None, test_size=None, samples=args.iw_samples
+    )
     config = TrainConfig.create(  # Kim et al.'s sizes; the mean-field ELBO without free bits, clipped at 5
         "lstm-vae",
         latent_dim=2,

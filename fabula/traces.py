@@ -6,11 +6,14 @@ plate, tracing a guide at given variational parameters λ, and replaying a story
 
 from __future__ import annotations
 
+import warnings
+
 import pyro
 import torch
 from pyro import poutine
 from pyro.distributions import Independent
 from pyro.distributions.transforms import biject_to
+from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
 from torch.distributions import kl_divergence
 
@@ -35,20 +38,96 @@ def trace_guide(guide, batch, num_samples: int = 1, params=None):
         return poutine.trace(guide).get_trace(batch, params)
 
 
-def run_traces(story, guide, batch, num_samples: int = 1, params=None):
-    """Trace the guide (with ``params``) and replay the story on its ``num_samples`` draws.
-
-    Returns ``(model_trace, guide_trace)``; every site's batch shape is ``[S, B]``.
-    """
-    guide_trace = trace_guide(guide, batch, num_samples, params)
-    with pyro.plate("particles", num_samples, dim=PARTICLE_DIM):
-        model_trace = poutine.trace(poutine.replay(story.model, trace=guide_trace)).get_trace(batch)
-    return model_trace, guide_trace
-
-
 def sample_sites(trace) -> list[dict]:
     """The trace's sample sites (observed and latent), without plates' subsample sites."""
     return [site for site in trace.nodes.values() if site["type"] == "sample" and not site_is_subsample(site)]
+
+
+def site_log_prob(site: dict) -> torch.Tensor:
+    r"""A sample site's log density as Pyro's traces score it, :math:`m \cdot s \cdot \log p(v)`:
+    its ``poutine.scale`` :math:`s` and ``poutine.mask`` :math:`m` applied (``trace.compute_log_prob``);
+    a site that already holds its ``"log_prob"`` (a replay draw by draw) gives that."""
+    if "log_prob" in site:
+        return site["log_prob"]
+    return scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])
+
+
+def log_density(trace, observed: bool | None = None) -> torch.Tensor | float:
+    """The sum of the trace's :func:`site_log_prob` (broadcast over the sites' batch shapes): of
+    every sample site, or of the observed (``True``) or latent (``False``) ones only."""
+    return sum(
+        (site_log_prob(s) for s in sample_sites(trace) if observed is None or s["is_observed"] == observed),
+        0.0,
+    )
+
+
+def analytic_kl_sites(model_trace, guide_trace) -> set[str]:
+    r"""The latent sites whose analytic :math:`KL(q_s \| p_s)` at the guide's draws is an unbiased
+    term of the ELBO: those for which every latent site the story draws before ``s`` (on which
+    :math:`p_s` may depend) the guide draws before ``s`` too, so that neither :math:`q_s` nor
+    :math:`p_s` depends on :math:`z_s` itself. Pyro's ``TraceMeanField_ELBO`` asks for the same
+    order of all sites (a sufficient condition) and only warns when it is broken."""
+    latent = [s["name"] for s in sample_sites(model_trace) if not s["is_observed"]]
+    position = {s["name"]: i for i, s in enumerate(sample_sites(guide_trace))}
+    return {
+        name
+        for i, name in enumerate(latent)
+        if name in position and all(position.get(earlier, -1) < position[name] for earlier in latent[:i])
+    }
+
+
+_WARNED_ORDERS: set[tuple[str, ...]] = set()
+
+
+def elbo_parts(
+    model_trace, guide_trace, analytic_kl: bool = True
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    r"""The ELBO's terms from a guide trace and the story replayed on it, each of its site's batch
+    shape (nothing summed): the observed sites' :math:`\log p(x \mid z)` and, per latent site,
+    :math:`KL(q \| p)`, analytic where torch knows the pair, ``analytic_kl`` is asked and the
+    order of the draws keeps it unbiased (:func:`analytic_kl_sites`), else the Monte Carlo term
+    :math:`\log q(z) - \log p(z)`. A guide site the story does not have (an auxiliary variable)
+    adds :math:`\log q(a)`, as in Pyro's ELBOs. Scales and masks count as in Pyro's traces
+    (:func:`site_log_prob`). A latent site of the story without a guide site is refused."""
+    safe = analytic_kl_sites(model_trace, guide_trace) if analytic_kl else set()
+    latent = [s["name"] for s in sample_sites(model_trace) if not s["is_observed"]]
+    unsafe = tuple(n for n in latent if n not in safe and n in guide_trace.nodes and analytic_kl)
+    if unsafe and unsafe not in _WARNED_ORDERS:
+        _WARNED_ORDERS.add(unsafe)
+        warnings.warn(
+            f"the guide draws {list(unsafe)} after sites the story draws before them, so an analytic KL there "
+            "would be biased; their Monte Carlo term log q(z) - log p(z) is used instead",
+            TraceOrderWarning,
+            stacklevel=2,
+        )
+    reconstruction, kls = 0.0, {}
+    for site in sample_sites(model_trace):
+        if site["is_observed"]:
+            reconstruction = reconstruction + site_log_prob(site)
+            continue
+        name = site["name"]
+        q = guide_trace.nodes.get(name)
+        if q is None:
+            raise UsageError(
+                f"the story's latent site {name!r} has no site in the guide: give the guide one, or sum it out "
+                "(a finite discrete site marked infer={'enumerate': 'parallel'}, with TraceEnum_ELBO)"
+            )
+        kl = None
+        if name in safe and site["fn"] is not None:
+            try:
+                kl = scale_and_mask(kl_divergence(q["fn"], site["fn"]), q["scale"], q["mask"])
+            except NotImplementedError:
+                pass
+        kls[name] = site_log_prob(q) - site_log_prob(site) if kl is None else kl
+    for q in sample_sites(guide_trace):
+        if q["name"] not in model_trace.nodes:
+            kls[q["name"]] = site_log_prob(q)
+    return reconstruction, kls
+
+
+class TraceOrderWarning(UserWarning):
+    """The guide draws its sites in an order that makes an analytic KL biased; fabula uses the
+    Monte Carlo term there (the number stays right, its variance grows)."""
 
 
 def kl_per_dim(q, p):
@@ -65,6 +144,14 @@ def prior_trace(story, batch):
     gradients and with the caller's random stream left as it was."""
     with preserved_rng(story.device), torch.no_grad():
         return poutine.trace(story.model).get_trace(batch)
+
+
+@torch.no_grad()
+def prior_latents(story, batch) -> dict[str, torch.Tensor]:
+    """A draw of every latent site of ``story`` on ``batch`` from its prior (the story's trace
+    without observations' influence): ``{site: [B, ...]}``, from the caller's random stream."""
+    trace = poutine.trace(story.model).get_trace(batch)
+    return {s["name"]: s["value"] for s in sample_sites(trace) if not s["is_observed"]}
 
 
 def unconstraining(site: dict, owner: str, purpose: str):

@@ -134,7 +134,10 @@ def test_numeric_options_run_or_are_refused_in_one_line(path, option, runs, outc
         (["train", "lstm-vae", "--anneal", "cyclical:0"], "--anneal"),
         (["train", "lstm-vae", "--anneal", "linear:inf"], "--anneal"),
         (["train", "lstm-vae", "--anneal", "linear:10:2"], "--anneal"),
-        (["train", "lstm-vae", "--inference", "sa-vae:0"], "steps (refinement steps K) must be an integer >= 1"),
+        (
+            ["train", "lstm-vae", "--inference", "sa-vae:0"],
+            "steps (refinement steps K) must be an integer >= 1",
+        ),
         (["train", "rnnlm", "--free-bits", "0.5"], "--free-bits"),
         (["compare", "--inference"], "--inference"),
         (["diagnose", "RUN", "--items", "5:2", "--out", "x"], "argument --items"),

@@ -16,7 +16,7 @@ from fabula.diagnostics import to_arviz
 from fabula.diagnostics.arviz import az
 from fabula.errors import UsageError
 from fabula.guides import BernoulliGuide, NormalGuide
-from fabula.inference import MCMC, BinaryGibbs
+from fabula.inference import MCMC, DiscreteGibbs
 from fabula.inference.kinds import Sampling, Setup, build
 from fabula.models import NVDM
 
@@ -50,7 +50,7 @@ def test_gibbs_draws_follow_the_enumerated_posterior():
     docs = story.generate(torch.tensor([4.0, 8.0, 15.0]))
     copies = 1500  # each document many times in one batch: independent chains, one draw each
     data = documents(docs.repeat_interleave(copies, 0))
-    mcmc = MCMC(story, kernel=BinaryGibbs(), num_samples=1, warmup=30, progress=False, seed=2)
+    mcmc = MCMC(story, kernel=DiscreteGibbs(), num_samples=1, warmup=30, progress=False, seed=2)
     h = mcmc.posterior(data.batch(torch.arange(len(data))))["h"][0]  # [B, F]
     index = (h * 2 ** torch.arange(F_ - 1, -1, -1)).sum(-1).long()  # row of codes()
     exact = exact_posterior(story, docs)
@@ -73,7 +73,9 @@ def test_gibbs_chains_convert_to_arviz_with_r_hat_and_ess_of_the_units_means():
     data = documents(story.generate(torch.tensor([4.0, 8.0])))
     batch = data.batch(torch.arange(2))
     guide = BernoulliGuide(V, F_)
-    mcmc = MCMC(story, guide, kernel=BinaryGibbs(), num_samples=200, warmup=20, num_chains=2, progress=False)
+    mcmc = MCMC(
+        story, guide, kernel=DiscreteGibbs(), num_samples=200, warmup=20, num_chains=2, progress=False
+    )
     idata = to_arviz(mcmc, batch)
     assert idata.posterior["h"].shape == (2, 200, 2, F_)
     assert set(idata.posterior["h"].values.ravel().tolist()) <= {0.0, 1.0}
@@ -88,12 +90,12 @@ def test_the_gibbs_kind_and_what_it_refuses():
     story = tiny_sbn()
     setup = Setup(story, BernoulliGuide(V, F_), sampling=Sampling(num_samples=3, warmup=1, backend="pyro"))
     mcmc = build("gibbs", setup)
-    assert isinstance(mcmc, MCMC) and isinstance(mcmc.kernel, BinaryGibbs) and mcmc.spec == "gibbs"
+    assert isinstance(mcmc, MCMC) and isinstance(mcmc.kernel, DiscreteGibbs) and mcmc.spec == "gibbs"
     data = documents(torch.ones(2, V))
     assert mcmc.posterior(data.batch(torch.arange(2)))["h"].shape == (3, 2, F_)
     nvdm = NVDM(V, 2)
     gibbs = MCMC(
-        nvdm, NormalGuide(V, 2, hidden=[]), kernel=BinaryGibbs(), num_samples=2, warmup=0, progress=False
+        nvdm, NormalGuide(V, 2, hidden=[]), kernel=DiscreteGibbs(), num_samples=2, warmup=0, progress=False
     )
     with pytest.raises(UsageError, match="binary"):
         gibbs.run(data.batch(torch.arange(2)))
@@ -102,7 +104,7 @@ def test_the_gibbs_kind_and_what_it_refuses():
 def test_mcmc_reuses_a_run_on_equal_data_and_reruns_when_the_story_changes():
     story = tiny_sbn()
     data = documents(torch.ones(3, V))
-    mcmc = MCMC(story, kernel=BinaryGibbs(), num_samples=4, warmup=1, progress=False)
+    mcmc = MCMC(story, kernel=DiscreteGibbs(), num_samples=4, warmup=1, progress=False)
     first = mcmc.run(data.batch(torch.arange(3)))
     assert mcmc.chains_for(data.batch(torch.arange(3))) is first  # an equal batch, rebuilt
     assert mcmc.chains_for(data.batch(torch.arange(2))) is not first

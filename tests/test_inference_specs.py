@@ -35,7 +35,9 @@ def setup_for(name: str, splits) -> Setup:
         story, guide = ReplicatedSoftmax(V, 3), EmptyGuide()
     else:
         story, guide = NVDM(V, 2), NormalGuide(V, 2, hidden=[4])
-    return Setup(story, guide, data=splits, refinement=Refinement(lr=0.1), sampling=Sampling(num_samples=3, warmup=1))
+    return Setup(
+        story, guide, data=splits, refinement=Refinement(lr=0.1), sampling=Sampling(num_samples=3, warmup=1)
+    )
 
 
 def other_value(options: type, field: dataclasses.Field):
@@ -89,7 +91,9 @@ OPTIONS = [(name, f.name) for name, kind in KINDS.items() for f in dataclasses.f
 
 
 def test_every_shipped_kind_is_walked():
-    assert {name for name, _ in OPTIONS} == {k for k, kind in KINDS.items() if dataclasses.fields(kind.options)}
+    assert {name for name, _ in OPTIONS} == {
+        k for k, kind in KINDS.items() if dataclasses.fields(kind.options)
+    }
     assert len(OPTIONS) >= 30
 
 
@@ -173,7 +177,9 @@ def test_a_table_of_lambda_is_trained_and_scored_on_the_data_it_holds(tmp_path):
     from fabula.evaluation import evaluate
     from fabula.run import TrainConfig, load_run, train
 
-    config = TrainConfig.create("nvdm", inference="table", epochs=1, latent_dim=2, hidden=(8,), reference=False)
+    config = TrainConfig.create(
+        "nvdm", inference="table", epochs=1, latent_dim=2, hidden=(8,), reference=False
+    )
     history = train(config, tmp_path / "run", progress=False)
     assert history[0]["eval_split"] == "train" and history[0]["eval_nll"] > 0
     run = load_run(tmp_path / "run")

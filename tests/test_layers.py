@@ -28,6 +28,8 @@ def test_the_library_imports_neither_the_run_layer_nor_the_command():
 
 
 def test_the_check_sees_an_import_of_the_run_layer():
-    code = f"import sys, fabula.run.flags\nprint(sorted(m for m in sys.modules if m.startswith({RUN_LAYER!r})))"
+    code = (
+        f"import sys, fabula.run.flags\nprint(sorted(m for m in sys.modules if m.startswith({RUN_LAYER!r})))"
+    )
     found = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert "fabula.run.flags" in found.stdout

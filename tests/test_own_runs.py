@@ -26,7 +26,9 @@ def sentences(tmp_path) -> Path:
     folder = tmp_path / "sentences"
     folder.mkdir()
     for split, n in (("train", 80), ("test", 12)):
-        write_lines(folder / f"{split}.txt", [" ".join(rng.choices(WORDS, k=rng.randint(3, 8))) for _ in range(n)])
+        write_lines(
+            folder / f"{split}.txt", [" ".join(rng.choices(WORDS, k=rng.randint(3, 8))) for _ in range(n)]
+        )
     return folder
 
 
@@ -53,7 +55,9 @@ SMALL_VAE = ["--latent-dim", "2", "--embed-dim", "8", "--hidden-dim", "8", "--ep
 SMALL_NVDM = ["--latent-dim", "2", "--hidden", "8", "--epochs", "1", "--quiet", "--batch-size", "20"]
 
 
-def test_a_sentence_story_trains_evaluates_samples_and_compares_on_a_folder_of_text(sentences, tmp_path, capsys):
+def test_a_sentence_story_trains_evaluates_samples_and_compares_on_a_folder_of_text(
+    sentences, tmp_path, capsys
+):
     run = str(tmp_path / "vae")
     assert main(["train", "lstm-vae", "--data", str(sentences), "--out", run, *SMALL_VAE, "--lowercase"]) == 0
     printed = capsys.readouterr().out
@@ -73,8 +77,23 @@ def test_a_sentence_story_trains_evaluates_samples_and_compares_on_a_folder_of_t
     assert capsys.readouterr().out.startswith("input:  the market fell")
 
     rows = run_json(
-        capsys, "compare", "--data", str(sentences), "--inference", "vae", "svi:steps=2,lr=0.01",
-        "--epochs", "1", "--train-size", "40", "--test-size", "6", "--samples", "3", "--hidden-dim", "8",
+        capsys,
+        "compare",
+        "--data",
+        str(sentences),
+        "--inference",
+        "vae",
+        "svi:steps=2,lr=0.01",
+        "--epochs",
+        "1",
+        "--train-size",
+        "40",
+        "--test-size",
+        "6",
+        "--samples",
+        "3",
+        "--hidden-dim",
+        "8",
     )["rows"]
     assert set(rows) == {"vae", "svi:steps=2,lr=0.01"}
     assert all(r["nll"] > 0 and r["estimator"] == "iw:3" for r in rows.values())
@@ -94,7 +113,9 @@ def test_a_document_story_reads_raw_text_as_bags_of_words(documents, tmp_path, c
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
 
 
-def test_the_tutorial_story_reaches_train_evaluate_compare_and_diagnose(documents, tmp_path, capsys, monkeypatch):
+def test_the_tutorial_story_reaches_train_evaluate_compare_and_diagnose(
+    documents, tmp_path, capsys, monkeypatch
+):
     monkeypatch.syspath_prepend(str(EXAMPLES))
     story, run = "own_story:TopicMixture", str(tmp_path / "topics")
     capsys.readouterr()
@@ -102,20 +123,43 @@ def test_the_tutorial_story_reaches_train_evaluate_compare_and_diagnose(document
         main(["train", story, "--help"])
     assert "--num-topics NUM_TOPICS" in capsys.readouterr().out
 
-    assert main(["train", story, "--data", str(documents), "--num-topics", "3", "--out", run, *SMALL_NVDM[4:]]) == 0
+    assert (
+        main(["train", story, "--data", str(documents), "--num-topics", "3", "--out", run, *SMALL_NVDM[4:]])
+        == 0
+    )
     loaded = load_run(run)
-    assert type(loaded.inference.story).__name__ == "TopicMixture" and loaded.inference.story.topic_logits.shape[0] == 3
+    assert (
+        type(loaded.inference.story).__name__ == "TopicMixture"
+        and loaded.inference.story.topic_logits.shape[0] == 3
+    )
     assert type(loaded.inference.guide).__name__ == "SupportGuide"
     report = run_json(capsys, "evaluate", run, "--estimator", "iw:4")
     assert report["num_data"] == 10 and report["nll"] > 0
 
     rows = run_json(
-        capsys, "compare", "--story", story, "--num-topics", "2", "--data", str(documents),
-        "--inference", "vae", "svi:steps=5", "--epochs", "1", "--samples", "3", "--test-size", "5",
+        capsys,
+        "compare",
+        "--story",
+        story,
+        "--num-topics",
+        "2",
+        "--data",
+        str(documents),
+        "--inference",
+        "vae",
+        "svi:steps=5",
+        "--epochs",
+        "1",
+        "--samples",
+        "3",
+        "--test-size",
+        "5",
     )["rows"]
     assert set(rows) == {"vae", "svi:steps=5"} and all(r["kl"] >= 0 for r in rows.values())
 
-    assert main(["topics", run, "--k", "2"]) == 0  # the story has topics (HasTopics), so the command serves it
+    assert (
+        main(["topics", run, "--k", "2"]) == 0
+    )  # the story has topics (HasTopics), so the command serves it
     assert len(capsys.readouterr().out.strip().splitlines()) == 3 and (Path(run) / "topics.txt").is_file()
 
     out = tmp_path / "diag"
@@ -127,7 +171,9 @@ def test_the_tutorial_story_reaches_train_evaluate_compare_and_diagnose(document
     assert "does not generate sentences" in capsys.readouterr().err
 
 
-def test_a_story_of_an_installed_package_is_found_by_its_entry_point(documents, tmp_path, capsys, monkeypatch):
+def test_a_story_of_an_installed_package_is_found_by_its_entry_point(
+    documents, tmp_path, capsys, monkeypatch
+):
     import importlib.metadata
 
     monkeypatch.syspath_prepend(str(EXAMPLES))
@@ -212,7 +258,9 @@ class UnigramMixture(Story):
 '''
 
 
-def test_a_story_that_names_its_settings_dataclass_gets_its_help_and_ranges(documents, tmp_path, capsys, monkeypatch):
+def test_a_story_that_names_its_settings_dataclass_gets_its_help_and_ranges(
+    documents, tmp_path, capsys, monkeypatch
+):
     (tmp_path / "my_stories.py").write_text(UNIGRAM_MIXTURE)
     monkeypatch.syspath_prepend(str(tmp_path))
     story, run = "my_stories:UnigramMixture", str(tmp_path / "mixture")
@@ -222,7 +270,10 @@ def test_a_story_that_names_its_settings_dataclass_gets_its_help_and_ranges(docu
     assert main(["train", story, "--data", str(documents), "--components", "0", "--out", run]) == 2
     assert "--components must be an integer >= 1, got 0" in capsys.readouterr().err
 
-    assert main(["train", story, "--data", str(documents), "--components", "2", "--out", run, *SMALL_NVDM[4:]]) == 0
+    assert (
+        main(["train", story, "--data", str(documents), "--components", "2", "--out", run, *SMALL_NVDM[4:]])
+        == 0
+    )
     loaded = load_run(run)
     assert loaded.inference.story.logits.shape[0] == 2
     assert [s["family"] for s in loaded.inference.guide.config()["sites"]] == ["categorical"]
@@ -281,20 +332,40 @@ def test_a_users_sentence_story_takes_its_required_setting_and_a_clash_is_refuse
     story, run = "sentence_stories:SentenceTopic", str(tmp_path / "topic")
     with pytest.raises(SystemExit) as exit_:
         main(["train", story, "--data", str(sentences), "--out", run])
-    assert exit_.value.code == 2 and "the following arguments are required: --latent-dim" in capsys.readouterr().err
+    assert (
+        exit_.value.code == 2
+        and "the following arguments are required: --latent-dim" in capsys.readouterr().err
+    )
     with pytest.raises(SystemExit):
         main(["train", story, "--help"])
     assert "size of the code z (required)" in " ".join(capsys.readouterr().out.split())
 
-    assert main(["train", story, "--data", str(sentences), "--latent-dim", "2", "--out", run, *SMALL_NVDM[4:]]) == 0
+    assert (
+        main(["train", story, "--data", str(sentences), "--latent-dim", "2", "--out", run, *SMALL_NVDM[4:]])
+        == 0
+    )
     loaded = load_run(run)
     assert loaded.inference.guide.config()["inputs"] == "tokens"
     assert loaded.inference.guide.config()["input_dim"] == len(loaded.splits["train"].vocab)
     report = run_json(capsys, "evaluate", run, "--estimator", "iw:3")
     assert report["num_data"] == 12 and report["nll"] > 0
     rows = run_json(
-        capsys, "compare", "--story", story, "--latent-dim", "3", "--data", str(sentences),
-        "--inference", "vae", "--epochs", "1", "--samples", "3", "--test-size", "5",
+        capsys,
+        "compare",
+        "--story",
+        story,
+        "--latent-dim",
+        "3",
+        "--data",
+        str(sentences),
+        "--inference",
+        "vae",
+        "--epochs",
+        "1",
+        "--samples",
+        "3",
+        "--test-size",
+        "5",
     )["rows"]
     assert list(rows) == ["vae"] and rows["vae"]["nll"] > 0
 

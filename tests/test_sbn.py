@@ -33,9 +33,10 @@ from fabula.inference import (
 from fabula.inference.kinds import Setup, Training, build
 from fabula.models import NVDM, SigmoidBeliefNet
 from fabula.models.capabilities import Dreams, GeneratesDocuments, HasTopics
+from fabula.particles import run_traces
 from fabula.run import TrainConfig, load_run, train
 from fabula.rundir import RunDirectory
-from fabula.traces import PARTICLE_DIM, run_traces
+from fabula.traces import PARTICLE_DIM
 
 V = 30
 
@@ -95,10 +96,10 @@ def test_the_log_joint_is_the_hand_computed_sum_and_sites_have_their_shapes():
     assert trace.nodes["h"]["log_prob"].shape == trace.nodes["x"]["log_prob"].shape == (3,)
     assert torch.allclose(trace.nodes["h"]["log_prob"], log_prior)
     assert torch.allclose(trace.nodes["x"]["log_prob"], log_lik)
-    model_trace, guide_trace = run_traces(story, BernoulliGuide(V, 3), batch, num_samples=5)
+    replay, guide_trace = run_traces(story, BernoulliGuide(V, 3), batch, num_samples=5)
     assert guide_trace.nodes["h"]["value"].shape == (5, 3, 3)
     assert set(guide_trace.nodes["h"]["value"].unique().tolist()) <= {0.0, 1.0}
-    assert model_trace.nodes["x"]["fn"].log_prob(batch.counts).shape == (5, 3)
+    assert replay.trace.nodes["x"]["fn"].log_prob(batch.counts).shape == (5, 3)
     for protocol in (Dreams, GeneratesDocuments, HasTopics):
         assert isinstance(story, protocol)
     latents, dreamt = story.dream(batch)
@@ -306,7 +307,11 @@ def test_binary_latents_refuse_what_does_not_apply():
     assert Amortized(story, guide, objective=Trace_ELBO()).step(batch)["loss"] > 0  # REINFORCE
     with pytest.raises(SettingsError, match="mean-field ELBO does not apply"):
         TrainConfig.create("sbn", inference="vae", elbo="meanfield")
-    for spec in ("nvil", "rws:5", "wake-sleep"):  # they bring their own losses: --elbo is not theirs to refuse
+    for spec in (
+        "nvil",
+        "rws:5",
+        "wake-sleep",
+    ):  # they bring their own losses: --elbo is not theirs to refuse
         assert TrainConfig.create("sbn", inference=spec, elbo="meanfield").inference.inference == spec
     with pytest.raises(SettingsError, match="nvil brings its own loss"):
         TrainConfig.create("sbn", inference="nvil", free_bits=0.5)

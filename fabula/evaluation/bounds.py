@@ -9,26 +9,21 @@ from __future__ import annotations
 import math
 import warnings
 
-import pyro
 import torch
-from pyro import poutine
 from pyro.distributions import MultivariateStudentT
-from pyro.distributions.util import scale_and_mask
-from torch.distributions import constraints, kl_divergence
+from torch.distributions import constraints
 
 from fabula.errors import UsageError
-from fabula.traces import PARTICLE_DIM, constrained, prior_trace, run_traces, sample_sites, unconstraining
+from fabula.particles import Replay, replay, run_traces, values_trace
+from fabula.traces import constrained, elbo_parts, log_density, prior_trace, sample_sites, unconstraining
 
 
 def log_weights(story, guide, batch, num_samples: int, params=None) -> torch.Tensor:
-    r""":math:`\log w_s = \log p(x, z_s) - \log q(z_s \mid x)`, shape ``[S, B]``."""
-    model_trace, guide_trace = run_traces(story, guide, batch, num_samples, params)
-    logw = 0.0
-    for site in sample_sites(model_trace):
-        logw = logw + site["fn"].log_prob(site["value"])
-    for site in sample_sites(guide_trace):
-        logw = logw - site["fn"].log_prob(site["value"])
-    return torch.as_tensor(logw).expand(num_samples, batch.size)
+    r""":math:`\log w_s = \log p(x, z_s) - \log q(z_s \mid x)`, shape ``[S, B]``: every site's scale and
+    mask applied as in Pyro's traces, auxiliary guide sites in :math:`q`, finite discrete sites
+    without a guide site summed out of :math:`p` (:func:`~fabula.particles.replay`)."""
+    replay, guide_trace = run_traces(story, guide, batch, num_samples, params)
+    return replay.joint - log_density(guide_trace)
 
 
 def elbo_terms(story, guide, batch, num_samples: int = 1, params=None, analytic_kl: bool = True):
@@ -41,31 +36,27 @@ def elbo_terms(story, guide, batch, num_samples: int = 1, params=None, analytic_
     return terms_from_traces(*run_traces(story, guide, batch, num_samples, params), analytic_kl)
 
 
-def terms_from_traces(model_trace, guide_trace, analytic_kl: bool = True):
-    r"""Reconstruction and per-site KL, per datum, from traces made by :func:`run_traces`.
+def terms_from_traces(replay: Replay, guide_trace, analytic_kl: bool = True):
+    r"""Reconstruction and per-site KL, per datum, from :func:`~fabula.particles.run_traces`,
+    averaged over the draws.
 
-    The KL is analytic where ``torch.distributions.kl_divergence`` knows the pair (and
-    ``analytic_kl``), else the Monte Carlo estimate :math:`\log q(z) - \log p(z)`. Site scales
-    (KL annealing) are applied; both terms are averaged over the particle dimension.
+    The terms are :func:`~fabula.traces.elbo_parts`' (the KL analytic where torch knows the pair,
+    ``analytic_kl`` is asked and the order of the draws allows it, else
+    :math:`\log q(z) - \log p(z)`; auxiliary guide sites; scales and masks). Where the story's
+    finite discrete sites were summed out, the ELBO is :math:`E_q[\log p(x, z) - \log q(z)]` with
+    :math:`p(x, z) = \sum_c p(x, z, c)`, split as the reconstruction :math:`\log p(x \mid z)
+    = \log p(x, z) - \log p(z)` and one KL term :math:`\log q(z) - \log p(z)` of the guide's sites
+    together (none without guide sites: the ELBO is then :math:`\log p(x)` itself).
     """
-    recon = 0.0
-    kls = {}
-    for site in sample_sites(model_trace):
-        if site["is_observed"]:
-            recon = recon + scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"])
-            continue
-        name = site["name"]
-        q = guide_trace.nodes[name]
-        kl = None
-        if analytic_kl:
-            try:
-                kl = kl_divergence(q["fn"], site["fn"])
-            except NotImplementedError:
-                pass
-        if kl is None:
-            kl = q["fn"].log_prob(q["value"]) - site["fn"].log_prob(site["value"])
-        kls[name] = scale_and_mask(kl, q["scale"], q["mask"]).mean(0)
-    return recon.mean(0), kls
+    shape = replay.joint.shape
+    if replay.summed_out:
+        names = [s["name"] for s in sample_sites(guide_trace)]
+        kls = {",".join(names): (log_density(guide_trace) - replay.latent).mean(0)} if names else {}
+        return (replay.joint - replay.latent).mean(0), kls
+    recon, kls = elbo_parts(replay.trace, guide_trace, analytic_kl)
+    return (recon + torch.zeros(shape, device=replay.joint.device)).mean(0), {
+        name: kl.expand(shape).mean(0) for name, kl in kls.items()
+    }
 
 
 def _has_mean(fn) -> bool:
@@ -84,8 +75,10 @@ def posterior_means(guide_trace, sites, batch_size: int) -> torch.Tensor:
 
     The guide's distributions carry the particle dimension first; their means agree along it.
     """
-    fns = [guide_trace.nodes[s]["fn"] for s in sites]
-    means = [m.mean(0).reshape(batch_size, -1) for fn in fns if _has_mean(fn) and (m := _mean(fn)) is not None]
+    fns = [guide_trace.nodes[s]["fn"] for s in sites if s in guide_trace.nodes]
+    means = [
+        m.mean(0).reshape(batch_size, -1) for fn in fns if _has_mean(fn) and (m := _mean(fn)) is not None
+    ]
     return torch.cat(means, -1) if means else torch.zeros(batch_size, 0)
 
 
@@ -111,6 +104,7 @@ def mutual_information(guide_trace, sites) -> torch.Tensor:
     Autoencoders. ICLR 2019.
     """
     cross, neg_entropy = 0.0, 0.0
+    sites = [s for s in sites if s in guide_trace.nodes]
     for s in sites:
         q, z = guide_trace.nodes[s]["fn"], guide_trace.nodes[s]["value"]  # batch [1, B]; z [1, B, ...]
         cross = cross + q.log_prob(z.transpose(0, 1))  # [B, B]: z_b under every q_j
@@ -147,14 +141,10 @@ def iw_log_likelihood(story, guide, batch, num_samples: int = 500, params=None, 
 
 
 def log_joint(story, batch, values: dict[str, torch.Tensor]) -> torch.Tensor:
-    r""":math:`\log p(x, z)` per draw and datum, ``[S, B]``, of the story conditioned on
-    ``values`` (``{site: [S, B, ...]}``, every latent site)."""
-    with pyro.plate("particles", next(iter(values.values())).shape[0], dim=PARTICLE_DIM):
-        trace = poutine.trace(poutine.condition(story.model, data=values)).get_trace(batch)
-    unset = [s["name"] for s in sample_sites(trace) if not s["is_observed"]]
-    if unset:
-        raise UsageError(f"the draws hold no values of the latent sites {unset}")
-    return sum(site["fn"].log_prob(site["value"]) for site in sample_sites(trace))
+    r""":math:`\log p(x, z)` per draw and datum, ``[S, B]``, of the story replayed on ``values``
+    (``{site: [S, B, ...]}``), finite discrete sites without a value summed out
+    (:func:`~fabula.particles.replay`)."""
+    return replay(story, batch, values_trace(values), next(iter(values.values())).shape[0]).joint
 
 
 def support_transforms(story, batch, sites) -> dict:

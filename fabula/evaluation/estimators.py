@@ -8,8 +8,8 @@ inference object support, with one spec grammar (``elbo``, ``elbo:S``, ``iw:S``,
 * :class:`ImportanceFromDraws`: importance sampling with a proposal fitted to the inference
   object's posterior draws (a sampler's), with its Pareto :math:`\hat k` per datum;
 * :class:`Exact`: the story's own :meth:`~fabula.models.capabilities.ExactLikelihood.log_prob`, for stories
-  whose marginal is tractable (no latent, or a conjugate one). It needs no guide, so it also
-  scores the story of a sampler.
+  whose marginal is tractable (no latent, or a conjugate one), or the sum over latents that are
+  all finite. It needs no guide, so it also scores the story of a sampler.
 * :class:`AIS` and :class:`TemperedAIS`: an undirected story's :math:`-F(v) - \log \hat Z_D`,
   the log partition function estimated by annealed importance sampling along the document
   length (every length in one annealing) or along the inverse temperature (once per length).
@@ -31,6 +31,7 @@ from fabula.errors import SettingsError, UsageError
 from fabula.evaluation import ais
 from fabula.evaluation.bounds import iw_log_likelihood, pareto_khat, proposal_log_weights
 from fabula.models.capabilities import ExactLikelihood, HiddenMarginal, LengthTempered, Undirected
+from fabula.particles import replay, summable, values_trace
 
 
 @dataclass
@@ -142,8 +143,11 @@ class ImportanceWeighted:
 
 @dataclass(frozen=True)
 class Exact:
-    r"""The story's exact :math:`\log p(x)` (:class:`~fabula.models.capabilities.ExactLikelihood`);
-    it needs no q, so it also scores a sampler's story."""
+    r"""The story's exact :math:`\log p(x)`: its own
+    :meth:`~fabula.models.capabilities.ExactLikelihood.log_prob`, or, for a story whose latent
+    sites are all finite (a mixture's component), the sum over their joint values
+    (:func:`~fabula.particles.replay`, at most :data:`~fabula.particles.MAX_ENUMERATION` per
+    datum). It needs no q, so it also scores a sampler's story."""
 
     name: ClassVar[str] = "exact"
     particles: ClassVar[int] = 1
@@ -151,14 +155,18 @@ class Exact:
 
     def check(self, inference) -> None:
         _refuse_undirected(self, inference)
-        if not isinstance(inference.story, ExactLikelihood):
-            raise UsageError(
-                f"{type(inference.story).__name__} has no exact log p(x) (it does not implement log_prob(batch)); "
-                "bound it with the elbo or iw:S estimator"
-            )
 
     def log_likelihood(self, terms: BatchTerms) -> torch.Tensor:
-        return terms.story.log_prob(terms.batch)
+        story = terms.story
+        if isinstance(story, ExactLikelihood):
+            return story.log_prob(terms.batch)
+        try:
+            return replay(story, terms.batch, values_trace({}), 1).joint[0]
+        except UsageError as error:
+            raise UsageError(
+                f"{type(story).__name__} has no exact log p(x) (no log_prob(batch), and its latents cannot all be "
+                f"summed out: {error}); bound it with the elbo or iw:S estimator"
+            ) from None
 
 
 @dataclass(frozen=True)
@@ -420,12 +428,15 @@ def spec_of(estimator: Estimator) -> str:
     return estimator.name if estimator.name == Exact.name else f"{estimator.name}:{estimator.samples}"
 
 
-def default_estimator(story) -> Estimator:
-    """The best figure a story supports without asking: exact where it has one, AIS along the
+def default_estimator(story, batch=None) -> Estimator:
+    """The best figure a story supports without asking: exact where it has one (its own
+    likelihood, or, judged on ``batch``, the sum over latents that are all finite), AIS along the
     length for a :class:`~fabula.models.capabilities.LengthTempered` story (the RSM), AIS along
     the temperature for another undirected one, else the ELBO."""
     if isinstance(story, LengthTempered):
         return AIS()
     if isinstance(story, Undirected):
         return TemperedAIS()
-    return Exact() if isinstance(story, ExactLikelihood) else ELBO()
+    if isinstance(story, ExactLikelihood) or (batch is not None and summable(story, batch)):
+        return Exact()
+    return ELBO()

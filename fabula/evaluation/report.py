@@ -23,7 +23,8 @@ from fabula.evaluation.estimators import (
 )
 from fabula.evaluation.metrics import active_units, perplexities
 from fabula.nn.mode import evaluation_mode
-from fabula.traces import run_traces, trace_guide
+from fabula.particles import run_traces
+from fabula.traces import trace_guide
 
 
 @dataclass
@@ -76,8 +77,8 @@ def evaluate(
 
     ``estimator`` is an :mod:`~fabula.evaluation.estimators` object or its spec (``"elbo"``,
     ``"elbo:S"``, ``"iw:S"``, ``"iw-draws:S"``, ``"exact"``), refusing an inference object it
-    cannot score; by default the story's exact likelihood where it has one, else the ELBO with
-    one draw. The NLL is of the datum's token sequence (a story
+    cannot score; by default the story's exact likelihood where it has one (or where its latents
+    are all finite and summed out), else the ELBO with one draw. The NLL is of the datum's token sequence (a story
     observing word counts scores the sequence they summarise:
     :class:`~fabula.distributions.BagOfWordsMultinomial`), so that perplexity
     :math:`\exp(\mathrm{NLL}/N)` is per token.
@@ -88,7 +89,8 @@ def evaluate(
     reported too. Story and guide are evaluated without dropout.
     """
     if estimator is None:
-        estimator = default_estimator(inference.story)
+        first = next(iter(data.batches(batch_size, device=inference.story.device)), None)
+        estimator = default_estimator(inference.story, first)
     elif isinstance(estimator, str):
         estimator = parse_estimator(estimator)
     estimator.check(inference)
@@ -112,8 +114,8 @@ def _evaluate(inference, data, estimator, batch_size, progress) -> Evaluation:
         terms = BatchTerms(inference, batch)
         if diagnosed:
             terms.params = inference.local_params(batch)
-            model_trace, guide_trace = run_traces(story, guide, batch, estimator.particles, terms.params)
-            terms.reconstruction, kls = terms_from_traces(model_trace, guide_trace)
+            replay, guide_trace = run_traces(story, guide, batch, estimator.particles, terms.params)
+            terms.reconstruction, kls = terms_from_traces(replay, guide_trace)
             terms.kl = sum(kls.values(), torch.zeros_like(terms.reconstruction))
             kl.append(terms.kl)
             means.append(posterior_means(guide_trace, story.latent_sites, batch.size))

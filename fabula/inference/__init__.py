@@ -8,7 +8,7 @@ from fabula.inference.base import Inference, Trainable
 from fabula.inference.contrastive import ContrastiveDivergence, ContrastiveObjective
 from fabula.inference.dispersed import DispersedELBO
 from fabula.inference.free_bits import FreeBitsELBO
-from fabula.inference.kernels import BinaryGibbs, Chains, Kernel, NumPyroNUTS, PyroNUTS, StepKernel
+from fabula.inference.kernels import Chains, DiscreteGibbs, Kernel, NumPyroNUTS, PyroNUTS, StepKernel
 from fabula.inference.kinds import InferenceKind, Sampling, Setup, Training, build, register
 from fabula.inference.mcmc import MCMC
 from fabula.inference.mean_field import MeanFieldELBO
@@ -35,7 +35,7 @@ __all__ = [
     "Training",
     "build",
     "register",
-    "BinaryGibbs",
+    "DiscreteGibbs",
     "Chains",
     "Kernel",
     "NumPyroNUTS",

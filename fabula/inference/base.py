@@ -39,9 +39,10 @@ class Inference:
 
     @torch.no_grad()
     def posterior(self, batch, num_samples: int) -> dict[str, torch.Tensor]:
-        """``num_samples`` draws of each latent site from q_λ: ``{site: [S, B, ...]}``."""
+        """``num_samples`` draws of each latent site of the guide from q_λ: ``{site: [S, B, ...]}``
+        (a site the story sums out has none)."""
         trace = trace_guide(self.guide, batch, num_samples, self.local_params(batch))
-        return {site: trace.nodes[site]["value"] for site in self.story.latent_sites}
+        return {site: trace.nodes[site]["value"] for site in self.story.latent_sites if site in trace.nodes}
 
     def modules(self) -> dict[str, torch.nn.Module]:
         """Every module whose weights a checkpoint must hold."""

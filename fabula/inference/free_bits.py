@@ -19,7 +19,7 @@ from pyro.infer import ELBO
 
 from fabula.errors import SettingsError
 from fabula.inference.mean_field import MeanFieldELBO
-from fabula.traces import kl_per_dim, sample_sites
+from fabula.traces import kl_per_dim, sample_sites, site_log_prob
 
 
 class FreeBitsELBO(MeanFieldELBO):
@@ -42,10 +42,7 @@ class FreeBitsELBO(MeanFieldELBO):
         loss = 0.0
         for site in sample_sites(model_trace):
             if site["is_observed"]:
-                loss = (
-                    loss
-                    - scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"]).sum()
-                )
+                loss = loss - site_log_prob(site).sum()
                 continue
             name = site["name"]
             q = guide_trace.nodes[name]

@@ -14,11 +14,11 @@ loop belongs to the kernel, so that a kernel may run all its chains at once.
   :meth:`~StepKernel.run` runs the chains one after another, each with its own seed
   (:class:`PyroNUTS`).
 
-A new sampler is one :class:`StepKernel` subclass. :class:`BinaryGibbs` is one over binary
-latents :math:`z \in \{0, 1\}^K`: ``init`` keeps ``z``; ``sample`` sweeps :math:`k = 1..K`, drawing
-:math:`z_k \sim \mathrm{Bernoulli}(\sigma(\log p(x, z_{k=1}) - \log p(x, z_{k=0})))` from
-replays of ``story.model`` conditioned on ``z`` (all data of the batch at once: the data plate
-keeps their terms apart); ``draw`` returns ``{site: z}``. A Metropolis-Hastings kernel over
+A new sampler is one :class:`StepKernel` subclass. :class:`DiscreteGibbs` is one over finite
+discrete latents: ``init`` keeps ``z``; ``sample`` sweeps the units :math:`k`, drawing each from
+:math:`p(z_k \mid z_{-k}, x) \propto p(x, z^{k=v})` over its values :math:`v`, from replays of
+``story.model`` on the stacked states (all data of the batch at once: the data plate keeps their
+terms apart); ``draw`` returns ``{site: z}``. A Metropolis-Hastings kernel over
 token sequences :math:`y`: ``init`` keeps :math:`y` and :math:`\log p(x, y)`; ``sample``
 proposes :math:`y' \sim r(\cdot \mid y)` (one position resampled, say) and accepts with
 probability :math:`\min\{1, p(x, y')\, r(y \mid y') / (p(x, y)\, r(y' \mid y))\}`; ``stats``
@@ -41,17 +41,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pyro
 import torch
 from pyro import poutine
 from pyro.infer.autoguide.initialization import init_to_value
-from torch.distributions import constraints
 from tqdm.auto import tqdm
 
 from fabula.checkpoint import preserved_rng
 from fabula.errors import SettingsError, UsageError
 from fabula.inference.pyro_internals import RecordingNUTS
-from fabula.traces import PARTICLE_DIM, sample_sites
+from fabula.particles import replay, values_trace
+from fabula.traces import prior_latents
 
 
 @dataclass
@@ -104,7 +103,8 @@ class StepKernel(Kernel):
     """A kernel given by its transition; :meth:`run` drives it, one chain after another.
 
     Chain ``c`` runs with torch's generator seeded from ``(seed, c)`` (the caller's stream is
-    left as it was) and starts at ``init`` or, when that is ``None``, at its own prior draw.
+    left as it was) and starts at ``init``, its own prior draw (the story's trace) filling the
+    sites ``init`` lacks (all of them when it is ``None``).
     """
 
     @abstractmethod
@@ -132,7 +132,9 @@ class StepKernel(Kernel):
         for chain, chain_seed in enumerate(seeds.tolist()):
             kept, kept_stats = [], []
             with seeded(chain_seed, story.device):
-                start = init if init is not None else story.prior_sample(batch.size)
+                start = init or {}
+                if any(s not in start for s in story.latent_sites):
+                    start = prior_latents(story, batch) | start
                 state = self.init(story, batch, start, warmup)
                 steps = range(warmup + num_samples)
                 for i in tqdm(steps, desc=f"{self.name} chain {chain}", disable=not progress, leave=False):
@@ -153,22 +155,39 @@ def _stack(records: list[dict]) -> dict[str, torch.Tensor]:
 class _GibbsState:
     story: Any
     batch: Any
-    z: dict[str, torch.Tensor]  # {site: [B, ...]} of 0.0 / 1.0
+    z: dict[str, torch.Tensor]  # {site: [B, ...]}, values of each site's support
+    values: dict[str, torch.Tensor]  # {site: [K]}: the values of one of its units
     flips: torch.Tensor  # [B]: units that changed in the last sweep
 
 
-class BinaryGibbs(StepKernel):
-    r"""Single-site Gibbs sampling of a story's binary local latents (every latent site's support
-    :math:`\{0, 1\}^K`, e.g. the sigmoid belief net's ``"h"``): a transition is one sweep over
-    the sites and their units in order, each unit drawn from its exact conditional
+def _unit_values(site: dict, owner: str) -> torch.Tensor:
+    """``[K]``: the values one unit of a finite discrete latent ``site`` takes (one coordinate
+    of its event; the site itself when it has none), refusing any other site."""
+    base = site["fn"]
+    while isinstance(base, torch.distributions.Independent):
+        base = base.base_dist
+    if not base.has_enumerate_support:
+        raise UsageError(
+            f"the Gibbs kernel samples finite discrete latents; site {site['name']!r} of {owner} has support "
+            f"{base.support}: use nuts"
+        )
+    return base.enumerate_support(expand=False).reshape(-1)
 
-    .. math:: p(z_k = 1 \mid z_{-k}, x) = \sigma\big(\log p(x, z^{k=1}) - \log p(x, z^{k=0})\big),
 
-    the two log joints from one replay of ``story.model`` conditioned on both states, stacked on
-    the particle plate, for every datum of the batch at once (the data plate keeps their terms
-    apart). No adaptation: ``warmup`` sweeps are burn-in. A start that is not binary (a guide's
-    posterior mean) is rounded to the nearest state. Statistic per draw and datum: ``flips``,
-    the units that changed in the sweep. Written by hand: Pyro's samplers enumerate or
+class DiscreteGibbs(StepKernel):
+    r"""Single-site Gibbs sampling of a story's finite discrete local latents (binary units such
+    as the sigmoid belief net's ``"h"``, a mixture's categorical ``"c"``, or any site whose
+    units have a finite support): a transition is one sweep over the sites and their units in
+    order, each unit drawn from its exact conditional
+
+    .. math:: p(z_k = v \mid z_{-k}, x) \propto p(x, z^{k=v}), \qquad v \in \mathcal V_k,
+
+    the :math:`|\mathcal V_k|` log joints from one replay of ``story.model`` on the states
+    stacked on the particle plate (:func:`~fabula.particles.replay`: scales and masks
+    as in Pyro's traces), for every datum of the batch at once (the data plate keeps their terms
+    apart). No adaptation: ``warmup`` sweeps are burn-in. A binary start that is not binary (a
+    guide's posterior mean) is rounded to the nearest state. Statistic per draw and datum:
+    ``flips``, the units that changed in the sweep. Written by hand: Pyro's samplers enumerate or
     marginalise discrete sites instead of sampling them.
 
     References: S. Geman, D. Geman. Stochastic Relaxation, Gibbs Distributions, and the Bayesian
@@ -176,56 +195,39 @@ class BinaryGibbs(StepKernel):
     Artificial Intelligence 1992.
     """
 
-    name = "Gibbs (binary)"
-
-    @staticmethod
-    def _check_binary(story, batch, z) -> None:
-        trace = poutine.trace(poutine.condition(story.model, data=z)).get_trace(batch)
-        for site in story.latent_sites:
-            support = trace.nodes[site]["fn"].support
-            while isinstance(support, constraints.independent):
-                support = support.base_constraint
-            if support is not constraints.boolean:
-                raise UsageError(
-                    f"the binary Gibbs kernel samples {{0, 1}} latents; site {site!r} of "
-                    f"{type(story).__name__} has support {support}: use nuts"
-                )
+    name = "Gibbs"
 
     def init(self, story, batch, start, warmup) -> _GibbsState:
-        z = {
-            s: start[s].detach().round().clamp(0, 1).to(torch.get_default_dtype()) for s in story.latent_sites
-        }
-        self._check_binary(story, batch, z)
-        return _GibbsState(story, batch, z, torch.zeros(batch.size))
-
-    @staticmethod
-    @torch.no_grad()
-    def _log_joints(story, batch, z: dict[str, torch.Tensor]) -> torch.Tensor:
-        r"""``[2, B]``: :math:`\log p(x, z)` of the two states stacked in ``z`` (``[2, B, ...]``)."""
-        with pyro.plate("particles", 2, dim=PARTICLE_DIM):
-            trace = poutine.trace(poutine.condition(story.model, data=z)).get_trace(batch)
-        total = sum(site["fn"].log_prob(site["value"]) for site in sample_sites(trace))
-        if total.shape != (2, batch.size):
-            raise UsageError(
-                f"the binary Gibbs kernel needs every site of {type(story).__name__} in the data plate "
-                f"(the log joint came out {tuple(total.shape)}, not (2, {batch.size}))"
-            )
-        return total
+        trace = poutine.trace(poutine.condition(story.model, data=start)).get_trace(batch)
+        owner = type(story).__name__
+        unit_values = {s: _unit_values(trace.nodes[s], owner) for s in story.latent_sites}
+        z = {}
+        for s, values in unit_values.items():
+            value = start[s].detach()
+            if values.dtype.is_floating_point and set(values.tolist()) == {0.0, 1.0}:
+                value = value.round().clamp(0, 1)
+            z[s] = value.to(values.dtype)
+        return _GibbsState(story, batch, z, unit_values, torch.zeros(batch.size))
 
     def sample(self, state: _GibbsState) -> _GibbsState:
         story, batch = state.story, state.batch
         z = {s: v.clone() for s, v in state.z.items()}
-        before = torch.cat([v.reshape(batch.size, -1) for v in z.values()], -1)
-        for site in story.latent_sites:
+        before = torch.cat([v.reshape(batch.size, -1).double() for v in z.values()], -1)
+        for site, values in state.values.items():
             units = z[site].reshape(batch.size, -1)  # a view: writes reach z[site]
             for k in range(units.shape[-1]):
-                pair = {s: v.expand(2, *v.shape).clone() for s, v in z.items()}
-                both = pair[site].reshape(2, batch.size, -1)
-                both[0, :, k], both[1, :, k] = 0.0, 1.0
-                log_joint = self._log_joints(story, batch, pair)
-                units[:, k] = torch.bernoulli(torch.sigmoid(log_joint[1] - log_joint[0]))
-        after = torch.cat([v.reshape(batch.size, -1) for v in z.values()], -1)
-        return _GibbsState(story, batch, z, (after != before).sum(-1).to(torch.get_default_dtype()))
+                states = {s: v.expand(len(values), *v.shape).clone() for s, v in z.items()}
+                states[site].reshape(len(values), batch.size, -1)[:, :, k] = values[:, None]
+                logits = replay(story, batch, values_trace(states), len(values)).joint  # [V, B]
+                if logits.shape != (len(values), batch.size):
+                    raise UsageError(
+                        f"the Gibbs kernel needs every site of {type(story).__name__} in the data plate "
+                        f"(the log joint came out {tuple(logits.shape)}, not ({len(values)}, {batch.size}))"
+                    )
+                units[:, k] = values[torch.distributions.Categorical(logits=logits.T).sample()]
+        after = torch.cat([v.reshape(batch.size, -1).double() for v in z.values()], -1)
+        flips = (after != before).sum(-1).to(torch.get_default_dtype())
+        return _GibbsState(story, batch, z, state.values, flips)
 
     def draw(self, state: _GibbsState) -> dict[str, torch.Tensor]:
         return state.z
@@ -253,11 +255,19 @@ class PyroNUTS(StepKernel):
         self.target_accept, self.max_tree_depth = target_accept, max_tree_depth
 
     def init(self, story, batch, start, warmup) -> _NutsState:
+        trace = poutine.trace(poutine.condition(story.model, data=start)).get_trace(batch)
+        continuous = {s: start[s] for s in story.latent_sites if not trace.nodes[s]["fn"].support.is_discrete}
+        if not continuous:
+            raise UsageError(
+                f"the latents of {type(story).__name__} ({', '.join(story.latent_sites)}) are all discrete: NUTS "
+                "moves continuous ones; sample them with gibbs, or score the story with the exact estimator "
+                "(the sum over their values)"
+            )
         nuts = RecordingNUTS(
             story.model,
             target_accept_prob=self.target_accept,
             max_tree_depth=self.max_tree_depth,
-            init_strategy=init_to_value(values=start),
+            init_strategy=init_to_value(values=continuous),
         )
         with torch.enable_grad():  # the potential is differentiated even when the caller's grad is off
             nuts.setup(warmup, batch)
@@ -321,7 +331,7 @@ class NumPyroNUTS(Kernel):
         jax_twin, kind = self.twin_for(story, batch)
         if init is None:
             with seeded(seed, story.device):
-                init = story.prior_sample(batch.size)
+                init = prior_latents(story, batch)
         result = nuts(
             jax_twin,
             batch,

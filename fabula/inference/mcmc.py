@@ -6,6 +6,7 @@ import dataclasses
 
 import pyro
 import torch
+from torch.distributions import constraints
 
 from fabula.errors import SettingsError
 from fabula.inference.base import Inference
@@ -26,8 +27,9 @@ class MCMC(Inference):
     ``chains.info["twin"]`` says which).
 
     MCMC has no variational parameters (``source`` is ``None``) and does not train. A
-    ``guide`` only places the chains' start, at its posterior mean (else each chain starts at a
-    prior draw); it is kept as :attr:`guide`. :meth:`run` samples all ``num_chains`` chains
+    ``guide`` only places the chains' start, at its posterior mean (a draw for a categorical
+    site; else each chain starts at a draw from the story's prior trace); it is kept as
+    :attr:`guide`. :meth:`run` samples all ``num_chains`` chains
     (``warmup`` adapting transitions, then ``num_samples`` kept) with ``seed``; :attr:`chains`
     keeps the last run, per chain, with the kernel's statistics, for
     :func:`fabula.diagnostics.to_arviz`; :meth:`posterior` pools its draws over chains.
@@ -83,9 +85,12 @@ class MCMC(Inference):
 
     @torch.no_grad()
     def _guide_means(self, batch) -> dict[str, torch.Tensor]:
+        """The chains' start: the guide's posterior mean of each continuous or binary site, a
+        draw of each other site (a categorical's mean is no state); a site the guide lacks is
+        left to the kernel (a prior draw)."""
         with evaluation_mode(self.guide):
             trace = pyro.poutine.trace(self.guide).get_trace(batch, self.guide.local_params(batch))
-        return {s: trace.nodes[s]["fn"].mean for s in self.story.latent_sites}
+        return {s: _start(trace.nodes[s]) for s in self.story.latent_sites if s in trace.nodes}
 
     def run(self, batch) -> Chains:
         """Sample every chain for ``batch`` (the story in evaluation mode); the result is also
@@ -141,6 +146,18 @@ class MCMC(Inference):
             )
         chains = self.chains_for(batch)
         return {s: v.reshape(total, *v.shape[2:]) for s, v in chains.samples.items()}
+
+
+def _start(site: dict) -> torch.Tensor:
+    support = site["fn"].support
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    if support.is_discrete and support is not constraints.boolean:
+        return site["value"]
+    try:
+        return site["fn"].mean
+    except NotImplementedError:
+        return site["value"]
 
 
 def _equal(a, b) -> bool:

@@ -1,13 +1,17 @@
 r"""The single-particle ELBO with analytic KL, the default objective and bound.
 
-.. math:: \mathcal L = \sum_b \Big( \log p(x_b \mid z_b) - \sum_s KL\big(q(z_{s,b}) \,\|\, p(z_{s,b})\big) \Big),
-          \qquad z_b \sim q_{\lambda_b}
+.. math:: \mathcal L = \sum_b \Big( \log p(x_b \mid z_b) - \sum_s KL\big(q(z_{s,b}) \,\|\, p(z_{s,b})\big)
+          - \sum_a \log q(a_b) \Big), \qquad z_b, a_b \sim q_{\lambda_b}
 
 It is the estimator of Pyro's ``TraceMeanField_ELBO`` (one particle), computed straight from the
-guide's trace and the story replayed on it: no pruned trace copies, no log-densities of latent
-sites that the KL replaces. A latent site whose KL torch does not know contributes
-:math:`\log q(z) - \log p(z)`, as in Pyro. A guide site that is not reparameterised is refused
-(its gradient would need score-function terms), where Pyro refuses it only with validation on.
+guide's trace and the story replayed on it (:func:`~fabula.traces.elbo_parts`): no pruned trace
+copies, no log-densities of latent sites that the KL replaces. A latent site whose KL torch does
+not know contributes :math:`\log q(z) - \log p(z)`, as in Pyro; so does one whose analytic KL the
+guide's order of draws would bias (Pyro's estimator keeps the biased term and warns under
+validation: fabula keeps the number right and warns once); a guide site the story does not have
+(an auxiliary variable :math:`a`) contributes :math:`-\log q(a)`. A guide site that is not
+reparameterised is refused (its gradient would need score-function terms), where Pyro refuses it
+only with validation on.
 
 References: D. Kingma, M. Welling. Auto-Encoding Variational Bayes. ICLR 2014.
 """
@@ -15,12 +19,14 @@ References: D. Kingma, M. Welling. Auto-Encoding Variational Bayes. ICLR 2014.
 from __future__ import annotations
 
 import torch
-from pyro.distributions.util import scale_and_mask
 from pyro.infer import ELBO
-from torch.distributions import kl_divergence
 
 from fabula.errors import UsageError
-from fabula.traces import sample_sites, trace_pair
+from fabula.traces import elbo_parts, sample_sites, trace_pair
+
+
+def _sum(term) -> torch.Tensor | float:
+    return term.sum() if torch.is_tensor(term) else term
 
 
 class MeanFieldELBO(ELBO):
@@ -34,29 +40,15 @@ class MeanFieldELBO(ELBO):
 
     def differentiable_loss(self, model, guide, *args, **kwargs) -> torch.Tensor:
         model_trace, guide_trace = self._get_trace(model, guide, args, kwargs)
-        elbo = 0.0
-        for site in sample_sites(model_trace):
-            if site["is_observed"]:
-                elbo = (
-                    elbo
-                    + scale_and_mask(site["fn"].log_prob(site["value"]), site["scale"], site["mask"]).sum()
-                )
-                continue
-            q = guide_trace.nodes.get(site["name"])
-            if q is None:
-                raise UsageError(f"the story's latent site {site['name']!r} has no site in the guide")
+        for q in sample_sites(guide_trace):
             if not q["fn"].has_rsample:
                 raise UsageError(
                     f"the mean-field ELBO differentiates through reparameterised draws and guide site "
-                    f"{site['name']!r} is not reparameterised; train with Trace_ELBO (score-function "
+                    f"{q['name']!r} is not reparameterised; train with Trace_ELBO (score-function "
                     "gradients) or TraceEnum_ELBO (the site summed out)"
                 )
-            try:
-                kl = kl_divergence(q["fn"], site["fn"])
-            except NotImplementedError:
-                kl = q["fn"].log_prob(q["value"]) - site["fn"].log_prob(site["value"])
-            elbo = elbo - scale_and_mask(kl, q["scale"], q["mask"]).sum()
-        return -elbo
+        reconstruction, kls = elbo_parts(model_trace, guide_trace)
+        return sum((_sum(kl) for kl in kls.values()), 0.0) - _sum(reconstruction)
 
     def loss(self, model, guide, *args, **kwargs) -> float:
         with torch.no_grad():

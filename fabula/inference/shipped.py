@@ -7,7 +7,7 @@ from dataclasses import dataclass, fields, replace
 
 from fabula.errors import SettingsError
 from fabula.inference.contrastive import contrastive
-from fabula.inference.kernels import BinaryGibbs
+from fabula.inference.kernels import DiscreteGibbs
 from fabula.inference.kinds import InferenceKind, Sampling, Setup, register
 from fabula.inference.mcmc import MCMC
 from fabula.inference.nvil import NVIL
@@ -40,7 +40,9 @@ class RefinementOptions:
     steps: int = setting(20, "refinement steps K", within=COUNT)
     lr: float | None = setting(None, "step size", within=POSITIVE, unset="the run's --refinement-lr")
     momentum: float = setting(0.5, "momentum", within=Range(at_least=0, below=1))
-    clip_norm: float | None = setting(5.0, "per-datum gradient norm clip (none: no clipping)", within=POSITIVE)
+    clip_norm: float | None = setting(
+        5.0, "per-datum gradient norm clip (none: no clipping)", within=POSITIVE
+    )
 
     def __post_init__(self):
         _check(self)
@@ -49,7 +51,12 @@ class RefinementOptions:
         """The setup's refinement with these options (its step size where none is given)."""
         lr = {"lr": self.lr} if self.lr is not None else {}
         return replace(
-            setup.refinement, steps=self.steps, momentum=self.momentum, clip_norm=self.clip_norm, **lr, **extra
+            setup.refinement,
+            steps=self.steps,
+            momentum=self.momentum,
+            clip_norm=self.clip_norm,
+            **lr,
+            **extra,
         )
 
 
@@ -122,11 +129,18 @@ class NUTSOptions(ChainOptions):
     target_accept: float | None = setting(None, "target acceptance rate", within=UNIT_OPEN, unset="0.8")
     max_tree_depth: int | None = setting(None, "maximum tree depth", within=COUNT, unset="10")
     backend: str | None = setting(
-        None, "pyro, or numpyro (chains per datum)", choices=list(MCMC.BACKENDS), unset="the command's --backend"
+        None,
+        "pyro, or numpyro (chains per datum)",
+        choices=list(MCMC.BACKENDS),
+        unset="the command's --backend",
     )
 
     def sampling(self, setup: Setup) -> Sampling:
-        given = {"target_accept": self.target_accept, "max_tree_depth": self.max_tree_depth, "backend": self.backend}
+        given = {
+            "target_accept": self.target_accept,
+            "max_tree_depth": self.max_tree_depth,
+            "backend": self.backend,
+        }
         return replace(super().sampling(setup), **{k: v for k, v in given.items() if v is not None})
 
 
@@ -149,7 +163,9 @@ class NVILOptions:
 
     hidden: tuple[int, ...] = setting((100,), "the baseline's tanh layer sizes, /-separated", within=COUNT)
     scale: float = setting(10.0, "the baseline's output scale", within=POSITIVE)
-    decay: float = setting(0.8, "decay of the signal's running mean and variance", within=Range(at_least=0, below=1))
+    decay: float = setting(
+        0.8, "decay of the signal's running mean and variance", within=Range(at_least=0, below=1)
+    )
 
     def __post_init__(self):
         _check(self)
@@ -213,7 +229,9 @@ for _kind in (
     InferenceKind(
         "svi",
         "per-instance SVI: K refinement steps from the prior; no encoder",
-        lambda s, o: StochasticVI(s.story, s.guide, o.refinement(s), init_scale=o.init_scale, **s.variational()),
+        lambda s, o: StochasticVI(
+            s.story, s.guide, o.refinement(s), init_scale=o.init_scale, **s.variational()
+        ),
         options=SVIOptions,
         leading="steps",
     ),
@@ -266,8 +284,8 @@ for _kind in (
     ),
     InferenceKind(
         "gibbs",
-        "MCMC: single-site Gibbs sweeps over binary local latents (sbn), the story fixed (does not train)",
-        lambda s, o: MCMC(s.story, s.guide, kernel=BinaryGibbs(), **o.sampling(s).arguments(nuts=False)),
+        "MCMC: single-site Gibbs sweeps over finite discrete local latents (sbn, a mixture), the story fixed (does not train)",
+        lambda s, o: MCMC(s.story, s.guide, kernel=DiscreteGibbs(), **o.sampling(s).arguments(nuts=False)),
         options=ChainOptions,
         trains=False,
     ),

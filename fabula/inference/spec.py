@@ -69,7 +69,9 @@ def _read(kind: type, optional: bool, many: bool, text: str, where: str):
         try:
             value = kind(text)
         except ValueError:
-            raise SettingsError(f"{where}: expected {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+            raise SettingsError(
+                f"{where}: expected {'an integer' if kind is int else 'a number'}, got {text!r}"
+            ) from None
         if not math.isfinite(value):
             raise SettingsError(f"{where}: expected a finite number, got {text!r}")
         return value
@@ -91,12 +93,16 @@ def read_options(options: type, leading_option: str | None, spec: Spec, text: st
     unknown = sorted(set(values) - set(known))
     if unknown:
         have = ", ".join(known) or "none"
-        raise SettingsError(f"{text!r}: inference {spec.name!r} has no option {unknown[0]!r} (its options: {have})")
+        raise SettingsError(
+            f"{text!r}: inference {spec.name!r} has no option {unknown[0]!r} (its options: {have})"
+        )
     hints = typing.get_type_hints(options)
     read = {}
     for key, value in values.items():
         kind, optional, many = base_type(hints[key])
-        read[key] = _read(kind, optional, many, value, f"{text!r}: option {key} ({known[key].metadata['help']})")
+        read[key] = _read(
+            kind, optional, many, value, f"{text!r}: option {key} ({known[key].metadata['help']})"
+        )
         choices = known[key].metadata.get("choices")
         if choices and read[key] not in choices:
             raise SettingsError(f"{text!r}: option {key} must be one of {', '.join(choices)}, got {value!r}")

@@ -38,21 +38,13 @@ import math
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions.util import scale_and_mask
 from pyro.infer import Trace_ELBO
 
 from fabula.errors import SettingsError
 from fabula.inference.sources import Encoded
 from fabula.inference.variational import VariationalInference
 from fabula.models.capabilities import Dreams
-from fabula.traces import PARTICLE_DIM, sample_sites
-
-
-def _log_density(trace) -> torch.Tensor:
-    """The sum of the trace's sample sites' scaled log-densities, per draw and datum."""
-    return sum(
-        scale_and_mask(s["fn"].log_prob(s["value"]), s["scale"], s["mask"]) for s in sample_sites(trace)
-    )
+from fabula.traces import PARTICLE_DIM, log_density
 
 
 def log_joint_and_proposal(model, guide, batch, num_particles: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,7 +56,7 @@ def log_joint_and_proposal(model, guide, batch, num_particles: int) -> tuple[tor
         guide_trace.detach_()
         model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(batch)
     shape = (num_particles, batch.size)
-    return _log_density(model_trace).expand(shape), _log_density(guide_trace).expand(shape)
+    return log_density(model_trace).expand(shape), log_density(guide_trace).expand(shape)
 
 
 def refuse_annealing(name: str, settings: dict) -> None:
@@ -103,7 +95,7 @@ class ReweightedWakeSleepLoss:
         r""":math:`-\sum_b \log q_\phi(\tilde h_b \mid \tilde x_b)` over one dream per datum."""
         latents, dreamt = self.story.dream(batch)
         trace = poutine.trace(poutine.condition(self.guide, data=latents)).get_trace(dreamt)
-        return -_log_density(trace).sum()
+        return -log_density(trace).sum()
 
     def differentiable_loss(self, model, guide, batch) -> torch.Tensor:
         log_p, log_q = log_joint_and_proposal(model, guide, batch, self.num_particles)

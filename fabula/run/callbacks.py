@@ -74,7 +74,11 @@ class ByCapability:
 
     def _chosen(self, epoch: Epoch) -> list:
         story = epoch.inference.story
-        return [c for c, protocol in ((Topics(), HasTopics), (MixtureDiagnostics(), HasComponents)) if isinstance(story, protocol)]
+        return [
+            c
+            for c, protocol in ((Topics(), HasTopics), (MixtureDiagnostics(), HasComponents))
+            if isinstance(story, protocol)
+        ]
 
     def measure(self, epoch: Epoch) -> dict:
         figures = {}

@@ -42,7 +42,11 @@ class CompareSettings:
             trainable(spec)
 
 
-COMPARE_DEFAULTS = {"inference": {"anneal": None}, "optimizer": {"clip_norm": 5.0}, "run": {"epochs": 2, "batch_size": 50}}
+COMPARE_DEFAULTS = {
+    "inference": {"anneal": None},
+    "optimizer": {"clip_norm": 5.0},
+    "run": {"epochs": 2, "batch_size": 50},
+}
 """Where a comparison's training differs from a story's own defaults: a short first try, no KL
 annealing, gradients clipped."""
 
@@ -62,7 +66,9 @@ def _build(config: TrainConfig, spec: str, build_pair, splits, learn_story: bool
     return build(spec, setup)
 
 
-def estimate_seconds(config: TrainConfig, build_pair, splits, settings: CompareSettings, learn_story=True) -> dict:
+def estimate_seconds(
+    config: TrainConfig, build_pair, splits, settings: CompareSettings, learn_story=True
+) -> dict:
     """Seconds each kind's training will take, from the time of two steps of a throwaway copy."""
     out, run = {}, config.run
     for spec in settings.inference:
@@ -103,7 +109,9 @@ def compare(
         history = [{"loss": float("nan")}]
         if _trains_something(inference):
             with pyro.validation_enabled(False):
-                history = inference.fit(splits["train"], run.epochs, run.batch_size, run.seed, progress=progress)
+                history = inference.fit(
+                    splits["train"], run.epochs, run.batch_size, run.seed, progress=progress
+                )
         seconds = time.perf_counter() - start
         if isinstance(inference.story, Undirected):
             estimator, elbo = default_estimator(inference.story), None

@@ -57,7 +57,9 @@ class DataSettings:
                 "nor a folder or file that exists"
             )
         if self.data_dir is not None and self.data not in DATASETS:
-            raise SettingsError("--data-dir locates a registered dataset; give your own files' path as --data")
+            raise SettingsError(
+                "--data-dir locates a registered dataset; give your own files' path as --data"
+            )
 
     @property
     def own(self) -> bool:
@@ -206,4 +208,3 @@ class TrainConfig:
         return cls(
             saved["story"], **{name: from_dict(part, saved.get(name, {})) for name, part in parts.items()}
         )
-

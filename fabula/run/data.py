@@ -37,7 +37,12 @@ def data_description(config: TrainConfig) -> dict:
     if config.data.data == SYNTHETIC:
         return {"name": SYNTHETIC, "kind": reads, "seed": config.run.seed}
     if config.data.own:  # its held-out splits are added once the files are read
-        return {"name": OWN, "path": str(Path(config.data.data).resolve()), "kind": reads, "seed": config.run.seed}
+        return {
+            "name": OWN,
+            "path": str(Path(config.data.data).resolve()),
+            "kind": reads,
+            "seed": config.run.seed,
+        }
     data_dir = str(Path(config.data.data_dir).resolve()) if config.data.data_dir else None
     return {"name": config.data.data, "data_dir": data_dir}
 

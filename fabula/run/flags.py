@@ -45,7 +45,9 @@ def add_arguments(
         else:
             default = (defaults or {}).get(f.name, default_of(f))
             shown = "none" if default is None else (" ".join(map(str, default)) if many else default)
-            kwargs.update(default=default, help=f"{f.metadata.get('help', f.name)}{within}{unset} (default: {shown})")
+            kwargs.update(
+                default=default, help=f"{f.metadata.get('help', f.name)}{within}{unset} (default: {shown})"
+            )
         if optional:
             kind = _or_none(kind)
         if kind is bool:
@@ -93,5 +95,3 @@ def from_arguments(cls, args: argparse.Namespace, prefix: str):
     flagged = [f.name for f in fields(cls) if hasattr(args, f"{prefix}.{f.name}")]
     values = {name: getattr(args, f"{prefix}.{name}") for name in flagged}
     return from_dict(cls, values)
-
-

@@ -56,9 +56,14 @@ def _check_vocabulary_entry(path: Path, meta: dict) -> None:
     listed = {k: v for k, v in vocab.items() if k != "words"} if isinstance(vocab, dict) else vocab
     check_arguments(path, "metadata/vocab", listed, {"size": (int, True), "sha256": (str, True)})
     if own and words is None:
-        raise field_error(path, "metadata/vocab/words", "is missing (a run on your own files keeps its words)")
+        raise field_error(
+            path, "metadata/vocab/words", "is missing (a run on your own files keeps its words)"
+        )
     if words is not None and not (
-        own and isinstance(words, list) and len(words) == vocab["size"] and all(isinstance(w, str) for w in words)
+        own
+        and isinstance(words, list)
+        and len(words) == vocab["size"]
+        and all(isinstance(w, str) for w in words)
     ):
         raise field_error(path, "metadata/vocab/words", "is not the list of the vocabulary's words")
 

@@ -40,8 +40,6 @@ def likelihood_objective(story_settings, inference, guide=None):
     return continuous_objective(story_settings, inference, guide=None)
 
 
-
-
 def by_supports(story_settings, inference, guide=None):
     """The objective of a user's story by its guide's sites
     (:func:`~fabula.inference.objectives.default_objective`): finite discrete latents summed out

@@ -31,5 +31,3 @@ def fit_reference(generator, kind: str, train, seed: int, progress: bool = True)
         print(f"fitting a guide for the corpus's generating story ({epochs} epochs; --no-reference skips it)")
     reference.fit(train, epochs=epochs, batch_size=64, seed=seed, progress=progress)
     return reference
-
-

@@ -11,7 +11,9 @@ and shapes are checked against the modules they are loaded into. Every refusal i
 :class:`~fabula.errors.RunError` naming the file and the field.
 
 Files are written to a temporary name and renamed over the old one, so a crash never leaves a
-half-written checkpoint.
+half-written checkpoint. A file is read through one open descriptor, its checksum and tensors
+from the same bytes, so a checkpoint renamed over it meanwhile (a trainer committing the next
+epoch) is never mixed into the one being read.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, safe_open, save
+from safetensors.torch import load, save
 
 from fabula.errors import RunError
 
@@ -211,9 +213,8 @@ def save_checkpoint(
     atomic_write(Path(path), lambda tmp: _write_bytes(tmp, data))
 
 
-def _parse(path: Path, text: str) -> dict:
-    """The JSON header ``text``, refused unless it nests at most :data:`MAX_DEPTH` deep (checked
-    before parsing) and is ``{"metadata": {...}, "state": ...}``."""
+def _depth(text: str) -> int:
+    """How deep the JSON ``text`` nests, found without parsing it."""
     depth = deepest = 0
     for token in _JSON_TOKEN.finditer(text):
         bracket = token.group()
@@ -222,6 +223,13 @@ def _parse(path: Path, text: str) -> dict:
             deepest = max(deepest, depth)
         elif bracket in ("]", "}"):
             depth -= 1
+    return deepest
+
+
+def _parse(path: Path, text: str) -> dict:
+    """The JSON header ``text``, refused unless it nests at most :data:`MAX_DEPTH` deep (checked
+    before parsing) and is ``{"metadata": {...}, "state": ...}``."""
+    deepest = _depth(text)
     if deepest > MAX_DEPTH:
         raise field_error(
             path, "fabula", f"nests {deepest} deep (a checkpoint's header nests at most {MAX_DEPTH})"
@@ -242,6 +250,39 @@ def _parse(path: Path, text: str) -> dict:
     return header
 
 
+def _header(text: str) -> dict:
+    """A safetensors header, the JSON ``text``, parsed only once shown to nest no deeper than a
+    header may."""
+    if _depth(text) > MAX_DEPTH:
+        raise ValueError("the safetensors header nests too deep")
+    header = json.loads(text)
+    if not isinstance(header, dict):
+        raise ValueError("the safetensors header is not a JSON object")
+    return header
+
+
+def _stored(data: bytes) -> dict:
+    """The string metadata of the safetensors file ``data`` (its header's length in 8
+    little-endian bytes, then the header), once safetensors has checked the header."""
+    size = int.from_bytes(data[:8], "little")
+    return _header(data[8 : 8 + size].decode()).get("__metadata__") or {}
+
+
+def peek_metadata(path: str | Path) -> dict | None:
+    """The metadata of the checkpoint at ``path`` as its header says, reading neither its tensors
+    nor its checksum: unverified, for a cheap look before a decision that
+    :func:`load_checkpoint` then confirms. ``None`` where the header cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            size = int.from_bytes(f.read(8), "little")
+            if size > os.fstat(f.fileno()).st_size:
+                return None
+            text = f.read(size).decode()
+        return _parse(Path(path), _header(text)["__metadata__"]["fabula"])["metadata"]
+    except (OSError, ValueError, KeyError, TypeError):  # RunError is an OSError
+        return None
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
     """Read a checkpoint written by :func:`save_checkpoint` (safetensors only, no pickle; tensors
     on the CPU), refusing a damaged or malformed one in one line naming the file and the field."""
@@ -249,13 +290,17 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if not path.is_file():
         raise RunError(f"{path}: no checkpoint")
     try:
-        with safe_open(str(path), framework="pt") as f:
-            stored = f.metadata() or {}
-        tensors = load_file(str(path))
-    except SafetensorError as e:
-        raise RunError(f"{path}: not a fabula checkpoint ({e})") from None
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:  # removed since it was looked at
+        raise RunError(f"{path}: no checkpoint") from None
     except OSError as e:
         raise RunError(f"{path}: cannot read it ({e.strerror})") from None
+    try:
+        tensors = load(data)  # safetensors checks the header and every tensor's extent first
+        stored = _stored(data)
+    except (SafetensorError, ValueError) as e:
+        raise RunError(f"{path}: not a fabula checkpoint ({e})") from None
     if set(stored) == {"fabula"}:
         raise RunError(f"{path}: has no checksum to verify it by (written by an older fabula?)")
     if set(stored) != {"fabula", "sha256"}:

@@ -152,7 +152,9 @@ def cmd_evaluate(args) -> int:
     _threads(args)
     run = load_run(args.run, data_dir=args.data_dir, device=_device(args))
     data = _split(run, args.split)
-    estimator = parse_estimator(args.estimator) if args.estimator else default_estimator(run.inference.story)
+    estimator = (
+        parse_estimator(args.estimator) if args.estimator else default_estimator(run.inference.story, data)
+    )
     report = evaluate(run.inference, data, estimator, args.batch_size, progress=not args.json)
     result = {
         **report.summary(),
@@ -285,7 +287,9 @@ def _compare_config(args, kinds: tuple[str, ...]) -> TrainConfig:
         raise UsageError("the rnnlm story has no latent: there is no inference to compare")
     r = recipe(args.story)
     parts = TrainConfig.parts(args.story)
-    values = {name: to_dict(from_arguments(part, args, name)) for name, part in parts.items() if name != "model"}
+    values = {
+        name: to_dict(from_arguments(part, args, name)) for name, part in parts.items() if name != "model"
+    }
     values["data"] = {"data": args.data, "data_dir": args.data_dir}
     values["inference"]["inference"] = kinds[0]  # each row is built with its own
     if args.story not in STORIES:
@@ -350,7 +354,9 @@ def cmd_diagnose(args) -> int:
         )
     story = run.inference.story
     batch = data.batch(index, story.device)
-    sampling = Sampling(num_samples=args.samples, warmup=args.warmup, num_chains=args.chains, backend=args.backend)
+    sampling = Sampling(
+        num_samples=args.samples, warmup=args.warmup, num_chains=args.chains, backend=args.backend
+    )
 
     setup = inspection_setup(run.config, run.inference, run.splits, sampling, args.refinement_lr)
 
@@ -427,13 +433,21 @@ def _component(text: str) -> tuple[int, int]:
 
 def _inference_help(trains: bool | None = None) -> str:
     """The registered kinds, one per paragraph: name, summary and options (``NAME:key=value,...``)."""
-    lines = ["inference kinds (--inference NAME or NAME:key=value,...; a bare first value sets the [leading] option):"]
+    lines = [
+        "inference kinds (--inference NAME or NAME:key=value,...; a bare first value sets the [leading] option):"
+    ]
     for k in KINDS.values():
         if trains is None or k.trains == trains:
-            lines.append(textwrap.fill(f"{k.name}: {k.summary}", 100, initial_indent="  ", subsequent_indent="      "))
+            lines.append(
+                textwrap.fill(f"{k.name}: {k.summary}", 100, initial_indent="  ", subsequent_indent="      ")
+            )
             options = describe(k.options, k.leading)
             if options:
-                lines.append(textwrap.fill(f"options: {options}", 100, initial_indent="      ", subsequent_indent="        "))
+                lines.append(
+                    textwrap.fill(
+                        f"options: {options}", 100, initial_indent="      ", subsequent_indent="        "
+                    )
+                )
     return "\n".join(lines)
 
 
@@ -443,7 +457,9 @@ def _add_settings(parser, story: str, cls, part: str, defaults: dict | None = No
     try:
         add_arguments(parser, cls, part, defaults)
     except argparse.ArgumentError as e:
-        raise SettingsError(f"a setting of the {story} story clashes with the command's own flags: {e}") from None
+        raise SettingsError(
+            f"a setting of the {story} story clashes with the command's own flags: {e}"
+        ) from None
 
 
 def _story_named(argv: list[str]) -> str | None:
@@ -667,11 +683,14 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     c.add_argument(
         "--story",
         default="lstm-vae",
-        help="a registered story but rnnlm (" + ", ".join(s for s in story_names() if s != "rnnlm")
+        help="a registered story but rnnlm ("
+        + ", ".join(s for s in story_names() if s != "rnnlm")
         + "), or a module:Class path to your own (default: lstm-vae)",
     )
     data = {f.name: f for f in fields(DataSettings)}
-    c.add_argument("--data", default=SYNTHETIC, help=data["data"].metadata["help"] + f" (default: {SYNTHETIC})")
+    c.add_argument(
+        "--data", default=SYNTHETIC, help=data["data"].metadata["help"] + f" (default: {SYNTHETIC})"
+    )
     c.add_argument("--data-dir", help=data["data_dir"].metadata["help"])
     if plugin:  # a user's story is sized by its own flags
         _add_settings(c, plugin, recipe(plugin).settings, "model")
@@ -682,7 +701,12 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             default=2,
             help=f"size of z (the rsm: its hidden units), {COUNT} (default: 2, the oracle's)",
         )
-        c.add_argument("--hidden-dim", type=number(int, COUNT), default=100, help=f"network sizes, {COUNT} (default: 100)")
+        c.add_argument(
+            "--hidden-dim",
+            type=number(int, COUNT),
+            default=100,
+            help=f"network sizes, {COUNT} (default: 100)",
+        )
     c.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
     add_arguments(c, CompareSettings, "compare")
     story = named or "lstm-vae"

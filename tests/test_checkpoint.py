@@ -1,4 +1,7 @@
 import json
+import os
+import threading
+import time
 
 import pytest
 import torch
@@ -54,6 +57,53 @@ def test_a_file_that_is_not_a_checkpoint_is_refused(tmp_path):
         load_checkpoint(bad)
     with pytest.raises(RunError, match="no checkpoint"):
         load_checkpoint(tmp_path / "none.safetensors")
+
+
+def test_a_checkpoint_renamed_over_the_one_being_read_is_never_mixed_into_it(tmp_path):
+    """A trainer commits by renaming a new file over the checkpoint: a reader meanwhile gets the
+    old file or the new one, whole, never a false "damaged" or a raw error."""
+    saved = {}
+    for epoch in (1, 2):
+        torch.manual_seed(epoch)
+        module = torch.nn.Linear(256, 256)
+        path = tmp_path / f"{epoch}.safetensors"
+        save_checkpoint(path, {"m": module}, {"steps": torch.full((1000 * epoch,), epoch)}, {"epoch": epoch})
+        saved[epoch] = (path.read_bytes(), module.state_dict())
+    target = tmp_path / "checkpoint.safetensors"
+    target.write_bytes(saved[1][0])
+    stop, renames, failures = threading.Event(), [0], []
+
+    def commit_in_a_loop():
+        try:
+            while not stop.is_set():
+                for epoch, (data, _) in saved.items():
+                    tmp = tmp_path / f".checkpoint.safetensors.tmp{epoch}"
+                    tmp.write_bytes(data)
+                    os.replace(tmp, target)
+                    renames[0] += 1
+        except BaseException as e:  # reported by the main thread
+            failures.append(e)
+
+    writer = threading.Thread(target=commit_in_a_loop)
+    writer.start()
+    seen, loads, deadline = set(), 0, time.monotonic() + 2.0
+    try:  # a few hundred loads, or as many as 2 seconds allow while the writer has renamed too few
+        while loads < 300 or renames[0] < 100:
+            checkpoint = load_checkpoint(target)
+            epoch = checkpoint.metadata["epoch"]
+            assert checkpoint.metadata == {"epoch": epoch} and epoch in saved
+            for key, value in saved[epoch][1].items():
+                assert torch.equal(checkpoint.weights["m"][key], value), (epoch, key)
+            assert torch.equal(checkpoint.state["steps"], torch.full((1000 * epoch,), epoch))
+            seen.add(epoch)
+            loads += 1
+            if time.monotonic() > deadline:
+                break
+    finally:
+        stop.set()
+        writer.join()
+    assert not failures, failures
+    assert loads >= 20 and renames[0] >= 20 and seen == {1, 2}, (loads, renames, seen)
 
 
 def small_config(**kw):

@@ -142,9 +142,11 @@ def test_runs_killed_at_random_points_resume_to_the_uninterrupted_run(seed, tmp_
             child.send_signal(signal.SIGKILL)
             stderr = child.communicate()[1].decode()
     assert child.returncode in (-signal.SIGKILL, 0), stderr
-    if RunDirectory(run).load().metadata["epoch"] < EPOCHS:  # killed while training
+    done = RunDirectory(run).load().metadata["epoch"]
+    if done < EPOCHS:  # killed while training
         assert (run / RunDirectory.LOCK).exists()
-    assert main(train_args(run, resume=True)) == 0  # the lock the dead child left is taken over
+    # the lock the dead child left is taken over; a resume with no epoch left to train is refused
+    assert main(train_args(run, resume=True)) == (0 if done < EPOCHS else 2)
     assert_same_run(run, straight)
 
 
@@ -398,3 +400,32 @@ def test_an_out_below_a_file_is_one_line(tmp_path, capsys):
 def test_no_epochs_is_refused_and_writes_nothing(tmp_path, capsys):
     assert main(train_args(tmp_path / "run", epochs=0)) == 2
     assert "epochs" in capsys.readouterr().err and not (tmp_path / "run").exists()
+
+
+def snapshot(run):
+    """Every file in ``run`` with its bytes and modification time."""
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in run.iterdir()}
+
+
+def test_a_resume_that_would_train_no_epoch_is_refused_and_writes_nothing(
+    one_epoch, straight, tmp_path, capsys
+):
+    def refused(run, epochs, done):
+        assert main(train_args(run, epochs=epochs, resume=True)) == 2
+        assert capsys.readouterr().err == (
+            f"fabula train: error: the run in {run} has trained {done}; --epochs {epochs} would "
+            f"train none: ask for more than {done.split()[0]} to continue it\n"
+        )
+
+    for source, epochs, done in ((one_epoch, 1, "1 epoch"), (straight, 3, f"{EPOCHS} epochs")):
+        run = tmp_path / source.parent.name
+        shutil.copytree(source, run)
+        before = snapshot(run)
+        refused(run, epochs, done)
+        assert snapshot(run) == before
+    # left as a writer killed after its last checkpoint leaves it: put in order, then refused
+    (run / RunDirectory.LOCK).write_text(json.dumps({"pid": 2**22 + 1, "host": "gone", "started": "then"}))
+    metrics = run / RunDirectory.METRICS
+    metrics.write_text(metrics.read_text().splitlines()[0] + "\n")
+    refused(run, EPOCHS, f"{EPOCHS} epochs")
+    assert_same_run(run, straight)

@@ -428,15 +428,21 @@ def spec_of(estimator: Estimator) -> str:
     return estimator.name if estimator.name == Exact.name else f"{estimator.name}:{estimator.samples}"
 
 
-def default_estimator(story, batch=None) -> Estimator:
+def default_estimator(story, data=None) -> Estimator:
     """The best figure a story supports without asking: exact where it has one (its own
-    likelihood, or, judged on ``batch``, the sum over latents that are all finite), AIS along the
+    likelihood, or, judged on a batch of ``data``, the sum over latents that are all finite), AIS along the
     length for a :class:`~fabula.models.capabilities.LengthTempered` story (the RSM), AIS along
     the temperature for another undirected one, else the ELBO."""
     if isinstance(story, LengthTempered):
         return AIS()
     if isinstance(story, Undirected):
         return TemperedAIS()
-    if isinstance(story, ExactLikelihood) or (batch is not None and summable(story, batch)):
+    if isinstance(story, ExactLikelihood):
+        return Exact()
+    if (
+        data is not None
+        and len(data)
+        and summable(story, data.batch(torch.arange(min(len(data), 8)), story.device))
+    ):
         return Exact()
     return ELBO()

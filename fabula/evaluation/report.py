@@ -89,8 +89,7 @@ def evaluate(
     reported too. Story and guide are evaluated without dropout.
     """
     if estimator is None:
-        first = next(iter(data.batches(batch_size, device=inference.story.device)), None)
-        estimator = default_estimator(inference.story, first)
+        estimator = default_estimator(inference.story, data)
     elif isinstance(estimator, str):
         estimator = parse_estimator(estimator)
     estimator.check(inference)

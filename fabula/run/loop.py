@@ -28,7 +28,7 @@ from fabula.run.config import TrainConfig
 from fabula.run.data import check_vocabulary, data_description, eval_split, load_data, read_own
 from fabula.run.plan import build_story, inference_setup
 from fabula.run.reference import fit_reference, reference_inference
-from fabula.run.resume import check_resumed, rank_seed, restore_training_state
+from fabula.run.resume import check_epochs_left, check_resumed, rank_seed, restore_training_state
 from fabula.run.stories import recipe
 from fabula.rundir import RunDirectory
 
@@ -58,6 +58,8 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
     device = resolve(config.run.device)
     set_precision(device, config.run.precision)
     directory = RunDirectory(out)
+    if resume:
+        check_epochs_left(config, directory)
     with distributed.process_group(device) as here, contextlib.ExitStack() as held:
         checkpoint = distributed.on_main(lambda: held.enter_context(directory.training(resume)))
         try:
@@ -155,7 +157,9 @@ def _train(
     parallel = distributed.active()
     inference.trainer.configure(device, run.precision, inference.modules() if parallel else None)
     data = splits["train"].data_parallel(here.rank, here.size) if parallel else splits["train"]
-    split = "train" if isinstance(inference.source, Tabulated) else eval_split(splits)  # a table scores its own data only
+    split = (
+        "train" if isinstance(inference.source, Tabulated) else eval_split(splits)
+    )  # a table scores its own data only
 
     def measure(context: Epoch) -> dict:
         figures = {}
@@ -180,14 +184,18 @@ def _train(
             start = time.perf_counter()
             metrics = train_epoch(inference, data, run.batch_size, run.seed, epoch, run.epochs, progress)
             metrics["train_seconds"] = time.perf_counter() - start
-            report = evaluate_parallel(inference, splits[split], r.evaluation).summary() if r.evaluation else {}
+            report = (
+                evaluate_parallel(inference, splits[split], r.evaluation).summary() if r.evaluation else {}
+            )
             metrics["eval_split"] = split
             metrics.update({f"eval_{k}": v for k, v in report.items() if k not in ("estimator", "samples")})
             context = Epoch(inference, splits[split], vocab.words, directory.path, [])
             metrics.update(distributed.on_main(functools.partial(measure, context)))
             check_finite(metrics, epoch + 1)
             rngs = distributed.gather(rng_state(device))
-            local = distributed.gather(inference.local_state() if isinstance(inference, RankLocalState) else None)
+            local = distributed.gather(
+                inference.local_state() if isinstance(inference, RankLocalState) else None
+            )
             distributed.on_main(functools.partial(commit, context, epoch + 1, metrics, rngs, local))
             history.append(metrics)
     return history

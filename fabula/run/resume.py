@@ -11,11 +11,12 @@ import pyro
 import torch
 
 from fabula import distributed
-from fabula.checkpoint import Checkpoint, field_error, set_rng_state
+from fabula.checkpoint import Checkpoint, field_error, peek_metadata, set_rng_state
 from fabula.errors import SettingsError
 from fabula.inference.base import RankLocalState
 from fabula.run.config import TrainConfig
 from fabula.run.load import check_run
+from fabula.rundir import RunDirectory
 
 
 class WorldSizeChanged(UserWarning):
@@ -99,8 +100,34 @@ def restore_training_state(inference, checkpoint: Checkpoint, device: torch.devi
     pyro.set_rng_seed(rank_seed(config["seed"] + checkpoint.metadata["epoch"], here.rank))
 
 
+def _check_epochs(out: Path, done: int, epochs: int) -> None:
+    """Refuse to resume a run that has trained ``done`` epochs up to ``epochs``, if that trains none."""
+    if epochs <= done:
+        raise SettingsError(
+            f"the run in {out} has trained {done} epoch{'s' if done != 1 else ''}; --epochs {epochs} "
+            f"would train none: ask for more than {done} to continue it"
+        )
+
+
+def check_epochs_left(config: TrainConfig, directory: RunDirectory) -> None:
+    """Refuse, before the run directory is locked or written, to resume it up to a number of
+    epochs it has already trained. Its checkpoint's header is looked at first; only where that
+    says there is nothing to train is the checkpoint loaded and verified, to refuse on what it
+    really holds. A directory whose last writer was killed (its lock file left behind) is left
+    to :func:`check_resumed`, once the resume has put it in order (its metrics rewritten from
+    the checkpoint, the lock and unfinished writes cleared)."""
+    if directory.lock_path.exists():
+        return
+    epochs = config.run.epochs
+    done = (peek_metadata(directory.checkpoint_path) or {}).get("epoch")
+    if type(done) is int and epochs <= done:
+        _check_epochs(directory.path, directory.load().metadata["epoch"], epochs)
+
+
 def check_resumed(config: TrainConfig, checkpoint: Checkpoint, out: Path) -> None:
-    """Refuse to resume ``checkpoint`` with settings other than its own (but the epochs and the device)."""
+    """Refuse to resume ``checkpoint`` with settings other than its own (but the epochs and the
+    device), or up to a number of epochs it has already trained."""
+    _check_epochs(out, checkpoint.metadata["epoch"], config.run.epochs)
     saved = check_run(checkpoint)
     saved.run.epochs, saved.run.device = config.run.epochs, config.run.device
     if saved.story != config.story:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 import warnings
 import weakref
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pyro
@@ -107,6 +108,25 @@ def summable(story, batch) -> bool:
     return size <= MAX_ENUMERATION
 
 
+@torch.no_grad()
+def enumerated_posterior(story, batch) -> dict[str, torch.Tensor]:
+    r"""The exact posterior of a story whose every latent site is finite (:func:`summable`), by
+    enumeration: for each site its marginal :math:`p(c \mid x_b)` over its values, ``{site:
+    [B, K]}`` in the order of ``enumerate_support``; refused, naming the size, where the joint
+    values exceed :data:`MAX_ENUMERATION` or a latent is not finite."""
+    trace, summed = _trace(story, batch, values_trace({}), DATA_DIM - 1)
+    total = sum((s["log_prob"] for s in sample_sites(trace)), torch.zeros((), device=story.device))
+    total = total.expand(*total.shape[:-1], batch.size)
+    log_z = total.reshape(-1, batch.size).logsumexp(0)
+    out = {}
+    for name in summed:
+        dim = trace.nodes[name]["infer"]["_enumerate_dim"]
+        others = [d for d in range(total.dim() - 1) if d != total.dim() + dim]
+        marginal = total.logsumexp(others, keepdim=True) if others else total
+        out[name] = (marginal.reshape(-1, batch.size) - log_z).exp().T
+    return out
+
+
 # story -> {training flag: broadcasts}; a story's answer is kept while it lives
 _BROADCASTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _WARNED: set[type] = set()
@@ -125,7 +145,8 @@ def replay(story, batch, draws: poutine.Trace, num_samples: int) -> Replay:
 def _broadcasts(story, batch, draws, num_samples) -> bool:
     known = _BROADCASTS.setdefault(story, {})
     if story.training not in known:
-        known[story.training] = reason = _vectorisation_fault(story, batch, draws, num_samples)
+        with torch.no_grad(), _buffers_kept(story):
+            known[story.training] = reason = _vectorisation_fault(story, batch, draws, num_samples)
         if reason is not None and type(story) not in _WARNED:
             _WARNED.add(type(story))
             warnings.warn(
@@ -136,6 +157,17 @@ def _broadcasts(story, batch, draws, num_samples) -> bool:
                 stacklevel=3,
             )
     return known[story.training] is None
+
+
+@contextmanager
+def _buffers_kept(story):
+    """The story's buffers (a batch norm's running statistics) as they were before the block."""
+    saved = {name: b.clone() for name, b in story.named_buffers()}
+    try:
+        yield
+    finally:
+        for name, b in story.named_buffers():
+            b.copy_(saved[name])
 
 
 def _vectorisation_fault(story, batch, draws, num_samples) -> str | None:

@@ -94,9 +94,10 @@ def elbo_parts(
     unsafe = tuple(n for n in latent if n not in safe and n in guide_trace.nodes and analytic_kl)
     if unsafe and unsafe not in _WARNED_ORDERS:
         _WARNED_ORDERS.add(unsafe)
+        order = [s["name"] for s in sample_sites(guide_trace) if s["name"] in latent]
         warnings.warn(
-            f"the guide draws {list(unsafe)} after sites the story draws before them, so an analytic KL there "
-            "would be biased; their Monte Carlo term log q(z) - log p(z) is used instead",
+            f"the guide draws {order}, the story {latent}: an analytic KL of {list(unsafe)} at the guide's draws "
+            "would be biased, so their Monte Carlo term log q(z) - log p(z) is used instead",
             TraceOrderWarning,
             stacklevel=2,
         )

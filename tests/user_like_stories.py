@@ -927,6 +927,28 @@ def pyro_iw(
     return bound if per_datum else float(bound.sum())
 
 
+def _draw(values: dict, s: int) -> poutine.Trace:
+    trace = poutine.Trace()
+    for name, value in values.items():
+        trace.add_node(name, name=name, type="sample", is_observed=False, value=value[s], infer={}, fn=None)
+    return trace
+
+
+def pyro_log_joint(story, batch, values: dict, num_draws: int) -> torch.Tensor:
+    r"""``[S, B]``: :math:`\log p(x, z_s)` by Pyro, each draw replayed alone
+    (``Trace.compute_log_prob``: scales and masks), latent sites without a value summed out one
+    conditioned trace per value."""
+    rows = []
+    for s in range(num_draws):
+        draw = _draw(values, s)
+        trace = poutine.trace(poutine.replay(story.model, trace=draw)).get_trace(batch)
+        missing = [x for x in _sample_sites(trace) if not x["is_observed"] and x["name"] not in values]
+        rows.append(
+            _log_joint_summed(story.model, batch, draw, missing) if missing else _per_datum(trace, batch.size)
+        )
+    return torch.stack(rows)
+
+
 def exact_log_marginal(story, batch) -> torch.Tensor:
     r""":math:`\log p(x_b)` per datum (``[B]``, float64) with every site's scale and mask as
     Pyro applies them (the limit of :func:`pyro_iw` as :math:`S \to \infty`).

@@ -160,6 +160,15 @@ class _GibbsState:
     flips: torch.Tensor  # [B]: units that changed in the last sweep
 
 
+def refuse_no_latents(story, sampler: str) -> None:
+    """A story without latent sites has no posterior for ``sampler`` to draw."""
+    if not story.latent_sites:
+        raise UsageError(
+            f"{type(story).__name__} has no latent sites, so {sampler} has no posterior to sample; its "
+            "log p(x) is exact (the exact estimator)"
+        )
+
+
 def _unit_values(site: dict, owner: str) -> torch.Tensor:
     """``[K]``: the values one unit of a finite discrete latent ``site`` takes (one coordinate
     of its event; the site itself when it has none), refusing any other site."""
@@ -198,6 +207,7 @@ class DiscreteGibbs(StepKernel):
     name = "Gibbs"
 
     def init(self, story, batch, start, warmup) -> _GibbsState:
+        refuse_no_latents(story, "the Gibbs kernel")
         trace = poutine.trace(poutine.condition(story.model, data=start)).get_trace(batch)
         owner = type(story).__name__
         unit_values = {s: _unit_values(trace.nodes[s], owner) for s in story.latent_sites}
@@ -255,13 +265,14 @@ class PyroNUTS(StepKernel):
         self.target_accept, self.max_tree_depth = target_accept, max_tree_depth
 
     def init(self, story, batch, start, warmup) -> _NutsState:
+        refuse_no_latents(story, "NUTS")
         trace = poutine.trace(poutine.condition(story.model, data=start)).get_trace(batch)
         continuous = {s: start[s] for s in story.latent_sites if not trace.nodes[s]["fn"].support.is_discrete}
         if not continuous:
             raise UsageError(
                 f"the latents of {type(story).__name__} ({', '.join(story.latent_sites)}) are all discrete: NUTS "
-                "moves continuous ones; sample them with gibbs, or score the story with the exact estimator "
-                "(the sum over their values)"
+                "moves continuous ones; sample them with gibbs, or sum them out: the exact estimator and "
+                "fabula.particles.enumerated_posterior"
             )
         nuts = RecordingNUTS(
             story.model,

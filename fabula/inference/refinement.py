@@ -176,7 +176,7 @@ def _clip_factors(grads: dict[str, torch.Tensor], clip_norm: float | None) -> to
     """Per-datum factors that bring the gradient's norm down to ``clip_norm`` (1 below it)."""
     if clip_norm is None:
         return 1.0
-    norm = torch.sqrt(sum(g.flatten(1).pow(2).sum(1) for g in grads.values()))
+    norm = torch.sqrt(sum(g.reshape(g.shape[0], -1).pow(2).sum(1) for g in grads.values()))
     return (clip_norm / (norm + 1e-12)).clamp(max=1.0)
 
 

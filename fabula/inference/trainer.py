@@ -114,8 +114,8 @@ class Trainer:
 
     def descend(self, loss: Callable[[], torch.Tensor], *names: str, step: int) -> float:
         """One gradient step of the groups ``names`` on the tensor ``loss()`` returns (their
-        gradients clipped together); ``step`` (1-based) names the step in the error a non-finite
-        loss raises. The value returned (and checked) is the loss averaged over the data-parallel
+        gradients clipped together; a group without parameters, a story with none to learn, say,
+        is skipped); ``step`` (1-based) names the step in the error a non-finite loss raises. The value returned (and checked) is the loss averaged over the data-parallel
         ranks, so that every rank decides alike from it."""
         with tensor_cores(self.precision):
             with autocast(self.device, self.precision):
@@ -127,6 +127,9 @@ class Trainer:
                 raise DivergenceError(
                     f"non-finite loss {value} at step {step}; lower the learning rate or set a clip norm"
                 )
+            names = [n for n in names if n in self.optimizers]
+            if not names:
+                return value
             optimizers = [self.optimizers[n] for n in names]
             for optimizer in optimizers:
                 optimizer.zero_grad(set_to_none=True)

@@ -23,6 +23,7 @@ from fabula.inference.objectives import bound_of
 from fabula.inference.trainer import EpochDecay, Trainer, fit
 from fabula.inference.updates import Joint
 from fabula.inference.word_dropout import word_dropout
+from fabula.models.capabilities import Undirected
 
 
 class VariationalInference(Inference):
@@ -61,6 +62,11 @@ class VariationalInference(Inference):
         learn_story: bool = True,
     ):
         super().__init__(story, source)
+        if isinstance(story, Undirected):
+            raise UsageError(
+                f"{type(story).__name__} is undirected (no Pyro model to bound): train it with cd:K or pcd:K, "
+                f"not {type(self).__name__}"
+            )
         if not 0.0 <= word_dropout <= 1.0:
             raise SettingsError(f"word dropout rate must be in [0, 1], got {word_dropout}")
         self.objective = objective if objective is not None else bound_of(None)

@@ -40,23 +40,30 @@ import torch
 from pyro import poutine
 from pyro.infer import Trace_ELBO
 
-from fabula.errors import SettingsError
+from fabula.errors import SettingsError, UsageError
 from fabula.inference.sources import Encoded
 from fabula.inference.variational import VariationalInference
 from fabula.models.capabilities import Dreams
+from fabula.models.story import Story
+from fabula.particles import replay
 from fabula.traces import PARTICLE_DIM, log_density
 
 
 def log_joint_and_proposal(model, guide, batch, num_particles: int) -> tuple[torch.Tensor, torch.Tensor]:
     r"""``(log p(x, h_k), log q(h_k | x))``, each ``[K, B]``, for ``K = num_particles`` draws of
     the guide per datum, the draws detached: :math:`\log p` carries the story's gradient only,
-    :math:`\log q` the guide's (through its parameters, not its draws)."""
+    :math:`\log q` the guide's (through its parameters, not its draws). ``model`` is a story's
+    own ``model`` (these losses take no annealing), replayed as every estimator replays it
+    (:func:`~fabula.particles.replay`: draw by draw where the story does not broadcast)."""
+    story = getattr(model, "__self__", None)
+    if not isinstance(story, Story):
+        raise UsageError(f"the particle losses replay a story's model on K draws; got {model!r}")
     with pyro.plate("particles", num_particles, dim=PARTICLE_DIM):
         guide_trace = poutine.trace(guide).get_trace(batch)
-        guide_trace.detach_()
-        model_trace = poutine.trace(poutine.replay(model, trace=guide_trace)).get_trace(batch)
+    guide_trace.detach_()
     shape = (num_particles, batch.size)
-    return log_density(model_trace).expand(shape), log_density(guide_trace).expand(shape)
+    log_p = replay(story, batch, guide_trace, num_particles).joint
+    return log_p, log_density(guide_trace) + torch.zeros(shape, device=log_p.device)
 
 
 def refuse_annealing(name: str, settings: dict) -> None:

@@ -82,7 +82,8 @@ def _shipped(name: str, spec: str):
     }
     settings = r.settings(**small)
     story, guide = r.build(settings, corpus["train"])
-    objective = objective_of(name, settings, InferenceSettings(inference=spec), guide)
+    inference = InferenceSettings(**{**r.defaults.get("inference", {}), "inference": spec})
+    objective = objective_of(name, settings, inference, guide)
     return story, guide, corpus["train"], objective
 
 

@@ -373,10 +373,9 @@ def cmd_diagnose(args) -> int:
         reference = to_arviz(inference_of("nuts"), batch)
         reference.to_netcdf(str(out / "nuts.nc"))
     written = plot_diagnostics(idata, out, reference)
-    continuous = [
-        s for s in story.latent_sites if s in idata.posterior and idata.posterior[s].dtype.kind == "f"
-    ]
-    print(az.summary(idata, var_names=continuous).to_string())
+    drawn = [s for s in story.latent_sites if s in idata.posterior]
+    continuous = [s for s in drawn if idata.posterior[s].dtype.kind == "f"]
+    print(az.summary(idata, var_names=drawn).to_string())
     if not isinstance(inference, MCMC):
         khat = psis_khat(inference, batch, args.samples)
         print("PSIS k-hat of q per datum: " + " ".join(f"{k:.2f}" for k in khat.tolist()))

@@ -95,17 +95,26 @@ def run_traces(story, guide, batch, num_samples: int = 1, params=None) -> tuple[
     return replay(story, batch, draws, num_samples), draws
 
 
-def summable(story, batch) -> bool:
-    r"""Whether every latent site of ``story`` on ``batch`` is finite and enumerable, with at most
-    :data:`MAX_ENUMERATION` joint values per datum: its exact :math:`\log p(x)` is then a sum."""
+def unsummable(story, batch) -> str | None:
+    r"""Why the latents of ``story`` on ``batch`` cannot all be summed out for its exact
+    :math:`\log p(x)` (a site that is not finite, or more than :data:`MAX_ENUMERATION` joint
+    values per datum), or ``None`` where they can."""
     size = 1
     for site in sample_sites(prior_trace(story, batch)):
         if site["is_observed"]:
             continue
         if not site["fn"].has_enumerate_support:
-            return False
+            finite = site["fn"].support.is_discrete
+            values = (
+                f"{_support_size(site['fn'])} values per datum, not enumerable site by site"
+                if finite
+                else "continuous"
+            )
+            return f"its latent site {site['name']!r} is {values}"
         size *= site["fn"].enumerate_support(expand=False).shape[0]
-    return size <= MAX_ENUMERATION
+    if size > MAX_ENUMERATION:
+        return f"its latents take {size} joint values per datum, above {MAX_ENUMERATION}"
+    return None
 
 
 @torch.no_grad()

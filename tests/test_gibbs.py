@@ -97,7 +97,7 @@ def test_the_gibbs_kind_and_what_it_refuses():
     gibbs = MCMC(
         nvdm, NormalGuide(V, 2, hidden=[]), kernel=DiscreteGibbs(), num_samples=2, warmup=0, progress=False
     )
-    with pytest.raises(UsageError, match="binary"):
+    with pytest.raises(UsageError, match="finite discrete latents; site 'z' of NVDM"):
         gibbs.run(data.batch(torch.arange(2)))
 
 

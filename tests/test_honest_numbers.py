@@ -197,3 +197,20 @@ def test_nuts_sums_out_a_discrete_site_and_starts_without_a_guide_from_the_prior
     exact_mean = (weights[..., None] * means).sum(0).detach()
     se = z.std(0) / math.sqrt(300 / 10)  # a generous effective sample size
     assert ((z.mean(0) - exact_mean).abs() < 5 * se + 0.05).all(), (z.mean(0), exact_mean)
+
+
+def test_arviz_takes_categorical_draws_and_refuses_a_q_that_draws_nothing():
+    from fabula.diagnostics import to_arviz
+
+    story, guide, data = case("mixture-of-unigrams-enumerated").make()
+    batch = data.batch(torch.arange(4))
+    mcmc = MCMC(story, kernel=DiscreteGibbs(), num_samples=20, warmup=2, num_chains=2, progress=False)
+    idata = to_arviz(mcmc, batch)
+    assert idata.posterior["c"].shape == (2, 20, 4)
+    # the log-likelihood of a draw is log p(x | c), every component a proper word distribution
+    assert (idata.log_likelihood["x"].values < 0).all()
+    with pytest.raises(UsageError, match="draws no latent site of MixtureOfUnigrams"):
+        to_arviz(Amortized(story, guide), batch)
+    story, guide, data = case("gaussian-mixture-latent").make()
+    idata = to_arviz(Amortized(story, guide), data.batch(torch.arange(4)), num_samples=30)
+    assert idata.posterior["z"].shape[:3] == (1, 30, 4) and set(idata.log_likelihood) == {"x"}

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import matplotlib
 import matplotlib.pyplot as plt
-import pyro
 import torch
 from pyro import poutine
 
@@ -15,7 +14,8 @@ from fabula.errors import UsageError
 from fabula.evaluation.bounds import log_weights, pareto_khat
 from fabula.inference.mcmc import MCMC
 from fabula.models.constrained import ConstrainedSentences
-from fabula.traces import PARTICLE_DIM, sample_sites
+from fabula.particles import replay, values_trace
+from fabula.traces import sample_sites
 
 with warnings.catch_warnings():
     # ArviZ 0.2x announces its 1.x refactor on import; fabula pins the 0.2x API here.
@@ -29,22 +29,35 @@ with warnings.catch_warnings():
 def _log_likelihood(
     story, batch, samples: dict[str, torch.Tensor], chunk: int = 100
 ) -> dict[str, torch.Tensor]:
-    """``{observed site: [chain, draw, B]}``: log p(x | z) of every draw, by replaying the story
-    conditioned on the draws (``chunk`` draws per pass)."""
+    r"""``{observed site: [chain, draw, B]}``: log p(x | z) of every draw (scale and mask applied),
+    by replaying the story on the draws (``chunk`` draws per pass,
+    :func:`~fabula.particles.replay`); where finite sites were summed out, one entry for all the
+    observed sites together, :math:`\log p(x \mid z) = \log p(x, z) - \log p(z)`."""
     chains, draws = next(iter(samples.values())).shape[:2]
     out: dict[str, list] = {}
     for c in range(chains):
         parts: dict[str, list] = {}
         for start in range(0, draws, chunk):
             values = {s: v[c, start : start + chunk] for s, v in samples.items()}
-            with pyro.plate("particles", next(iter(values.values())).shape[0], dim=PARTICLE_DIM):
-                trace = poutine.trace(poutine.condition(story.model, data=values)).get_trace(batch)
-            for site in sample_sites(trace):
-                if site["is_observed"] and site["name"] not in values:  # the data, not the conditioned z
-                    parts.setdefault(site["name"], []).append(site["fn"].log_prob(site["value"]))
+            replayed = replay(story, batch, values_trace(values), next(iter(values.values())).shape[0])
+            observed = [site for site in sample_sites(replayed.trace) if site["is_observed"]]
+            if replayed.summed_out:
+                name = "+".join(site["name"] for site in observed)
+                parts.setdefault(name, []).append(replayed.joint - replayed.latent)
+                continue
+            for site in observed:
+                parts.setdefault(site["name"], []).append(site["log_prob"].expand_as(replayed.joint))
         for name, p in parts.items():
             out.setdefault(name, []).append(torch.cat(p))
     return {name: torch.stack(v) for name, v in out.items()}
+
+
+def _stored(draws: torch.Tensor):
+    """Draws as ArviZ reads them: integers where every draw is one (binary units drawn as 0.0 /
+    1.0), so that its plots bin them instead of smoothing a density over two values."""
+    if draws.is_floating_point() and bool((draws == draws.round()).all()):
+        return draws.long().cpu().numpy()
+    return draws.cpu().numpy()
 
 
 def _observed(story, batch) -> dict[str, torch.Tensor]:
@@ -93,6 +106,11 @@ def to_arviz(inference, batch, num_samples: int = 500):
         else:
             samples = {s: v[None] for s, v in inference.posterior(batch, num_samples).items()}
             stats = None
+    if not samples:
+        raise UsageError(
+            f"{type(inference).__name__} draws no latent site of {type(story).__name__} (its latents are summed "
+            "out or it has none): its posterior is exact, fabula.particles.enumerated_posterior(story, batch)"
+        )
     loglik = _log_likelihood(story, batch, samples)
     observed = _observed(story, batch)
     dims = {s: ["data", *(f"{s}_dim_{i}" for i in range(v.dim() - 3))] for s, v in samples.items()}
@@ -100,7 +118,7 @@ def to_arviz(inference, batch, num_samples: int = 500):
     if stats is not None:  # per-datum chains (the NumPyro backend) have per-datum statistics
         dims.update({k: ["data"] for k, v in stats.items() if v.ndim == 3})
     return az.from_dict(
-        posterior={s: v.cpu().numpy() for s, v in samples.items()},
+        posterior={s: _stored(v) for s, v in samples.items()},
         sample_stats=stats,
         log_likelihood={s: v.cpu().numpy() for s, v in loglik.items()},
         observed_data={s: v.cpu().numpy() for s, v in observed.items()},
@@ -143,11 +161,13 @@ def plot_diagnostics(idata, out_dir, reference=None) -> list[str]:
     out.mkdir(parents=True, exist_ok=True)
     coords = {"data": idata.posterior["data"].values[:1]}  # one datum keeps the panels readable
     names = [v for v, x in idata.posterior.data_vars.items() if x.dtype.kind == "f"]  # continuous sites
+    binned = [v for v, x in idata.posterior.data_vars.items() if x.dtype.kind == "i" and x.max() <= 1]
     plots = {
-        "trace.png": lambda: az.plot_trace(idata, var_names=names, coords=coords, compact=True),
-        "rank.png": lambda: az.plot_rank(idata, var_names=names, coords=coords),
-        "pair.png": lambda: az.plot_pair(idata, var_names=names, coords=coords),
+        "trace.png": lambda: az.plot_trace(idata, var_names=names + binned, coords=coords, compact=True),
+        "rank.png": lambda: az.plot_rank(idata, var_names=names + binned, coords=coords),
     }
+    if names:
+        plots["pair.png"] = lambda: az.plot_pair(idata, var_names=names, coords=coords)
     if "sample_stats" in idata.groups() and "energy" in idata.sample_stats:
         stats = idata.sample_stats
         if "data" in stats["energy"].dims:  # per-datum chains: the first datum's energy

@@ -31,7 +31,7 @@ from fabula.errors import SettingsError, UsageError
 from fabula.evaluation import ais
 from fabula.evaluation.bounds import iw_log_likelihood, pareto_khat, proposal_log_weights
 from fabula.models.capabilities import ExactLikelihood, HiddenMarginal, LengthTempered, Undirected
-from fabula.particles import replay, summable, values_trace
+from fabula.particles import replay, unsummable, values_trace
 
 
 @dataclass
@@ -160,13 +160,13 @@ class Exact:
         story = terms.story
         if isinstance(story, ExactLikelihood):
             return story.log_prob(terms.batch)
-        try:
-            return replay(story, terms.batch, values_trace({}), 1).joint[0]
-        except UsageError as error:
+        reason = unsummable(story, terms.batch)
+        if reason is not None:
             raise UsageError(
-                f"{type(story).__name__} has no exact log p(x) (no log_prob(batch), and its latents cannot all be "
-                f"summed out: {error}); bound it with the elbo or iw:S estimator"
-            ) from None
+                f"{type(story).__name__} has no exact log p(x): no log_prob(batch), and {reason}; bound it with "
+                "the elbo or iw:S estimator"
+            )
+        return replay(story, terms.batch, values_trace({}), 1).joint[0]
 
 
 @dataclass(frozen=True)
@@ -439,10 +439,7 @@ def default_estimator(story, data=None) -> Estimator:
         return TemperedAIS()
     if isinstance(story, ExactLikelihood):
         return Exact()
-    if (
-        data is not None
-        and len(data)
-        and summable(story, data.batch(torch.arange(min(len(data), 8)), story.device))
-    ):
-        return Exact()
+    if data is not None and len(data):
+        if unsummable(story, data.batch(torch.arange(min(len(data), 8)), story.device)) is None:
+            return Exact()
     return ELBO()

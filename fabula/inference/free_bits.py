@@ -53,4 +53,7 @@ class FreeBitsELBO(MeanFieldELBO):
             batch = kl.shape[0]
             floored = kl.reshape(batch, -1).mean(0).clamp(min=self.free_bits)
             loss = loss + scale_and_mask(floored.sum() * batch, q["scale"])
+        for q in sample_sites(guide_trace):  # an auxiliary guide site: -log q(a) in the ELBO
+            if q["name"] not in model_trace.nodes:
+                loss = loss + site_log_prob(q).sum()
         return loss

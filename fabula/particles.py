@@ -31,7 +31,7 @@ import pyro
 import torch
 from pyro import poutine
 
-from fabula.errors import UsageError
+from fabula.errors import FabulaError, UsageError
 from fabula.models.story import DATA_DIM
 from fabula.traces import PARTICLE_DIM, prior_trace, sample_sites, site_log_prob, trace_guide
 
@@ -119,10 +119,13 @@ def unsummable(story, batch) -> str | None:
 
 @torch.no_grad()
 def enumerated_posterior(story, batch) -> dict[str, torch.Tensor]:
-    r"""The exact posterior of a story whose every latent site is finite (:func:`summable`), by
+    r"""The exact posterior of a story whose every latent site is finite (:func:`unsummable` says why not), by
     enumeration: for each site its marginal :math:`p(c \mid x_b)` over its values, ``{site:
     [B, K]}`` in the order of ``enumerate_support``; refused, naming the size, where the joint
     values exceed :data:`MAX_ENUMERATION` or a latent is not finite."""
+    reason = unsummable(story, batch)
+    if reason is not None:
+        raise UsageError(f"{type(story).__name__} has no exact posterior by enumeration: {reason}")
     trace, summed = _trace(story, batch, values_trace({}), DATA_DIM - 1)
     total = sum((s["log_prob"] for s in sample_sites(trace)), torch.zeros((), device=story.device))
     total = total.expand(*total.shape[:-1], batch.size)
@@ -186,6 +189,8 @@ def _vectorisation_fault(story, batch, draws, num_samples) -> str | None:
     first = _sliced(draws, slice(0, two))
     try:
         together = _vectorised(story, batch, first, two)
+    except FabulaError:
+        raise
     except (RuntimeError, ValueError, IndexError) as error:
         return f"replaying {two} draws at once fails: {str(error).splitlines()[0]}"
     apart = _one_at_a_time(story, batch, first, two)

@@ -146,7 +146,10 @@ def test_a_sum_over_too_many_values_is_refused_naming_the_size():
 
     limit, particles.MAX_ENUMERATION = particles.MAX_ENUMERATION, 2
     try:
-        with pytest.raises(UsageError, match=r"takes 3 joint values per datum, above 2"):
+        with pytest.raises(
+            UsageError,
+            match=r"MixtureOfUnigrams has no exact posterior by enumeration: its latents take 3 joint values per datum, above 2",
+        ):
             enumerated_posterior(story, batch)
     finally:
         particles.MAX_ENUMERATION = limit

@@ -180,7 +180,7 @@ def posterior_quality(args, run) -> dict:
     with warnings.catch_warnings():  # a unit constant in every chain has no r-hat (nan)
         warnings.simplefilter("ignore", RuntimeWarning)
         rhat = torch.as_tensor(az.rhat(idata, var_names=["h"])["h"].values)
-    reference = torch.as_tensor(idata.posterior["h"].values).mean((0, 1))  # [B, F]
+    reference = torch.as_tensor(idata.posterior["h"].values).double().mean((0, 1))  # [B, F]
     with torch.no_grad():
         q = inference.guide.posterior_mean(inference.local_params(batch))
     return {

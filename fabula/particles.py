@@ -78,7 +78,8 @@ def guide_draws(guide, batch, num_samples: int, params=None) -> poutine.Trace:
     trace = trace_guide(guide, batch, num_samples, params)
     shape = (num_samples, batch.size)
     for site in sample_sites(trace):
-        value, log_prob = site["value"], site_log_prob(site)
+        value = site["value"]
+        site["log_prob"] = log_prob = site_log_prob(site)  # kept: every estimator reads it again
         if tuple(value.shape[:2]) != shape or torch.broadcast_shapes(log_prob.shape, shape) != shape:
             raise UsageError(
                 f"guide site {site['name']!r} of {type(guide).__name__} drew shape {tuple(value.shape)} for "

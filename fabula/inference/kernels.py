@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from fabula.checkpoint import preserved_rng
 from fabula.errors import SettingsError, UsageError
 from fabula.inference.pyro_internals import RecordingNUTS
-from fabula.particles import replay, values_trace
+from fabula.particles import replay, unsummable, values_trace
 from fabula.traces import prior_latents
 
 
@@ -269,10 +269,14 @@ class PyroNUTS(StepKernel):
         trace = poutine.trace(poutine.condition(story.model, data=start)).get_trace(batch)
         continuous = {s: start[s] for s in story.latent_sites if not trace.nodes[s]["fn"].support.is_discrete}
         if not continuous:
+            exact = (
+                "; or sum them out: the exact estimator and fabula.particles.enumerated_posterior"
+                if unsummable(story, batch) is None
+                else ""
+            )
             raise UsageError(
                 f"the latents of {type(story).__name__} ({', '.join(story.latent_sites)}) are all discrete: NUTS "
-                "moves continuous ones; sample them with gibbs, or sum them out: the exact estimator and "
-                "fabula.particles.enumerated_posterior"
+                f"moves continuous ones; sample them with gibbs{exact}"
             )
         nuts = RecordingNUTS(
             story.model,

@@ -1,5 +1,8 @@
 """Trace plumbing shared by inference and evaluation: the particle plate left of the data
-plate, tracing a guide at given variational parameters λ, and replaying a story on its draws.
+plate, tracing a guide at given variational parameters λ, each site's log density and the
+ELBO's terms as Pyro's traces score them (scales, masks, auxiliary guide sites), and the
+unconstraining bijections of latent supports. Replaying a story on draws is
+:mod:`fabula.particles`.
 
 ``S`` draws per datum are one vectorised pass: every site's batch shape is ``[S, B]``.
 """
@@ -149,8 +152,9 @@ def prior_trace(story, batch):
 
 @torch.no_grad()
 def prior_latents(story, batch) -> dict[str, torch.Tensor]:
-    """A draw of every latent site of ``story`` on ``batch`` from its prior (the story's trace
-    without observations' influence): ``{site: [B, ...]}``, from the caller's random stream."""
+    """A draw of every latent site of ``story`` on ``batch`` from its prior (the story traced on
+    the batch, nothing conditioning its latents): ``{site: [B, ...]}``, from the caller's
+    random stream."""
     trace = poutine.trace(story.model).get_trace(batch)
     return {s["name"]: s["value"] for s in sample_sites(trace) if not s["is_observed"]}
 

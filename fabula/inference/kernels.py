@@ -160,7 +160,7 @@ class _GibbsState:
     flips: torch.Tensor  # [B]: units that changed in the last sweep
 
 
-def refuse_no_latents(story, sampler: str) -> None:
+def _refuse_without_latents(story, sampler: str) -> None:
     """A story without latent sites has no posterior for ``sampler`` to draw."""
     if not story.latent_sites:
         raise UsageError(
@@ -207,7 +207,7 @@ class DiscreteGibbs(StepKernel):
     name = "Gibbs"
 
     def init(self, story, batch, start, warmup) -> _GibbsState:
-        refuse_no_latents(story, "the Gibbs kernel")
+        _refuse_without_latents(story, "the Gibbs kernel")
         trace = poutine.trace(poutine.condition(story.model, data=start)).get_trace(batch)
         owner = type(story).__name__
         unit_values = {s: _unit_values(trace.nodes[s], owner) for s in story.latent_sites}
@@ -265,7 +265,7 @@ class PyroNUTS(StepKernel):
         self.target_accept, self.max_tree_depth = target_accept, max_tree_depth
 
     def init(self, story, batch, start, warmup) -> _NutsState:
-        refuse_no_latents(story, "NUTS")
+        _refuse_without_latents(story, "NUTS")
         trace = poutine.trace(poutine.condition(story.model, data=start)).get_trace(batch)
         continuous = {s: start[s] for s in story.latent_sites if not trace.nodes[s]["fn"].support.is_discrete}
         if not continuous:

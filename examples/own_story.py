@@ -113,7 +113,11 @@ def main(argv=None) -> dict:
     for spec in [k.format(k=args.steps) for k in KINDS]:
         story, guide = copy.deepcopy(story0), copy.deepcopy(guide0)
         setup = Setup(
-            story, guide, data=splits, refinement=Refinement(lr=0.05), training=Training(optim_args={"lr": 1e-2})
+            story,
+            guide,
+            data=splits,
+            refinement=Refinement(lr=0.05),
+            training=Training(optim_args={"lr": 1e-2}),
         )
         inference = build(spec, setup)
         start = time.perf_counter()

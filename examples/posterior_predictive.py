@@ -10,7 +10,9 @@ word burstiness, which a multinomial understates (Mimno & Blei 2011). Document l
 given to the story, not generated, so they match by construction.
 
     python examples/posterior_predictive.py                          # synthetic corpus, no download
-    python examples/posterior_predictive.py --data-dir ../shared/data --epochs 20 --out ppc.png
+    python examples/posterior_predictive.py --data-dir ../shared/data --epochs 20 --out runs/ppc20
+
+The figure is written to ``posterior_predictive.png`` in the ``--out`` folder.
 
 References:
   A. Gelman, X.-L. Meng, H. Stern. Posterior Predictive Assessment of Model Fitness via Realized
@@ -21,6 +23,7 @@ References:
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import matplotlib.pyplot as plt
 import torch
@@ -57,7 +60,11 @@ def main(argv=None) -> dict:
     p.add_argument("--docs", type=int, default=200, help="held-out documents checked")
     p.add_argument("--draws", type=int, default=100, help="posterior predictive replicas per document")
     p.add_argument("--top-words", type=int, default=10)
-    p.add_argument("--out", default="posterior_predictive.png", help="the figure")
+    p.add_argument(
+        "--out",
+        default="runs/posterior_predictive",
+        help="folder for the figure (default: runs/posterior_predictive)",
+    )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
 
@@ -93,9 +100,12 @@ def main(argv=None) -> dict:
         p_value = "given" if r["p_value"] is None else f"{r['p_value']:.2f}"
         print(f"| {name} | {r['real']:.3f} | {r['predicted']:.3f} ± {r['sd']:.3f} | {p_value} |")
 
-    _plot(args.out, real, predicted, words, real_shares, predicted_shares, train.vocab)
-    print(f"figure: {args.out}")
-    results["plot"] = args.out
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    figure = out / "posterior_predictive.png"
+    _plot(figure, real, predicted, words, real_shares, predicted_shares, train.vocab)
+    print(f"figure: {figure}")
+    results["plot"] = str(figure)
     return results
 
 

@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import textwrap
+import warnings
 from dataclasses import fields
 from pathlib import Path
 
@@ -25,14 +26,14 @@ from fabula.data import DOCUMENTS
 from fabula.data.text import TextBatch
 from fabula.devices import DeviceSettings, resolve
 from fabula.distributed import launch_rank
-from fabula.errors import FabulaError, SettingsError, UsageError
+from fabula.errors import DivergenceError, FabulaError, SettingsError, UsageError
 from fabula.evaluation import ImportanceWeighted, default_estimator, evaluate, parse_estimator
 from fabula.evaluation.estimators import spec_of
-from fabula.evaluation.gaps import inference_gaps
+from fabula.evaluation.gaps import NotConverged, inference_gaps
 from fabula.evaluation.mixture import mixture_diagnostics
 from fabula.generation import DECODERS, decode, homotopy, sample_documents
-from fabula.inference import MCMC, Refinement, refined
-from fabula.inference.kinds import KINDS, Sampling, build
+from fabula.inference import MCMC, Refinement, RefinementWarning, refined
+from fabula.inference.kinds import KINDS, Sampling, build, unfit
 from fabula.inference.spec import describe
 from fabula.models.capabilities import (
     GeneratesDocuments,
@@ -95,8 +96,11 @@ def _device(args) -> torch.device:
 
 
 def _train_config(args) -> TrainConfig:
-    parts = TrainConfig.parts(args.story)
-    return TrainConfig(args.story, **{name: from_arguments(part, args, name) for name, part in parts.items()})
+    """The settings whose flags were given, on the story's defaults for the kind it trains with
+    (:meth:`~fabula.run.TrainConfig.create`: a recipe's KL remedy that the kind does not use is
+    left out, a given one refused)."""
+    given = {dest.partition(".")[2]: getattr(args, dest) for dest in args.given if "." in dest}
+    return TrainConfig.create(args.story, **given)
 
 
 def cmd_train(args) -> int:
@@ -169,13 +173,35 @@ def cmd_evaluate(args) -> int:
         result["mixture"] = mixture_diagnostics(run.inference, data, args.batch_size)
     if args.gaps:
         refinement = Refinement(steps=args.gap_steps, lr=args.gap_lr)
-        result["gaps"] = inference_gaps(
-            run.inference,
-            refined(run.inference, refinement),
-            data,
-            args.gap_samples,
-            batch_size=args.batch_size,
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RefinementWarning)  # restated below in the flag's terms
+            try:
+                result["gaps"] = inference_gaps(
+                    run.inference,
+                    refined(run.inference, refinement),
+                    data,
+                    args.gap_samples,
+                    batch_size=args.batch_size,
+                )
+            except NotConverged as e:
+                raise NotConverged(
+                    f"refinement did not converge: lower --gap-lr (now {args.gap_lr}); the refined ELBO "
+                    f"is {-e.gap:.2f} nats per datum below the amortized one (standard error {e.se:.2f})",
+                    e.gap,
+                    e.se,
+                    args.gap_lr,
+                ) from None
+            except DivergenceError as e:  # a step left the support of q or the ELBO went non-finite
+                raise DivergenceError(
+                    f"refinement did not converge: lower --gap-lr (now {args.gap_lr}); {e}"
+                ) from None
+        g = result["gaps"]
+        if g["raised_batches"]:
+            print(
+                f"fabula evaluate: warning: refinement raised the negative ELBO of {g['raised_batches']} "
+                f"of {g['refined_batches']} batches: lower --gap-lr (now {args.gap_lr}) for a closer λ*",
+                file=sys.stderr,
+            )
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -198,7 +224,8 @@ def cmd_evaluate(args) -> int:
         g = result["gaps"]
         print(
             f"log p(x) (IW, S={g['iw_samples']}, q refined) {g['log_likelihood']:.2f}; approximation gap "
-            f"{g['approximation_gap']:.2f}; amortization gap {g['amortization_gap']:.2f} (nats per datum)"
+            f"{g['approximation_gap']:.2f}; amortization gap {g['amortization_gap']:.2f} "
+            f"± {g['amortization_gap_se']:.2f} (nats per datum)"
         )
     return 0
 
@@ -343,7 +370,15 @@ def cmd_compare(args) -> int:
 
 def cmd_diagnose(args) -> int:
     _threads(args)
-    from fabula.diagnostics import az, plot_diagnostics, posterior_error, psis_khat, to_arviz
+    from fabula.diagnostics import (
+        compact_summary,
+        khat_summary,
+        plot_diagnostics,
+        plotted_coordinates,
+        posterior_error,
+        psis_khat,
+        to_arviz,
+    )
 
     run = load_run(args.run, data_dir=args.data_dir, device=_device(args))
     data = _split(run, args.split)
@@ -375,11 +410,14 @@ def cmd_diagnose(args) -> int:
     written = plot_diagnostics(idata, out, reference)
     drawn = [s for s in story.latent_sites if s in idata.posterior]
     continuous = [s for s in drawn if idata.posterior[s].dtype.kind == "f"]
-    print(az.summary(idata, var_names=drawn).to_string())
+    files = ["summary.csv"]
+    print("\n".join(compact_summary(idata, drawn, out / "summary.csv")))
     if not isinstance(inference, MCMC):
-        khat = psis_khat(inference, batch, args.samples)
-        print("PSIS k-hat of q per datum: " + " ".join(f"{k:.2f}" for k in khat.tolist()))
+        print(khat_summary(psis_khat(inference, batch, args.samples)))
     if reference is not None:
+        files += ["nuts.nc", "nuts_summary.csv"]
+        compared = [s for s in continuous if s in reference.posterior]
+        print("NUTS reference " + "\n".join(compact_summary(reference, compared, out / files[-1])))
         print("error of q against NUTS per datum (mean error in NUTS sd, |log variance ratio|, Gaussian KL):")
         for site in continuous:
             draws, ref = (torch.as_tensor(d.posterior[site].values) for d in (idata, reference))
@@ -389,7 +427,8 @@ def cmd_diagnose(args) -> int:
                     f"  {site} item {datum}: {error['mean_error'][i]:.3f}  "
                     f"{error['log_var_ratio'][i]:.3f}  {error['kl'][i]:.3f}"
                 )
-    print(f"wrote {out / 'posterior.nc'} and {', '.join(written)}")
+    print(f"plots show {plotted_coordinates(idata.posterior)[2]}")
+    print(f"wrote {out / 'posterior.nc'}, {', '.join(files)} and {', '.join(written)}")
     return 0
 
 
@@ -430,13 +469,17 @@ def _component(text: str) -> tuple[int, int]:
     return m, k
 
 
-def _inference_help(trains: bool | None = None) -> str:
-    """The registered kinds, one per paragraph: name, summary and options (``NAME:key=value,...``)."""
+def _inference_help(trains: bool | None = None, story: str | None = None) -> str:
+    """The registered kinds, one per paragraph: name, summary and options (``NAME:key=value,...``);
+    for a ``story``, only those that can train it, the others named in a last line."""
     lines = [
         "inference kinds (--inference NAME or NAME:key=value,...; a bare first value sets the [leading] option):"
     ]
+    unfitting = []
     for k in KINDS.values():
-        if trains is None or k.trains == trains:
+        if story is not None and k.trains and unfit(k, recipe(story).story):
+            unfitting.append(k.name)
+        elif trains is None or k.trains == trains:
             lines.append(
                 textwrap.fill(f"{k.name}: {k.summary}", 100, initial_indent="  ", subsequent_indent="      ")
             )
@@ -447,6 +490,15 @@ def _inference_help(trains: bool | None = None) -> str:
                         f"options: {options}", 100, initial_indent="      ", subsequent_indent="        "
                     )
                 )
+    if unfitting:
+        lines.append(
+            textwrap.fill(
+                f"kinds that cannot train the {story} story: {', '.join(unfitting)}",
+                100,
+                initial_indent="  ",
+                subsequent_indent="      ",
+            )
+        )
     return "\n".join(lines)
 
 
@@ -504,14 +556,14 @@ def _train_parser(sub, threads, plugin: str | None) -> None:
         epilog=EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    stories = t.add_subparsers(dest="story", required=True, metavar="STORY")
+    stories = t.add_subparsers(dest="story", required=True, metavar="STORY", parser_class=_StoryParser)
     for name in [*STORIES, *([plugin] if plugin else [])]:
         r = recipe(name)
         s = stories.add_parser(
             name,
             parents=[threads],
             help=(r.settings.__doc__ or name).strip().splitlines()[0],
-            description=f"Train the {name} story.\n\n{_inference_help(trains=True)}",
+            description=f"Train the {name} story.\n\n{_inference_help(trains=True, story=name)}",
             epilog=EXAMPLES,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
@@ -525,11 +577,32 @@ def _train_parser(sub, threads, plugin: str | None) -> None:
         s.set_defaults(func=cmd_train)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A parser whose errors are one line, as the library's errors are (``--help`` shows the usage)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+class _StoryParser(_Parser):
+    """A story's ``train`` parser, which also records the destinations of the flags given
+    (``args.given``), so that the story's defaults can follow the inference kind."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        parsed, rest = super().parse_known_args(args, namespace)
+        unset = object()  # a namespace holding it gets no defaults: what is left unset was not given
+        probe = argparse.Namespace(**{a.dest: unset for a in self._actions})
+        probe, _ = super().parse_known_args(args, probe)
+        parsed.given = {a.dest for a in self._actions if getattr(probe, a.dest, unset) is not unset}
+        return parsed, rest
+
+
 def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     """The command's parser; a story named by path or entry point in ``argv`` gets its flags."""
     named = _story_named(sys.argv[1:] if argv is None else argv)
     plugin = named if named is not None and named not in STORIES else None
-    p = argparse.ArgumentParser(
+    p = _Parser(
         prog="fabula",
         description="Deep generative models of text as Pyro stories, fitted by swappable inference.",
         epilog=EXAMPLES,
@@ -582,8 +655,9 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     e.add_argument(
         "--gap-lr",
         type=number(float, POSITIVE),
-        default=0.5,
-        help=f"refinement step size for λ*, {POSITIVE} (default: 0.5)",
+        default=0.005,
+        help=f"refinement step size for λ*, {POSITIVE}; the gaps are refused when refinement lowers the "
+        "ELBO (default: 0.005, which converges for every shipped story)",
     )
     e.add_argument(
         "--gap-samples",
@@ -735,7 +809,7 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         default="0:10",
         help="data to diagnose, START:STOP (0 <= START < STOP; either may be left out; default: 0:10)",
     )
-    d.add_argument("--out", required=True, help="folder for posterior.nc and the plots")
+    d.add_argument("--out", required=True, help="folder for posterior.nc, the summary tables and the plots")
     d.add_argument("--split", default="test", help="data split (default: test)")
     d.add_argument(
         "--samples",

@@ -55,15 +55,25 @@ class RunDirectory:
     def training(self, resume: bool) -> Iterator[Checkpoint | None]:
         """Hold the directory's lock for the block (released however it ends) and start a new
         run, refusing a directory that holds one, or with ``resume`` load the last checkpoint
-        (yielded) and rewrite ``metrics.jsonl`` from the metrics it carries."""
+        (yielded) and rewrite ``metrics.jsonl`` from the metrics it carries. A run refused or
+        failed before its first checkpoint leaves no directory it created behind."""
         if resume and not self.checkpoint_path.is_file():
             raise RunError(f"{self.checkpoint_path}: nothing to resume")
+        created = [p for p in (self.path, *self.path.parents) if not p.exists()]  # deepest first
         with self.writing("the run directory", self.path):
             self.path.mkdir(parents=True, exist_ok=True)
             self._lock()
         try:
             yield self._start(resume)
-        finally:
+        except BaseException:
+            self._unlock()
+            for folder in created:  # only folders left empty: nothing written is lost
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            raise
+        else:
             self._unlock()
 
     def _start(self, resume: bool) -> Checkpoint | None:

@@ -58,3 +58,4 @@ def test_example_runs(name, capsys, tmp_path, monkeypatch):
     results = load(name).main(TINY_ARGS[name])
     assert "|---|" in capsys.readouterr().out
     assert CHECKS[name](results)
+    assert {p.name for p in tmp_path.iterdir()} <= {"runs"}  # nothing in the folder it runs from

@@ -5,6 +5,7 @@ from fabula.data.corpus import Corpus, shuffle_generator
 from fabula.data.errors import DataFormatError
 from fabula.data.registry import DATASETS, load_dataset, locate
 from fabula.data.synthetic import random_nvdm, synthetic_nvdm_corpus
+from fabula.data.text import TextBatch, TextCorpus, TextVocab
 from fabula.data.user import DOCUMENTS, SENTENCES, Tokenization, read_corpus
 from fabula.data.vectors import VectorBatch, Vectors
 from fabula.data.vocab import Vocab
@@ -17,6 +18,9 @@ __all__ = [
     "DATASETS",
     "DOCUMENTS",
     "SENTENCES",
+    "TextBatch",
+    "TextCorpus",
+    "TextVocab",
     "Tokenization",
     "VectorBatch",
     "Vectors",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import warnings
 from pathlib import Path
 
@@ -149,33 +150,87 @@ def psis_khat(inference, batch, num_samples: int = 500) -> torch.Tensor:
     )
 
 
+PLOTTED = 8  # latent coordinates one figure shows at most
+KHAT_MEANING = "below 0.5 good, 0.5-0.7 ok, above 0.7 unreliable"
+
+
+def _most_coordinates() -> int:
+    """The most coordinates (at most :data:`PLOTTED`) whose trace (two panels each), rank, density and
+    pair (a triangle) figures all fit ArviZ's ``plot.max_subplots``."""
+    limit = az.rcParams["plot.max_subplots"]
+    if limit is None:
+        return PLOTTED
+    fits = [n for n in range(1, PLOTTED + 1) if 2 * n <= limit and n * (n - 1) // 2 <= limit]
+    return max(fits, default=1)
+
+
+def _plottable(posterior) -> tuple[list[str], list[str]]:
+    """The continuous sites and the binary ones (drawn as integers, binned)."""
+    continuous = [v for v, x in posterior.data_vars.items() if x.dtype.kind == "f"]
+    binned = [v for v, x in posterior.data_vars.items() if x.dtype.kind == "i" and x.max() <= 1]
+    return continuous, binned
+
+
+def plotted_coordinates(posterior, names=None) -> tuple[list[str], dict, str]:
+    """What the plots of the sites ``names`` (default: every plottable one) show: ``(sites, coords,
+    label)``, e.g. ``"z[0:8] of item 3"``.
+
+    The first datum and at most :data:`PLOTTED` coordinates in all, shared among the sites, the first
+    ones of each along its last event dimension: the same panels for q and its reference whatever their
+    draws. Fewer where ArviZ's ``plot.max_subplots`` is lower, so that no figure is cut."""
+    if names is None:
+        names = [v for group in _plottable(posterior) for v in group]
+    datum = posterior["data"].values[0]
+    coords = {"data": posterior["data"].values[:1]}
+    budget = _most_coordinates()
+    sites, shown = list(names)[:budget], []
+    for i, site in enumerate(sites):
+        share = budget // len(sites) + (i < budget % len(sites))
+        event = [d for d in posterior[site].dims if d not in ("chain", "draw", "data")]
+        if not event:  # one value per datum
+            shown.append(site)
+            continue
+        *lead, last = event
+        n = min(share, posterior.sizes[last])
+        coords.update({d: posterior[d].values[:1] for d in lead})
+        coords[last] = posterior[last].values[:n]
+        shown.append(f"{site}[{', '.join(['0'] * len(lead) + [f'0:{n}'])}]")
+    return sites, coords, f"{', '.join(shown)} of item {datum}"
+
+
+def _select(dataset, coords):
+    return dataset.sel({k: v for k, v in coords.items() if k in dataset.dims})
+
+
 def plot_diagnostics(idata, out_dir, reference=None) -> list[str]:
     """Trace, rank, pair and (for MCMC) energy plots of ``idata`` as PNG files in ``out_dir``;
     with a ``reference`` (e.g. NUTS draws) also q-against-reference density overlays.
-    Returns the written file names.
+    Every figure shows the coordinates of :func:`plotted_coordinates`. Returns the written file names.
 
     The figures are drawn with pyplot in non-interactive mode and closed once written; fabula
     leaves matplotlib's backend to matplotlib (Agg where there is no display), since choosing
     one (``matplotlib.use``) is process-wide."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    coords = {"data": idata.posterior["data"].values[:1]}  # one datum keeps the panels readable
-    names = [v for v, x in idata.posterior.data_vars.items() if x.dtype.kind == "f"]  # continuous sites
-    binned = [v for v, x in idata.posterior.data_vars.items() if x.dtype.kind == "i" and x.max() <= 1]
+    posterior = idata.posterior
+    continuous, binned = _plottable(posterior)
+    sites, coords, _ = plotted_coordinates(posterior, continuous + binned)
+    names = [v for v in sites if v in continuous]
+    shown = _select(posterior, coords)
     plots = {
-        "trace.png": lambda: az.plot_trace(idata, var_names=names + binned, coords=coords, compact=True),
-        "rank.png": lambda: az.plot_rank(idata, var_names=names + binned, coords=coords),
+        "trace.png": lambda: az.plot_trace(idata, var_names=sites, coords=coords, compact=True),
+        "rank.png": lambda: az.plot_rank(idata, var_names=sites, coords=coords),
     }
-    if names:
+    if sum(shown[v].isel(chain=0, draw=0).size for v in names) >= 2:  # a pair plot needs two coordinates
         plots["pair.png"] = lambda: az.plot_pair(idata, var_names=names, coords=coords)
     if "sample_stats" in idata.groups() and "energy" in idata.sample_stats:
         stats = idata.sample_stats
-        if "data" in stats["energy"].dims:  # per-datum chains: the first datum's energy
+        if "data" in stats["energy"].dims:  # per-datum chains: the plotted datum's energy
             stats = stats.isel(data=0)
         plots["energy.png"] = lambda: az.plot_energy(stats)
-    if reference is not None:
+    if reference is not None and names:
         plots["q_vs_reference.png"] = lambda: az.plot_density(
-            [idata.posterior.sel(coords), reference.posterior.sel(coords)],
+            [shown, _select(reference.posterior, coords)],
             data_labels=["q", "reference"],
             var_names=names,
             shade=0.1,
@@ -190,3 +245,52 @@ def plot_diagnostics(idata, out_dir, reference=None) -> list[str]:
         plt.close("all")
         written.append(name)
     return written
+
+
+class _OneChain(logging.Filter):
+    def filter(self, record) -> bool:
+        return not record.getMessage().startswith("Shape validation failed")
+
+
+def compact_summary(idata, var_names, path) -> list[str]:
+    """Lines for the terminal from ``az.summary`` of ``var_names``: the worst r-hat and the lowest bulk
+    and tail ESS, each with its coordinate (``z[item, k]``) and how many pass the usual bar (r-hat at
+    most 1.01, ESS at least 100 per chain; Vehtari et al. 2021). The full table goes to ``path`` (CSV)."""
+    chains, draws = idata.posterior.sizes["chain"], idata.posterior.sizes["draw"]
+    one_chain = _OneChain()
+    if chains == 1:  # draws from q: r-hat has no second chain, which ArviZ logs for every site
+        logging.getLogger("arviz").addFilter(one_chain)
+    try:
+        table = az.summary(idata, var_names=list(var_names) or None)
+    finally:
+        logging.getLogger("arviz").removeFilter(one_chain)
+    table.to_csv(path)
+    lines = [
+        f"summary of {', '.join(var_names)}: {len(table)} coordinates, {chains} chain(s) x {draws} draws "
+        f"(full table: {path})"
+    ]
+    rhat = table["r_hat"].dropna()
+    if chains == 1:
+        lines.append("  r_hat    needs two chains or more (these draws are one chain)")
+    elif len(rhat):
+        lines.append(
+            f"  r_hat    worst {rhat.max():.3f} at {rhat.idxmax()}; {int((rhat > 1.01).sum())} of "
+            f"{len(rhat)} above 1.01 (the chains disagree: not mixed)"
+        )
+    else:
+        lines.append("  r_hat    undefined (every chain holds one value)")
+    bar = 100 * chains
+    for ess in ("ess_bulk", "ess_tail"):
+        column = table[ess].dropna()
+        if len(column):
+            lines.append(
+                f"  {ess} lowest {column.min():.0f} at {column.idxmin()}; {int((column < bar).sum())} of "
+                f"{len(column)} below {bar} (too few for reliable {'means' if ess == 'ess_bulk' else 'quantiles'})"
+            )
+    return lines
+
+
+def khat_summary(khat: torch.Tensor) -> str:
+    """One line of PSIS k-hat per datum (:func:`psis_khat`) with what its values mean."""
+    values = " ".join(f"{k:.2f}" for k in khat.tolist())
+    return f"PSIS k-hat of q per datum: {values} ({int((khat > 0.7).sum())} above 0.7; {KHAT_MEANING})"

@@ -22,9 +22,15 @@ def perplexities(nll: torch.Tensor, tokens: torch.Tensor) -> dict[str, float]:
     }
 
 
-def active_units(posterior_means: torch.Tensor, threshold: float = 0.01) -> int:
+AU_THRESHOLD = 0.01
+"""The variance across data above which a latent coordinate counts as active (Burda et al.'s)."""
+
+
+def active_units(posterior_means: torch.Tensor, threshold: float = AU_THRESHOLD) -> int:
     r"""Latent coordinates whose posterior mean varies across data:
-    :math:`\mathrm{Cov}_x(E_{q(z\mid x)}[z_k]) > \delta` with :math:`\delta = 0.01`.
+    :math:`\mathrm{Var}_x(E_{q(z\mid x)}[z_k]) > \delta` with :math:`\delta = 0.01`, for every
+    latent type alike: a Gaussian coordinate's mean, a binary unit's probability, a categorical
+    site's probability of each value (:func:`~fabula.evaluation.bounds.posterior_means`).
 
     :param posterior_means: ``[num_data, latent_dim]``.
 

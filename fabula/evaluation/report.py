@@ -21,7 +21,7 @@ from fabula.evaluation.estimators import (
     parse_estimator,
     spec_of,
 )
-from fabula.evaluation.metrics import active_units, perplexities
+from fabula.evaluation.metrics import AU_THRESHOLD, active_units, perplexities
 from fabula.nn.mode import evaluation_mode
 from fabula.particles import run_traces
 from fabula.traces import trace_guide
@@ -41,6 +41,7 @@ class Evaluation:
     tokens: torch.Tensor | None
     posterior_means: torch.Tensor | None
     mutual_information: float | None
+    mutual_information_se: float | None = None
     diagnostics: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def summary(self) -> dict:
@@ -54,6 +55,9 @@ class Evaluation:
             out["kl"] = float(self.kl.double().mean())
             out["active_units"] = active_units(self.posterior_means)
             out["mi"] = self.mutual_information
+            out["au_threshold"] = AU_THRESHOLD
+            if self.mutual_information_se is not None:
+                out["mi_se"] = self.mutual_information_se
         if self.estimator == ELBO.name:
             # E_q[log p(x | z)] = KL - NLL under the ELBO (of the token sequence, like the NLL)
             out["reconstruction"] = float((self.kl.double() - self.nll.double()).mean())
@@ -84,8 +88,10 @@ def evaluate(
     :math:`\exp(\mathrm{NLL}/N)` is per token.
 
     With a variational q, ``kl`` (analytic where available, averaged over the estimator's
-    draws), active units (of the guide's posterior means) and ``mi`` (the batch-averaged
-    :func:`~fabula.evaluation.bounds.mutual_information`, at most ``log batch_size``) are
+    draws), active units (of the guide's posterior means, :func:`~fabula.evaluation.metrics.active_units`)
+    and ``mi`` (the batch-averaged :func:`~fabula.evaluation.bounds.mutual_information`, at most
+    ``log batch_size``; a minibatch estimate, which may fall below 0 where q barely depends on
+    x: ``mi_se`` is its standard error between batches) are
     reported too. Story and guide are evaluated without dropout.
     """
     if estimator is None:
@@ -99,10 +105,22 @@ def evaluate(
         return _evaluate(inference, data, estimator, batch_size, progress)
 
 
+def _between_batches(weighted: list, sizes: list[int]) -> float | None:
+    r"""The standard error of the data-weighted mean of per-batch estimates (``weighted``: each
+    batch's estimate times its size), from their spread between batches; ``None`` with one batch."""
+    if len(sizes) < 2:
+        return None
+    n = torch.tensor(sizes, dtype=torch.float64)
+    values = torch.tensor([float(w) for w in weighted], dtype=torch.float64) / n
+    mean = (values * n).sum() / n.sum()
+    variance = ((n * (values - mean) ** 2).sum() / n.sum()) * len(sizes) / (len(sizes) - 1)
+    return float((variance / len(sizes)).sqrt())
+
+
 def _evaluate(inference, data, estimator, batch_size, progress) -> Evaluation:
     story, guide = inference.story, inference.guide
     diagnosed = inference.source is not None
-    nll, kl, tokens, means, mi, extra = [], [], [], [], [], {}
+    nll, kl, tokens, means, mi, sizes, extra = [], [], [], [], [], [], {}
     for batch in tqdm(
         data.batches(batch_size, device=story.device),
         total=data.num_batches(batch_size),
@@ -120,6 +138,7 @@ def _evaluate(inference, data, estimator, batch_size, progress) -> Evaluation:
             means.append(posterior_means(guide_trace, story.latent_sites, batch.size))
             one_draw = guide_trace if estimator.particles == 1 else trace_guide(guide, batch, 1, terms.params)
             mi.append(mutual_information(one_draw, story.latent_sites) * batch.size)
+            sizes.append(batch.size)
         nll.append(-estimator.log_likelihood(terms))
         for name, value in terms.diagnostics.items():
             extra.setdefault(name, []).append(value)
@@ -138,5 +157,6 @@ def _evaluate(inference, data, estimator, batch_size, progress) -> Evaluation:
         tokens=torch.cat(tokens).cpu() if tokens else None,
         posterior_means=torch.cat(means).cpu() if diagnosed else None,
         mutual_information=float(sum(mi)) / len(data) if diagnosed else None,
+        mutual_information_se=_between_batches(mi, sizes) if diagnosed else None,
         diagnostics={name: torch.cat(v).cpu() for name, v in extra.items()},
     )

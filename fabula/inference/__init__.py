@@ -2,6 +2,8 @@
 sampler), built by name from one registry (:mod:`fabula.inference.kinds`; the kinds fabula ships
 are registered in :mod:`fabula.inference.shipped`)."""
 
+from pyro.infer import TraceEnum_ELBO  # Pyro's, beside fabula's objectives: sums out enumerated sites
+
 from fabula.inference import shipped  # noqa: E402, F401  (registers the kinds fabula ships)
 from fabula.inference.annealing import parse_schedule
 from fabula.inference.base import Inference, Trainable
@@ -65,6 +67,7 @@ __all__ = [
     "StochasticVI",
     "StoryThenGuide",
     "Tabulated",
+    "TraceEnum_ELBO",
     "Trainable",
     "VariationalInference",
     "WakeSleep",

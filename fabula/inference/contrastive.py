@@ -94,6 +94,15 @@ class ContrastiveObjective:
         return 0.5 * self.weight_cost * torch.stack(squares).sum()
 
 
+def refuse_directed(story) -> None:
+    """Refuse a story that is not undirected, naming the kinds that train it."""
+    if not isinstance(story, Undirected):
+        raise SettingsError(
+            f"contrastive divergence trains an undirected story (free energy and Gibbs conditionals); "
+            f"{type(story).__name__} is not one: train it with a variational kind (vae, svi:K, ...)"
+        )
+
+
 @torch.no_grad()
 def reconstruction_error(story, counts: torch.Tensor) -> torch.Tensor:
     r"""``[B]``: :math:`-\log p(v \mid \bar h)` of each document's tokens, with
@@ -139,11 +148,7 @@ class ContrastiveDivergence(Inference):
         lr_decay: float = 1.0,
         decay_after: int = 0,
     ):
-        if not isinstance(story, Undirected):
-            raise SettingsError(
-                f"contrastive divergence trains an undirected story (free energy and Gibbs conditionals); "
-                f"{type(story).__name__} is not one: train it with a variational kind (vae, svi:K, ...)"
-            )
+        refuse_directed(story)
         if objective is not None and not isinstance(objective, ContrastiveObjective):
             raise SettingsError(
                 f"contrastive divergence takes a ContrastiveObjective, got {type(objective).__name__}"
@@ -278,6 +283,7 @@ class ContrastiveDivergence(Inference):
 def contrastive(setup, steps: int, persistent: bool) -> ContrastiveDivergence:
     """The ``cd:K`` / ``pcd:K`` kind of the registry from a :class:`~fabula.inference.kinds.Setup`:
     its objective (the story recipe's :class:`ContrastiveObjective`) and trainer settings."""
+    refuse_directed(setup.story)  # the reason that comes before any setting's
     training = setup.training.arguments()
     if training.pop("annealing") is not None or training.pop("word_dropout"):
         raise SettingsError("KL annealing and word dropout do not apply to contrastive divergence")

@@ -23,6 +23,7 @@ from fabula.errors import SettingsError, UsageError
 from fabula.inference.base import Inference
 from fabula.inference.refinement import Refinement
 from fabula.inference.spec import read_options, split
+from fabula.models.capabilities import Undirected, declares
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,13 @@ class InferenceKind:
     """A registered kind: ``build(setup, options)`` makes the object from an instance of
     ``options`` (a frozen dataclass of settings declared with :func:`~fabula.settings.setting`);
     ``leading`` names the option a bare value sets (K of ``rws:5``); ``trains``: whether it fits
-    a story; ``own_objective``: whether it brings its own loss and ignores the setup's objective."""
+    a story; ``own_objective``: whether it brings its own loss and ignores the setup's objective;
+    ``kl``: whether its loss has the ELBO's KL, on which KL annealing and free bits act;
+    ``undirected``: whether it trains undirected stories
+    (:class:`~fabula.models.capabilities.Undirected`), and only those (every other kind needs a
+    Pyro model); ``needs``: the capabilities a story must declare
+    (:class:`~fabula.models.capabilities.Dreams` for wake-sleep); ``reads``: the data its story
+    must read (``None``: either). :func:`unfit` reads the last three."""
 
     name: str
     summary: str
@@ -128,6 +135,10 @@ class InferenceKind:
     leading: str | None = None
     trains: bool = True
     own_objective: bool = False
+    kl: bool = True
+    undirected: bool = False
+    needs: tuple[type, ...] = ()
+    reads: str | None = None
 
 
 KINDS: dict[str, InferenceKind] = {}
@@ -153,6 +164,29 @@ def parse(text: str) -> tuple[InferenceKind, object]:
 def names(trains: bool | None = None) -> list[str]:
     """The registered kinds' names (only those that train, or do not, if given)."""
     return [k.name for k in KINDS.values() if trains is None or k.trains == trains]
+
+
+def unfit(kind: InferenceKind, story: type) -> str | None:
+    """Why ``kind`` cannot train stories of class ``story``, or ``None`` where it can (read from
+    the class, before any story is built)."""
+    undirected = declares(story, Undirected)
+    if kind.undirected and not undirected:
+        return (
+            f"{kind.name} trains undirected stories (free energy and Gibbs conditionals), "
+            f"and {story.__name__} is not one"
+        )
+    if undirected and not kind.undirected:
+        return f"{story.__name__} is undirected (no Pyro model to bound)"
+    for capability in kind.needs:
+        if not declares(story, capability):
+            return (
+                f"{kind.name} needs a story with the {capability.__name__} capability "
+                f"(fabula.models.capabilities), and {story.__name__} lacks it"
+            )
+    reads = getattr(story, "reads", None)
+    if kind.reads is not None and reads is not None and reads != kind.reads:
+        return f"{kind.name} trains stories of {kind.reads}, and {story.__name__} reads {reads}"
+    return None
 
 
 def build(spec: str, setup: Setup) -> Inference:

@@ -137,15 +137,23 @@ class MCMC(Inference):
         return self.chains if self._same(batch) else self.run(batch)
 
     def posterior(self, batch, num_samples: int | None = None) -> dict[str, torch.Tensor]:
-        """The draws of :meth:`chains_for` pooled over chains, ``{site: [chains * draws, B, ...]}``
-        (``num_samples`` must be ``None`` or the pooled count: the sampler's settings fix it)."""
+        """The draws of :meth:`chains_for` pooled over chains, ``{site: [S, B, ...]}``: all
+        ``chains * draws`` of them (``num_samples=None``, or that count), or ``num_samples`` fewer
+        thinned evenly from the pooled draws (chain by chain, the last of every stride of
+        ``chains * draws / num_samples``, so each chain gives its share); more than the sampler
+        draws is refused, naming its count (the sampler's settings fix it)."""
         total = self.num_chains * self.num_samples
-        if num_samples not in (None, total):
+        if num_samples is not None and not 1 <= num_samples <= total:
             raise SettingsError(
-                f"this sampler draws {total} samples ({self.num_chains} chains x {self.num_samples})"
+                f"num_samples={num_samples}: this sampler draws {total} samples ({self.num_chains} "
+                f"chains x {self.num_samples}); ask for 1 to {total}, or set num_samples on the MCMC"
             )
         chains = self.chains_for(batch)
-        return {s: v.reshape(total, *v.shape[2:]) for s, v in chains.samples.items()}
+        pooled = {s: v.reshape(total, *v.shape[2:]) for s, v in chains.samples.items()}
+        if num_samples is None or num_samples == total:
+            return pooled
+        kept = (torch.arange(1, num_samples + 1) * total) // num_samples - 1
+        return {s: v[kept.to(v.device)] for s, v in pooled.items()}
 
 
 def _start(site: dict) -> torch.Tensor:

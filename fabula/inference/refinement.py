@@ -70,7 +70,15 @@ def check_refinable(guide, batch, params: dict[str, torch.Tensor], objective: EL
 
 
 class RefinementWarning(UserWarning):
-    """Refinement raised the negative ELBO it is meant to lower: its step size is too large."""
+    """Refinement raised the negative ELBO it is meant to lower: its step size ``lr`` is too large.
+    ``before`` and ``after`` are the batch's mean negative ELBO at λ_0 and λ_K, so that a caller
+    can restate the remedy in its own terms (the ``fabula`` command names its flag)."""
+
+    def __init__(
+        self, message: str, lr: float | None = None, before: float | None = None, after: float | None = None
+    ):
+        super().__init__(message)
+        self.lr, self.before, self.after = lr, before, after
 
 
 @dataclass(frozen=True)
@@ -139,13 +147,12 @@ class Refinement:
                 lam = {k: v.detach().requires_grad_() for k, v in lam.items()}
                 losses.append(negative_elbo(story, guide, batch, lam, objective).item() / batch.size)
         if losses[1] > losses[0]:
-            warnings.warn(
+            message = (
                 f"refinement raised the mean negative ELBO of a batch from {losses[0]:.2f} to "
                 f"{losses[1]:.2f} nats ({self.steps} steps, lr={self.lr}): lower Refinement(lr=...) "
-                "(see its docstring for the scale)",
-                RefinementWarning,
-                stacklevel=3,
+                "(see its docstring for the scale)"
             )
+            warnings.warn(RefinementWarning(message, self.lr, *losses), stacklevel=3)
 
     def _run(self, story, guide, batch, params, differentiable, objective):
         if not params:  # a story without latents has nothing to refine

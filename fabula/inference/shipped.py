@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from fabula.data import DOCUMENTS
 from fabula.errors import SettingsError
 from fabula.inference.contrastive import contrastive
 from fabula.inference.kernels import DiscreteGibbs
@@ -22,6 +23,7 @@ from fabula.inference.presets import (
 from fabula.inference.refinement import Refinement
 from fabula.inference.updates import Aggressive, StoryThenGuide
 from fabula.inference.wake_sleep import ReweightedWakeSleep, WakeSleep
+from fabula.models.capabilities import Dreams
 from fabula.settings import COUNT, NONNEGATIVE, POSITIVE, PROBABILITY, Range, check_ranges, setting
 
 UNIT_OPEN = Range(above=0, below=1)
@@ -294,6 +296,8 @@ for _kind in (
         "wake-sleep (Hinton et al. 1995): story on log p(x, h) at h ~ q, encoder on the story's dreams",
         lambda s, _: WakeSleep(s.story, s.guide, **s.training.arguments()),
         own_objective=True,
+        kl=False,
+        needs=(Dreams,),
     ),
     InferenceKind(
         "rws",
@@ -302,6 +306,7 @@ for _kind in (
         options=RWSOptions,
         leading="k",
         own_objective=True,
+        kl=False,
     ),
     InferenceKind(
         "nvil",
@@ -309,6 +314,8 @@ for _kind in (
         _nvil,
         options=NVILOptions,
         own_objective=True,
+        kl=False,
+        reads=DOCUMENTS,
     ),
     InferenceKind(
         "cd",
@@ -316,6 +323,8 @@ for _kind in (
         lambda s, o: contrastive(s, o.k, persistent=False),
         options=GibbsOptions,
         leading="k",
+        kl=False,
+        undirected=True,
     ),
     InferenceKind(
         "pcd",
@@ -323,6 +332,8 @@ for _kind in (
         lambda s, o: contrastive(s, o.k, persistent=True),
         options=GibbsOptions,
         leading="k",
+        kl=False,
+        undirected=True,
     ),
 ):
     register(_kind)

@@ -8,6 +8,13 @@ from typing import Protocol, runtime_checkable
 import torch
 
 
+def declares(cls: type, protocol: type) -> bool:
+    """Whether class ``cls`` defines every method of ``protocol``: a check before any instance
+    exists (``issubclass`` refuses protocols with data members, which an instance sets)."""
+    methods = [name for name, value in vars(protocol).items() if callable(value) and not name.startswith("_")]
+    return all(callable(getattr(cls, name, None)) for name in methods)
+
+
 @runtime_checkable
 class GeneratesSentences(Protocol):
     """A sentence story: an LSTM ``decoder`` conditioned on ``code(latents)``, and prior draws."""

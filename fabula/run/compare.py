@@ -1,7 +1,8 @@
 """Fit one story with several inference kinds on the same data and seed, and compare them on
-one table (Kim et al. 2018, Table 1): NLL bound, KL, perplexity, wall time, steps/s. Each kind is
-built from the same run configuration's plan as ``fabula train`` builds it. An undirected story
-(the RSM) has no bound or KL: its rows give the NLL by its own estimator (AIS)."""
+one table (Kim et al. 2018, Table 1): NLL bound, KL, perplexity, wall time, steps/s, and the
+flags a reader must see first (a collapsed q, a fit far from the generating model's NLL). Each
+kind is built from the same run configuration's plan as ``fabula train`` builds it. An
+undirected story (the RSM) has no bound or KL: its rows give the NLL by its own estimator (AIS)."""
 
 from __future__ import annotations
 
@@ -132,10 +133,34 @@ def compare(
     return rows
 
 
+COLLAPSED_KL = 0.1
+"""Nats of KL per datum below which a row's q carries next to nothing of x: posterior collapse."""
+
+UNFIT_SHARE = 0.05
+"""How far above the generating model's NLL (a share of it) a row counts as not fitted."""
+
+
+def flags(row: dict, reference: dict | None = None) -> list[str]:
+    """What a reader must know before comparing ``row``'s figures: a collapsed q (KL under
+    :data:`COLLAPSED_KL` nats per datum) and an NLL more than :data:`UNFIT_SHARE` above the
+    generating model's (``reference``), each with its remedy."""
+    out = []
+    if row.get("kl") is not None and row["kl"] < COLLAPSED_KL:
+        out.append(
+            f"collapsed (KL {row['kl']:.2f} < {COLLAPSED_KL}): try --anneal linear:STEPS, --free-bits F or sa-vae:K"
+        )
+    if reference is not None and row["nll"] > reference["nll"] * (1 + UNFIT_SHARE):
+        gap = row["nll"] - reference["nll"]
+        out.append(
+            f"not fitted (NLL {gap:.1f} above the generating model's): train longer (--epochs) or on more data"
+        )
+    return out
+
+
 def markdown(rows: dict[str, dict], reference: dict | None = None) -> str:
     lines = [
-        "| inference | -ELBO | NLL (estimator) | KL | PPL | train s | steps/s |",
-        "|---|---|---|---|---|---|---|",
+        "| inference | -ELBO | NLL (estimator) | KL | PPL | train s | steps/s | flags |",
+        "|---|---|---|---|---|---|---|---|",
     ]
 
     def figure(value, digits: int) -> str:
@@ -144,11 +169,12 @@ def markdown(rows: dict[str, dict], reference: dict | None = None) -> str:
     for spec, r in rows.items():
         lines.append(
             f"| {spec} | {figure(r['nll_elbo'], 2)} | {r['nll']:.2f} ({r['estimator']}) | {figure(r['kl'], 2)} | "
-            f"{figure(r['perplexity'], 1)} | {r['train_seconds']:.1f} | {r['steps_per_second']:.1f} |"
+            f"{figure(r['perplexity'], 1)} | {r['train_seconds']:.1f} | {r['steps_per_second']:.1f} | "
+            f"{'; '.join(flags(r, reference))} |"
         )
     if reference is not None:
         estimator = f"{reference['estimator']}:{reference['samples']}"
         lines.append(
-            f"| generating model | | {reference['nll']:.2f} ({estimator}) | {reference['kl']:.2f} | | | |"
+            f"| generating model | | {reference['nll']:.2f} ({estimator}) | {reference['kl']:.2f} | | | | |"
         )
     return "\n".join(lines)

@@ -14,7 +14,7 @@ from fabula.data.registry import DATASETS
 from fabula.devices import PRECISIONS, DeviceSettings
 from fabula.errors import SettingsError
 from fabula.inference.annealing import FORMS, parse_schedule
-from fabula.inference.kinds import parse, trainable
+from fabula.inference.kinds import KINDS, parse, trainable, unfit
 from fabula.inference.trainer import OptimizerSettings
 from fabula.run.stories import recipe
 from fabula.settings import (
@@ -24,6 +24,7 @@ from fabula.settings import (
     PROBABILITY,
     SEED,
     check_ranges,
+    default_of,
     from_dict,
     setting,
     to_dict,
@@ -101,8 +102,14 @@ class InferenceSettings:
         "the mean-field ELBO with analytic KL (MeanFieldELBO) or Trace_ELBO",
         choices=["meanfield", "trace"],
     )
-    anneal: str | None = setting(None, f"KL annealing: {FORMS}")
-    free_bits: float | None = setting(None, "free bits per latent coordinate (nats)", within=NONNEGATIVE)
+    anneal: str | None = setting(
+        None, f"KL annealing: {FORMS} (a story's default holds for the kinds whose loss has a KL)"
+    )
+    free_bits: float | None = setting(
+        None,
+        "free bits per latent coordinate (nats; a story's default holds for the kinds whose loss has a KL)",
+        within=NONNEGATIVE,
+    )
     word_dropout: float = setting(
         0.0, "sentence stories: replace decoder input words by <unk> at this rate", within=PROBABILITY
     )
@@ -124,6 +131,42 @@ class InferenceSettings:
         return out
 
 
+INFERENCE_FIELDS = {f.name: f for f in fields(InferenceSettings)}
+
+KL_REMEDIES = ("anneal", "free_bits")
+"""The inference settings that act on the ELBO's KL: a recipe's defaults for them hold for the
+kinds whose loss has one, and are left out for the others (rws, wake-sleep, nvil, cd, pcd)."""
+
+
+def recipe_defaults(story: str, inference: str | None = None) -> dict:
+    """``story``'s recipe defaults (``{part: {field: value}}``) for a run of kind ``inference``
+    (``None``: the recipe's own kind), its KL remedies left out where that kind's loss has no KL."""
+    defaults = {part: dict(values) for part, values in recipe(story).defaults.items()}
+    own = defaults.get("inference", {})
+    kind, _ = parse(inference or own.get("inference", default_of(INFERENCE_FIELDS["inference"])))
+    if not kind.kl:
+        for name in KL_REMEDIES:
+            own.pop(name, None)
+    return defaults
+
+
+def _spec_form(kind) -> str:
+    return f"{kind.name}:{kind.leading.upper()}" if kind.leading else kind.name
+
+
+def kind_refusal(story: str, spec: str) -> str | None:
+    """Why the kind of ``spec`` cannot train ``story`` (its class, its data), naming the kinds
+    that can; ``None`` where it can."""
+    kind, _ = parse(spec)
+    cls = recipe(story).story
+    reason = unfit(kind, cls)
+    if reason is None:
+        return None
+    fitting = [_spec_form(k) for k in KINDS.values() if k.trains and unfit(k, cls) is None]
+    listed = ", ".join(fitting[:-1]) + " or " + fitting[-1] if len(fitting) > 1 else "".join(fitting)
+    return f"{reason}: train it with {listed or 'no registered kind'}, not {spec!r}"
+
+
 def objective_of(story: str, model, inference: InferenceSettings, guide=None):
     """The training objective of ``story``'s recipe for these settings, or ``None`` for a kind
     that brings its own loss (wake-sleep, rws, nvil), which refuses the objective's flags."""
@@ -131,6 +174,8 @@ def objective_of(story: str, model, inference: InferenceSettings, guide=None):
     if kind.own_objective:
         if inference.free_bits is not None:
             raise SettingsError(f"--free-bits floors a KL; {kind.name} brings its own loss (give none)")
+        if inference.anneal:
+            raise SettingsError(f"--anneal scales a KL; {kind.name} brings its own loss (give none)")
         return None
     return recipe(story).objective(model, inference, guide)
 
@@ -155,9 +200,12 @@ class TrainConfig:
             raise SettingsError(f"the {self.story} story reads {r.reads}; {self.data.data!r} holds {holds}")
         if not self.data.own and self.tokenization != Tokenization():
             raise SettingsError("the tokenization flags apply to your own files (--data PATH)")
+        trainable(self.inference.inference)
+        refusal = kind_refusal(self.story, self.inference.inference)
+        if refusal:  # before any setting that the kind would refuse
+            raise SettingsError(refusal)
         if self.inference.word_dropout and r.reads != SENTENCES:
             raise SettingsError("--word-dropout applies to sentence stories")
-        trainable(self.inference.inference)
         objective = objective_of(self.story, self.model, self.inference)
         if self.run.precision == "bf16" and isinstance(objective, TraceEnum_ELBO):
             raise SettingsError(
@@ -179,10 +227,12 @@ class TrainConfig:
 
     @classmethod
     def create(cls, story: str, **settings) -> TrainConfig:
-        """The configuration of ``story`` at its recipe's defaults, with ``settings`` given by
-        field name (each name belongs to one part: ``epochs``, ``latent_dim``, ``lr``, ...)."""
+        """The configuration of ``story`` at its recipe's defaults for the kind it trains with
+        (:func:`recipe_defaults`), with ``settings`` given by field name (each name belongs to
+        one part: ``epochs``, ``latent_dim``, ``lr``, ...)."""
         parts = cls.parts(story)
-        values = {name: dict(recipe(story).defaults.get(name, {})) for name in parts}
+        defaults = recipe_defaults(story, settings.get("inference"))
+        values = {name: dict(defaults.get(name, {})) for name in parts}
         owner = {f.name: name for name, part in parts.items() for f in fields(part)}
         for key, value in settings.items():
             if key not in owner:

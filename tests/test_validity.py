@@ -42,7 +42,7 @@ from fabula.inference.kinds import KINDS
 from fabula.models.capabilities import Undirected
 from fabula.nn.mode import evaluation_mode
 from fabula.particles import ParticleWarning, run_traces
-from fabula.run.config import InferenceSettings, objective_of
+from fabula.run.config import InferenceSettings, objective_of, recipe_defaults
 from fabula.run.stories import STORIES, recipe
 from fabula.traces import TraceOrderWarning, log_density
 from user_like_stories import CASES, _sample_sites, pyro_elbo, pyro_log_joint
@@ -82,7 +82,7 @@ def _shipped(name: str, spec: str):
     }
     settings = r.settings(**small)
     story, guide = r.build(settings, corpus["train"])
-    inference = InferenceSettings(**{**r.defaults.get("inference", {}), "inference": spec})
+    inference = InferenceSettings(**{**recipe_defaults(name, spec).get("inference", {}), "inference": spec})
     objective = objective_of(name, settings, inference, guide)
     return story, guide, corpus["train"], objective
 

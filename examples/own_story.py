@@ -173,18 +173,44 @@ def main(argv=None) -> dict:
         f"{draws['perplexity']:.1f} from its draws (max k-hat {draws['khat_max']:.2f}) against the VAE's IW "
         f"{vae_few['perplexity']:.1f}"
     )
+    if draws["perplexity"] > vae_few["perplexity"]:
+        # both are stochastic lower bounds on log p(x): the tighter (lower perplexity) is the better figure
+        print(
+            "  read: both figures bound log p(x) from below, so the lower perplexity is the closer one; the "
+            "proposal fitted to NUTS's draws is the looser here"
+            + (
+                " (k-hat above 0.7: its weights are unreliable, more draws would help)"
+                if draws["khat_max"] > 0.7
+                else ""
+            )
+        )
 
     # 4. ArviZ: both posteriors of the same documents, with r-hat, ESS and PSIS-LOO
     batch = few.batch(torch.arange(len(few)))
     idata = {"NUTS": to_arviz(mcmc, batch), "VAE q": to_arviz(vae, batch, 2 * args.nuts_draws)}
     summary = az.summary(idata["NUTS"], var_names=["z"])
     print(f"NUTS r-hat max {summary['r_hat'].max():.3f}, bulk ESS min {summary['ess_bulk'].min():.0f}")
-    loo = {}
+    if summary["r_hat"].max() > 1.01 or summary["ess_bulk"].min() < 100 * 2:
+        print(
+            "  read: r-hat above 1.01 or fewer than 100 effective draws per chain: the chains have not "
+            "mixed well enough for reliable posterior summaries; raise --nuts-draws"
+        )
+    loo, flagged = {}, {}
     for name, d in idata.items():
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # ArviZ warns of high k-hat with few documents
-            loo[name] = float(az.loo(d).elpd_loo)
+            warnings.simplefilter("ignore", UserWarning)  # its high k-hat warning is read out below
+            result = az.loo(d, pointwise=True)
+        loo[name], flagged[name] = float(result.elpd_loo), int((result.pareto_k > 0.7).sum())
     print("PSIS-LOO elpd: " + ", ".join(f"{k} {v:.1f}" for k, v in loo.items()))
+    if any(flagged.values()):
+        # each document has its own latent z: leaving one out removes its whole posterior, so its
+        # importance weights are heavy-tailed and PSIS cannot correct them
+        print(
+            "  read: Pareto k above 0.7 for "
+            + ", ".join(f"{n} documents of {k}" for k, n in flagged.items())
+            + ": PSIS-LOO is unreliable for them (each document has its own latent, so leaving it out "
+            "moves the posterior far); compare the models on held-out perplexity instead"
+        )
 
     # 5. a posterior predictive check with Pyro's Predictive: distinct words per document
     check = test.batch(torch.arange(len(test)))
@@ -198,6 +224,20 @@ def main(argv=None) -> dict:
         f"posterior predictive check: distinct words per document {float(real.mean()):.1f} real, "
         f"{float(predicted.mean()):.1f} predicted (p = {p_value:.2f})"
     )
+    if not 0.05 <= p_value <= 0.95:
+        more = float(predicted.mean()) > float(real.mean())
+        print(
+            "  read: the check fails: the story predicts "
+            + ("more" if more else "fewer")
+            + " distinct words than the documents have"
+            + (
+                ": real documents repeat their words (burstiness), which words drawn independently from "
+                "one mixture of topics do not; a likelihood with repeats (Dirichlet-multinomial) or "
+                "sharper topics would"
+                if more
+                else ": the topics are too concentrated for these documents"
+            )
+        )
     return {"rows": rows, "nuts": draws, "loo": loo, "ppc": {"real": float(real.mean()), "p": p_value}}
 
 

@@ -1,9 +1,10 @@
 """An LSTM sentence VAE on the SA-VAE synthetic oracle corpus, with the collapse remedies as
-settings of the inference object: KL annealing, word dropout and free bits. Prints the test
-bounds beside the oracle's own, samples from the prior, and a homotopy between two sentences.
+settings of the inference object: KL annealing, word dropout and free bits (all on by default:
+without free bits this VAE collapses, KL 0 and every homotopy line alike). Prints the test bounds
+beside the oracle's own, samples from the prior, and a homotopy between two sentences.
 
-    python examples/sentence_vae.py                    # synthetic corpus, no download
-    python examples/sentence_vae.py --epochs 20 --word-dropout 0.3 --free-bits 0.1
+    python examples/sentence_vae.py                    # synthetic corpus, no download (about a minute)
+    python examples/sentence_vae.py --free-bits 0      # the collapse the remedies prevent
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def main(argv=None) -> dict:
     p.add_argument("--latent-dim", type=int, default=8)
     p.add_argument("--hidden-dim", type=int, default=128)
     p.add_argument("--word-dropout", type=float, default=0.2)
-    p.add_argument("--free-bits", type=float, default=None)
+    p.add_argument("--free-bits", type=float, default=0.5, help="nats per latent coordinate (0: none)")
     p.add_argument("--iw-samples", type=int, default=50)
     args = p.parse_args(argv)
 
@@ -43,7 +44,7 @@ def main(argv=None) -> dict:
         guide,
         annealing=Linear(max(1, steps // 2)),
         word_dropout=args.word_dropout,
-        objective=FreeBitsELBO(args.free_bits) if args.free_bits is not None else None,
+        objective=FreeBitsELBO(args.free_bits) if args.free_bits else None,
         clip_norm=5.0,
     )
     vi.fit(data["train"], epochs=args.epochs, batch_size=64)

@@ -34,6 +34,7 @@ SMOKE_ARGS = {
     "reader_fuzz.py": [[]],
     "savae_cost.py": [[]],
     "savae_synthetic.py": [[]],
+    "threads.py": [[]],
 }
 CASES = [(name, argv) for name, variants in sorted(SMOKE_ARGS.items()) for argv in variants]
 
@@ -99,6 +100,7 @@ CHECKS = {
     "reader_fuzz.py": lambda r: sum(row["crash"] + row["inconsistent"] for row in r["readers"].values()) == 0,
     "savae_cost.py": lambda r: list(r) == ["vae", "sa-vae exact", "sa-vae finite-difference"],
     "savae_synthetic.py": lambda r: {"fixed", "learned"} <= set(r) and "nll" in r["true"],
+    "threads.py": lambda r: len(r["results"]) == 4 and all(v["1"] > 0 for v in r["results"].values()),
 }
 
 

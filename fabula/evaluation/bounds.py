@@ -11,6 +11,7 @@ import warnings
 
 import torch
 from pyro.distributions import MultivariateStudentT
+from torch.distributions import constraints
 
 from fabula.errors import UsageError
 from fabula.particles import Replay, replay, run_traces, values_trace
@@ -58,28 +59,33 @@ def terms_from_traces(replay: Replay, guide_trace, analytic_kl: bool = True):
     }
 
 
+def _has_mean(fn) -> bool:
+    """Continuous sites, and binary ones (whose mean is :math:`q(h_j = 1)`); not categorical ones."""
+    support = fn.support
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return not support.is_discrete or support is constraints.boolean
+
+
 def posterior_means(guide_trace, sites, batch_size: int) -> torch.Tensor:
-    r""":math:`E_q[z]` of the given sites, flattened and concatenated per datum: ``[B, D]``
-    (``D = 0`` without such sites). A binary unit's mean is its probability
-    :math:`q(h_j = 1 \mid x)`; a categorical site's coordinates are its probabilities
-    :math:`q(c = k \mid x)` (the mean of its one-hot code), so a unit or a component is active
-    when that varies across data. A site whose q has no closed-form mean (a normal pushed through
-    a bijection onto an interval or a simplex) counts no active units.
+    r""":math:`E_q[z]` of the given continuous and binary sites, flattened and concatenated per
+    datum: ``[B, D]`` (``D = 0`` without such sites), the codes a decoder reads. A binary unit's
+    mean is its probability :math:`q(h_j = 1 \mid x)`, so it is active when that varies across
+    data; categorical sites have no mean and count no active units, nor have sites whose q has
+    no closed-form mean.
 
     The guide's distributions carry the particle dimension first; their means agree along it.
     """
     fns = [guide_trace.nodes[s]["fn"] for s in sites if s in guide_trace.nodes]
-    means = [m.mean(0).reshape(batch_size, -1) for fn in fns if (m := _mean(fn)) is not None]
+    means = [
+        m.mean(0).reshape(batch_size, -1) for fn in fns if _has_mean(fn) and (m := _mean(fn)) is not None
+    ]
     return torch.cat(means, -1) if means else torch.zeros(batch_size, 0)
 
 
 def _mean(fn) -> torch.Tensor | None:
-    """:math:`E_q[z]` (a categorical's probabilities), or ``None`` where q has no closed-form mean."""
-    base = fn
-    while isinstance(base, torch.distributions.Independent):
-        base = base.base_dist
-    if isinstance(base, torch.distributions.Categorical):
-        return base.probs
+    """:math:`E_q[z]`, or ``None`` where q has no closed-form mean (a normal pushed through a
+    bijection onto an interval or a simplex): such a site counts no active units."""
     try:
         return fn.mean
     except NotImplementedError:

@@ -28,9 +28,9 @@ AU_THRESHOLD = 0.01
 
 def active_units(posterior_means: torch.Tensor, threshold: float = AU_THRESHOLD) -> int:
     r"""Latent coordinates whose posterior mean varies across data:
-    :math:`\mathrm{Var}_x(E_{q(z\mid x)}[z_k]) > \delta` with :math:`\delta = 0.01`, for every
-    latent type alike: a Gaussian coordinate's mean, a binary unit's probability, a categorical
-    site's probability of each value (:func:`~fabula.evaluation.bounds.posterior_means`).
+    :math:`\mathrm{Var}_x(E_{q(z\mid x)}[z_k]) > \delta` with :math:`\delta = 0.01`, for a
+    Gaussian coordinate's mean and a binary unit's probability alike; categorical sites are left
+    out (:func:`~fabula.evaluation.bounds.posterior_means`).
 
     :param posterior_means: ``[num_data, latent_dim]``.
 

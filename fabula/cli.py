@@ -24,7 +24,7 @@ import torch
 from fabula.cgmh import CGMHSettings, cgmh
 from fabula.data import DOCUMENTS
 from fabula.data.text import TextBatch
-from fabula.devices import DeviceSettings, resolve
+from fabula.devices import DeviceSettings, cpu_threads, resolve
 from fabula.distributed import launch_rank
 from fabula.errors import DivergenceError, FabulaError, SettingsError, UsageError
 from fabula.evaluation import ImportanceWeighted, default_estimator, evaluate, parse_estimator
@@ -86,8 +86,7 @@ POINTS = Range(at_least=2)  # a segment's ends
 
 
 def _threads(args) -> None:
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(cpu_threads(args.threads))
 
 
 def _device(args) -> torch.device:
@@ -610,7 +609,11 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     )
     sub = p.add_subparsers(dest="command", required=True)
     threads = argparse.ArgumentParser(add_help=False)
-    threads.add_argument("--threads", type=number(int, COUNT), help=f"torch CPU threads, {COUNT}")
+    threads.add_argument(
+        "--threads",
+        type=number(int, COUNT),
+        help=f"torch CPU threads, {COUNT} (default: FABULA_THREADS, else half the cores)",
+    )
     run_data = argparse.ArgumentParser(add_help=False)
     run_data.add_argument("--data-dir", help="where the run's dataset lies now, if it moved")
     device = argparse.ArgumentParser(add_help=False)

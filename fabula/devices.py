@@ -139,3 +139,23 @@ def lower_precision(device: torch.device, dtype: torch.dtype, enabled: bool = Tr
             yield
     finally:
         torch.backends.mkldnn.enabled = saved
+
+
+THREADS = "FABULA_THREADS"
+"""The environment variable that sets the torch CPU threads of every ``fabula`` command."""
+
+
+def cpu_threads(requested: int | None = None) -> int:
+    """Torch CPU threads for a command: ``requested`` (``--threads``), else :data:`THREADS` from
+    the environment, else half the machine's cores (at least one). Torch's own default takes
+    every core, which on a shared machine competes with the other work there: on 2 cores,
+    training and evaluating the README's NVDM with 2 threads instead of 1 gained 3% idle and
+    lost 5-22% beside one busy 2-thread process (``benchmarks/threads.py``, RESULTS.md)."""
+    if requested is not None:
+        return requested
+    given = os.environ.get(THREADS)
+    if given:
+        if not (given.isascii() and given.isdigit() and int(given) >= 1):
+            raise SettingsError(f"{THREADS}={given!r}: give a whole number of threads, at least 1")
+        return int(given)
+    return max(1, (os.cpu_count() or 2) // 2)

@@ -2,6 +2,7 @@
 device (FABULA_DEVICE), --device refused in one line where the machine lacks it, bf16 training."""
 
 import ast
+import os
 from pathlib import Path
 
 import pytest
@@ -163,3 +164,18 @@ def test_the_gpu_check_runs_every_test_that_takes_the_device():
             if takes and node.name.startswith("test_") and not {name, f"{name}::{node.name}"} & set(suite):
                 missing.append(f"{name}::{node.name}")
     assert not missing, missing
+
+
+def test_cpu_threads_come_from_the_flag_then_the_environment_then_half_the_cores(monkeypatch):
+    from fabula.devices import THREADS, cpu_threads
+
+    monkeypatch.delenv(THREADS, raising=False)
+    monkeypatch.setattr(os, "cpu_count", lambda: 8)
+    assert cpu_threads(3) == 3 and cpu_threads() == 4
+    monkeypatch.setattr(os, "cpu_count", lambda: 1)
+    assert cpu_threads() == 1
+    monkeypatch.setenv(THREADS, "2")
+    assert cpu_threads() == 2 and cpu_threads(5) == 5
+    monkeypatch.setenv(THREADS, "two")
+    with pytest.raises(SettingsError, match="FABULA_THREADS='two': give a whole number of threads"):
+        cpu_threads()

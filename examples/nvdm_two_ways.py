@@ -14,6 +14,7 @@ import argparse
 import torch
 
 from fabula.data import load_dataset, synthetic_nvdm_corpus
+from fabula.devices import cpu_threads
 from fabula.evaluation import ImportanceWeighted, evaluate
 from fabula.guides import NormalGuide
 from fabula.inference import Amortized, NonAmortized
@@ -28,6 +29,7 @@ def main(argv=None) -> dict:
     p.add_argument("--hidden", type=int, default=200)
     p.add_argument("--iw-samples", type=int, default=50)
     args = p.parse_args(argv)
+    torch.set_num_threads(cpu_threads())  # as the fabula command: FABULA_THREADS, else half the cores
 
     data = load_dataset("20news", args.data_dir) if args.data_dir else synthetic_nvdm_corpus()[0]
     train = data["train"]

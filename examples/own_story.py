@@ -30,6 +30,7 @@ from pyro import poutine
 from pyro.infer import Predictive
 
 from fabula.data import load_dataset, synthetic_nvdm_corpus
+from fabula.devices import cpu_threads
 from fabula.diagnostics import to_arviz
 from fabula.diagnostics.arviz import az
 from fabula.distributions import BagOfWordsMultinomial
@@ -95,6 +96,7 @@ def main(argv=None) -> dict:
     p.add_argument("--nuts-draws", type=int, default=200, help="NUTS draws (and as many warmup steps)")
     p.add_argument("--replicas", type=int, default=50, help="posterior predictive draws per document")
     args = p.parse_args(argv)
+    torch.set_num_threads(cpu_threads())  # as the fabula command: FABULA_THREADS, else half the cores
 
     data = load_dataset("20news", args.data_dir) if args.data_dir else synthetic_nvdm_corpus()[0]
     train, test = data["train"], data["test"].subset(range(min(args.test_docs, len(data["test"]))))

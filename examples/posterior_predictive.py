@@ -31,6 +31,7 @@ from pyro import poutine
 from pyro.infer import Predictive
 
 from fabula.data import load_dataset, synthetic_nvdm_corpus
+from fabula.devices import cpu_threads
 from fabula.guides import NormalGuide
 from fabula.inference import Amortized
 from fabula.models import NVDM
@@ -67,6 +68,7 @@ def main(argv=None) -> dict:
     )
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
+    torch.set_num_threads(cpu_threads())  # as the fabula command: FABULA_THREADS, else half the cores
 
     data = load_dataset("20news", args.data_dir) if args.data_dir else synthetic_nvdm_corpus()[0]
     train, test = data["train"], data["test"]

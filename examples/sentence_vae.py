@@ -14,6 +14,7 @@ import argparse
 import torch
 
 from fabula.data.synthetic import synthetic_sentence_corpus
+from fabula.devices import cpu_threads
 from fabula.evaluation import ImportanceWeighted, evaluate
 from fabula.generation import greedy, homotopy, sample
 from fabula.guides import SentenceGuide
@@ -32,6 +33,7 @@ def main(argv=None) -> dict:
     p.add_argument("--free-bits", type=float, default=0.5, help="nats per latent coordinate (0: none)")
     p.add_argument("--iw-samples", type=int, default=50)
     args = p.parse_args(argv)
+    torch.set_num_threads(cpu_threads())  # as the fabula command: FABULA_THREADS, else half the cores
 
     torch.manual_seed(0)
     data, oracle = synthetic_sentence_corpus()

@@ -33,7 +33,15 @@ from pyro import poutine
 
 from fabula.errors import FabulaError, UsageError
 from fabula.models.story import DATA_DIM
-from fabula.traces import PARTICLE_DIM, prior_trace, sample_sites, site_log_prob, trace_guide
+from fabula.traces import (
+    PARTICLE_DIM,
+    base_distribution,
+    log_density,
+    prior_trace,
+    sample_sites,
+    site_log_prob,
+    trace_guide,
+)
 
 MAX_ENUMERATION = 1 << 16
 """The most joint values of a datum's summed-out sites that :func:`replay` enumerates."""
@@ -105,13 +113,7 @@ def unsummable(story, batch) -> str | None:
         if site["is_observed"]:
             continue
         if not site["fn"].has_enumerate_support:
-            finite = site["fn"].support.is_discrete
-            values = (
-                f"{_support_size(site['fn'])} values per datum, not enumerable site by site"
-                if finite
-                else "continuous"
-            )
-            return f"its latent site {site['name']!r} is {values}"
+            return f"its latent site {site['name']!r} is {_not_enumerable(site['fn'])}"
         size *= site["fn"].enumerate_support(expand=False).shape[0]
     if size > MAX_ENUMERATION:
         return f"its latents take {size} joint values per datum, above {MAX_ENUMERATION}"
@@ -128,7 +130,7 @@ def enumerated_posterior(story, batch) -> dict[str, torch.Tensor]:
     if reason is not None:
         raise UsageError(f"{type(story).__name__} has no exact posterior by enumeration: {reason}")
     trace, summed = _trace(story, batch, values_trace({}), DATA_DIM - 1)
-    total = sum((s["log_prob"] for s in sample_sites(trace)), torch.zeros((), device=story.device))
+    total = torch.as_tensor(log_density(trace), device=story.device)
     total = total.expand(*total.shape[:-1], batch.size)
     log_z = total.reshape(-1, batch.size).logsumexp(0)
     out = {}
@@ -251,34 +253,34 @@ def _trace(story, batch, draws, first_dim) -> tuple[poutine.Trace, tuple[str, ..
 
 
 def _unsummable(story, site) -> str:
-    name, fn = site["name"], site["fn"]
+    return (
+        f"latent site {site['name']!r} of {type(story).__name__} has no draw and is "
+        f"{_not_enumerable(site['fn'])}: give the guide a site for it"
+    )
+
+
+def _not_enumerable(fn) -> str:
+    """What a latent's distribution ``fn`` without an enumerable support is."""
     if fn.support.is_discrete:
-        values = _support_size(fn)
-        return (
-            f"latent site {name!r} of {type(story).__name__} has no draw and its support ({values} values per "
-            "datum) cannot be enumerated site by site: give the guide a site for it"
-        )
-    return f"latent site {name!r} of {type(story).__name__} has no draw and is continuous: give the guide a site for it"
+        return f"{_support_size(fn)} values per datum, not enumerable site by site"
+    return "continuous"
 
 
 def _support_size(fn) -> str:
-    base, event = fn, 1
-    while isinstance(base, torch.distributions.Independent):
-        event = math.prod(base.event_shape)
-        base = base.base_dist
-    if base.has_enumerate_support:
-        per = base.enumerate_support(expand=False).shape[0]
-        return f"{per}^{event}" if event > 1 else str(per)
-    return "unbounded"
+    """The values one datum's draw of ``fn`` takes: ``K^units`` for ``units`` coordinates of K
+    values each, ``"unbounded"`` without a finite support."""
+    base = base_distribution(fn)
+    if not base.has_enumerate_support:
+        return "unbounded"
+    per = base.enumerate_support(expand=False).shape[0]
+    units = math.prod(fn.event_shape[: len(fn.event_shape) - len(base.event_shape)])
+    return f"{per}^{units}" if units > 1 else str(per)
 
 
 def _summed(trace, observed: bool | None, shape: tuple[int, ...], device) -> torch.Tensor:
     """The sum of the sites' log densities (all, or the observed or latent ones) with the
     enumerated dimensions summed out by log-sum-exp, of ``shape``."""
-    total = sum(
-        (s["log_prob"] for s in sample_sites(trace) if observed is None or s["is_observed"] == observed),
-        torch.zeros((), device=device),
-    )
+    total = torch.as_tensor(log_density(trace, observed), device=device)
     batch_dims = len(shape)
     if total.dim() > batch_dims:
         total = total.reshape(-1, *total.shape[total.dim() - batch_dims :]).logsumexp(0)

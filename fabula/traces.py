@@ -14,11 +14,10 @@ import warnings
 import pyro
 import torch
 from pyro import poutine
-from pyro.distributions import Independent
 from pyro.distributions.transforms import biject_to
 from pyro.distributions.util import scale_and_mask
 from pyro.poutine.util import site_is_subsample
-from torch.distributions import kl_divergence
+from torch.distributions import Independent, constraints, kl_divergence
 
 from fabula.checkpoint import preserved_rng
 from fabula.errors import UsageError
@@ -134,13 +133,24 @@ class TraceOrderWarning(UserWarning):
     Monte Carlo term there (the number stays right, its variance grows)."""
 
 
+def base_distribution(fn):
+    """``fn`` without its ``Independent`` wrappers (``.to_event``): the distribution of one unit."""
+    while isinstance(fn, Independent):
+        fn = fn.base_dist
+    return fn
+
+
+def has_mean(fn) -> bool:
+    """Continuous sites, and binary ones (whose mean is :math:`q(h_j = 1)`); not categorical ones."""
+    support = fn.support
+    while isinstance(support, constraints.independent):
+        support = support.base_constraint
+    return not support.is_discrete or support is constraints.boolean
+
+
 def kl_per_dim(q, p):
     """Analytic :math:`KL(q \\| p)` per latent coordinate (``Independent`` wrappers removed)."""
-    while isinstance(q, Independent):
-        q = q.base_dist
-    while isinstance(p, Independent):
-        p = p.base_dist
-    return kl_divergence(q, p)
+    return kl_divergence(base_distribution(q), base_distribution(p))
 
 
 def prior_trace(story, batch):

@@ -11,11 +11,18 @@ import warnings
 
 import torch
 from pyro.distributions import MultivariateStudentT
-from torch.distributions import constraints
 
 from fabula.errors import UsageError
 from fabula.particles import Replay, replay, run_traces, values_trace
-from fabula.traces import constrained, elbo_parts, log_density, prior_trace, sample_sites, unconstraining
+from fabula.traces import (
+    constrained,
+    elbo_parts,
+    has_mean,
+    log_density,
+    prior_trace,
+    sample_sites,
+    unconstraining,
+)
 
 
 def log_weights(story, guide, batch, num_samples: int, params=None) -> torch.Tensor:
@@ -59,14 +66,6 @@ def terms_from_traces(replay: Replay, guide_trace, analytic_kl: bool = True):
     }
 
 
-def _has_mean(fn) -> bool:
-    """Continuous sites, and binary ones (whose mean is :math:`q(h_j = 1)`); not categorical ones."""
-    support = fn.support
-    while isinstance(support, constraints.independent):
-        support = support.base_constraint
-    return not support.is_discrete or support is constraints.boolean
-
-
 def posterior_means(guide_trace, sites, batch_size: int) -> torch.Tensor:
     r""":math:`E_q[z]` of the given continuous and binary sites, flattened and concatenated per
     datum: ``[B, D]`` (``D = 0`` without such sites), the codes a decoder reads. A binary unit's
@@ -77,9 +76,7 @@ def posterior_means(guide_trace, sites, batch_size: int) -> torch.Tensor:
     The guide's distributions carry the particle dimension first; their means agree along it.
     """
     fns = [guide_trace.nodes[s]["fn"] for s in sites if s in guide_trace.nodes]
-    means = [
-        m.mean(0).reshape(batch_size, -1) for fn in fns if _has_mean(fn) and (m := _mean(fn)) is not None
-    ]
+    means = [m.mean(0).reshape(batch_size, -1) for fn in fns if has_mean(fn) and (m := _mean(fn)) is not None]
     return torch.cat(means, -1) if means else torch.zeros(batch_size, 0)
 
 

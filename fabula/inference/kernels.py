@@ -50,7 +50,7 @@ from fabula.checkpoint import preserved_rng
 from fabula.errors import SettingsError, UsageError
 from fabula.inference.pyro_internals import RecordingNUTS
 from fabula.particles import replay, unsummable, values_trace
-from fabula.traces import prior_latents
+from fabula.traces import base_distribution, prior_latents
 
 
 @dataclass
@@ -172,9 +172,7 @@ def _refuse_without_latents(story, sampler: str) -> None:
 def _unit_values(site: dict, owner: str) -> torch.Tensor:
     """``[K]``: the values one unit of a finite discrete latent ``site`` takes (one coordinate
     of its event; the site itself when it has none), refusing any other site."""
-    base = site["fn"]
-    while isinstance(base, torch.distributions.Independent):
-        base = base.base_dist
+    base = base_distribution(site["fn"])
     if not base.has_enumerate_support:
         raise UsageError(
             f"the Gibbs kernel samples finite discrete latents; site {site['name']!r} of {owner} has support "

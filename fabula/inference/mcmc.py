@@ -6,12 +6,12 @@ import dataclasses
 
 import pyro
 import torch
-from torch.distributions import constraints
 
 from fabula.errors import SettingsError
 from fabula.inference.base import Inference
 from fabula.inference.kernels import NUTS_KERNELS, Chains, Kernel
 from fabula.nn.mode import evaluation_mode
+from fabula.traces import has_mean
 
 
 class MCMC(Inference):
@@ -157,10 +157,7 @@ class MCMC(Inference):
 
 
 def _start(site: dict) -> torch.Tensor:
-    support = site["fn"].support
-    while isinstance(support, constraints.independent):
-        support = support.base_constraint
-    if support.is_discrete and support is not constraints.boolean:
+    if not has_mean(site["fn"]):
         return site["value"]
     try:
         return site["fn"].mean

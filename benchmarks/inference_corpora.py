@@ -46,6 +46,7 @@ def main(argv=None):
     p.add_argument("--test-size", type=int, help="PTB: the first N test sentences (default: all)")
     p.add_argument("--iw-samples", type=int, default=100)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seeds", type=int, default=3, help="seeds per kind, from --seed: rows are their means")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-record", action="store_true")
     with session(
@@ -56,6 +57,7 @@ def main(argv=None):
         hidden_dim=16,
         inference=["vae", "svi:2", "vae+svi:2", "sa-vae:2"],
         iw_samples=3,
+        seeds=1,
     ) as args:
         return benchmark(args)
 
@@ -92,7 +94,11 @@ def benchmark(args) -> dict:
             "test": first(splits["test"], args.test_size),
         }
     settings = CompareSettings(
-        inference=tuple(args.inference), train_size=None, test_size=None, samples=args.iw_samples
+        inference=tuple(args.inference),
+        train_size=None,
+        test_size=None,
+        samples=args.iw_samples,
+        seeds=args.seeds,
     )
     rows = compare(config, lambda: build_story(config, splits["train"]), splits, settings)
     sizes = ", ".join(f"{name} {len(splits[name])}" for name in ("train", "test"))

@@ -52,9 +52,10 @@ def main(argv=None):
     )
     p.add_argument("--iw-samples", type=int, default=500)
     p.add_argument("--true-samples", type=int, default=1000)
+    p.add_argument("--seeds", type=int, default=3, help="seeds per kind, from seed 0: rows are their means")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--no-record", action="store_true")
-    with session(p, argv, epochs=1, k=2, iw_samples=3, true_samples=3) as args:
+    with session(p, argv, epochs=1, k=2, iw_samples=3, true_samples=3, seeds=1) as args:
         return benchmark(args)
 
 
@@ -70,7 +71,7 @@ def benchmark(args) -> dict:
     ).summary()
     specs = ["vae", f"svi:{args.k}", f"sa-vae:{args.k}"]
     settings = CompareSettings(
-        inference=tuple(specs), train_size=None, test_size=None, samples=args.iw_samples
+        inference=tuple(specs), train_size=None, test_size=None, samples=args.iw_samples, seeds=args.seeds
     )
     config = TrainConfig.create(  # Kim et al.'s sizes; the mean-field ELBO without free bits, clipped at 5
         "lstm-vae",

@@ -12,6 +12,7 @@ its traceback.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import textwrap
@@ -42,6 +43,7 @@ from fabula.models.capabilities import (
     HasPosteriorMean,
     HasTopics,
 )
+from fabula.plots import plot_comparison
 from fabula.run import (
     TrainConfig,
     data_description,
@@ -52,6 +54,7 @@ from fabula.run import (
 )
 from fabula.run.compare import COMPARE_DEFAULTS, CompareSettings, compare, estimate_seconds
 from fabula.run.compare import markdown as compare_markdown
+from fabula.run.compare_store import CompareStore
 from fabula.run.config import SYNTHETIC, DataSettings, InferenceSettings
 from fabula.run.flags import add_arguments, from_arguments, number
 from fabula.run.plan import build_story, inspection_setup
@@ -75,7 +78,7 @@ EXAMPLES = """examples:
   fabula sample runs/vae --n 5 --decode beam
   fabula sample runs/vae --n 3 --from "the company said it would sell its stake"
   fabula interpolate runs/vae "he said the market was weak" "the stock rose N %" --steps 5
-  fabula compare --inference vae svi:20 sa-vae:20
+  fabula compare --fixed-story
   fabula diagnose runs/demo --inference nuts --items 0:10 --out diag/nuts
   fabula diagnose runs/demo --inference vae --against-nuts --backend numpyro --items 0:5 --out diag/vae
   fabula cgmh runs/ptb-fwd --backward runs/ptb-bwd --keywords "market fell" --chains 4 --steps 200
@@ -332,6 +335,29 @@ def _compare_config(args, kinds: tuple[str, ...]) -> TrainConfig:
     return TrainConfig(args.story, **{name: from_dict(part, values[name]) for name, part in parts.items()})
 
 
+def _held_story(config: TrainConfig, generator, device):
+    """With ``--fixed-story``, the story every row keeps fixed: the data's generating model,
+    which must be the compared story's kind."""
+    if generator is None:
+        raise UsageError(
+            f"--fixed-story holds the data's generating model, and {config.data.data} has none "
+            "(only the embedded synthetic corpora do)"
+        )
+    kind = recipe(config.story).story
+    if not isinstance(generator, kind):
+        raise UsageError(
+            f"--fixed-story: the data's generating model is a {type(generator).__name__}, "
+            f"not the {config.story} story's {kind.__name__}"
+        )
+    latent = getattr(config.model, "latent_dim", None)
+    if latent is not None and latent != generator.latent_dim:
+        raise UsageError(
+            f"--fixed-story: the generating model's z has {generator.latent_dim} dimensions; "
+            f"--latent-dim {latent} differs"
+        )
+    return generator.to(device)
+
+
 def cmd_compare(args) -> int:
     _threads(args)
     settings = from_arguments(CompareSettings, args, "compare")
@@ -342,28 +368,56 @@ def cmd_compare(args) -> int:
     for name, size in (("train", settings.train_size), ("test", settings.test_size)):
         if size is not None and size < len(splits[name]):
             splits[name] = splits[name].subset(torch.arange(size))
+    held = _held_story(config, generator, device) if settings.fixed_story else None
 
     def build_pair():
         story, guide = build_story(config, full_train)
-        return story.to(device), guide.to(device)
+        return (copy.deepcopy(held) if held is not None else story.to(device)), guide.to(device)
 
+    store = None
+    if args.out is not None:
+        shared = config.to_dict()
+        shared["inference"].pop("inference")  # each cell has its own kind
+        evaluation = {k: v for k, v in to_dict(settings).items() if k not in ("inference", "seeds")}
+        store = CompareStore(args.out, {"config": shared, "compare": evaluation})
+        if store.cells and not args.json:
+            print(f"{args.out}: {len(store.cells)} finished cells read back; computing the rest")
+    done = store.cells if store is not None else {}
+    learn = not settings.fixed_story
     if not args.json:
-        estimate = estimate_seconds(config, build_pair, splits, settings)
+        estimate = estimate_seconds(config, build_pair, splits, settings, learn, done)
         print("estimated training time: " + ", ".join(f"{spec} {s:.0f} s" for spec, s in estimate.items()))
-    rows = compare(config, build_pair, splits, settings, progress=not args.json)
-    reference = None
-    if generator is not None:
+    finished = store.put if store is not None else None
+    rows = compare(config, build_pair, splits, settings, learn, not args.json, done, finished)
+    reference = store.reference if store is not None else None
+    if generator is not None and reference is None:
         reads, seed = recipe(config.story).reads, config.run.seed
-        fitted = fit_reference(generator, reads, splits["train"], seed, progress=not args.json)
+        # its guide fitted on all the training data: a loose guide would put the reference's
+        # bound above the rows' and hide an unfitted row
+        fitted = fit_reference(generator, reads, full_train, seed, progress=not args.json)
         reference = evaluate(fitted, splits["test"], ImportanceWeighted(settings.samples)).summary()
+        if store is not None:
+            store.put_reference(reference)
+    table = compare_markdown(rows, reference)
+    if store is not None:
+        store.write_table(table)
+        plot_comparison(rows, store.path / store.PLOT, reference)
     if args.json:
         print(json.dumps({"rows": rows, "generator": reference}, indent=2))
     else:
+        trained = (
+            "the inference only (story fixed at the generating model)"
+            if settings.fixed_story
+            else "story and inference"
+        )
         print(
             f"{args.story} on {args.data} ({len(splits['train'])} training data, {len(splits['test'])} test), "
-            f"{config.run.epochs} epochs, seed {config.run.seed}; NLL in nats per datum"
+            f"{config.run.epochs} epochs, {trained}, seeds {config.run.seed}-{config.run.seed + settings.seeds - 1}; "
+            "NLL in nats per datum"
         )
-        print(compare_markdown(rows, reference))
+        print(table)
+        if store is not None:
+            print(f"table and plot: {store.path / store.TABLE}, {store.path / store.PLOT}")
     return 0
 
 
@@ -752,7 +806,8 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         parents=[threads, device],
         help="fit one story with several inference kinds on the same data and seed; one table",
         description=_inference_help(trains=True),
-        epilog="examples:\n  fabula compare --inference vae svi:20 sa-vae:20\n"
+        epilog="examples:\n  fabula compare --fixed-story\n"
+        "  fabula compare --inference vae sa-vae:20 --epochs 10 --train-size 5000 --anneal linear:500 --out cmp/larger\n"
         "  fabula compare --story my_stories:TopicMixture --data corpus/ --inference vae svi:steps=5",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -784,6 +839,11 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
             help=f"network sizes, {COUNT} (default: 100)",
         )
     c.add_argument("--json", action="store_true", help="print JSON instead of a markdown table")
+    c.add_argument(
+        "--out",
+        help="a folder for the finished cells, the table and its plot: run the same command with "
+        "it again to resume a stopped comparison (default: none, nothing kept)",
+    )
     add_arguments(c, CompareSettings, "compare")
     story = named or "lstm-vae"
     defaults = recipe(story).defaults

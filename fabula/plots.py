@@ -1,5 +1,5 @@
-"""Training curves of a run and, for mixture stories, its component means over training, drawn
-to PNG (matplotlib, no display needed)."""
+"""Training curves of a run, for mixture stories its component means over training, and a
+comparison's NLL per kind, drawn to PNG (matplotlib, no display needed)."""
 
 from __future__ import annotations
 
@@ -78,6 +78,28 @@ def plot_component_means(history: list[dict], path: str | Path, columns: int = 5
         ax.grid(alpha=0.3)
         if K <= 12:
             ax.legend(fontsize=6, title="component", title_fontsize=6)
+    fig.tight_layout()
+    atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    plt.close(fig)
+
+
+def plot_comparison(rows: dict[str, dict], path: str | Path, reference: dict | None = None) -> None:
+    """Each kind's NLL at every seed (dots) and their mean (a bar) from
+    :func:`~fabula.run.compare.summarise`'s ``rows``, the generating model's NLL as a line
+    where there is one: which kinds separate, and by how much against the seeds' spread."""
+    kinds = list(rows)
+    fig, ax = plt.subplots(figsize=(1.6 + 1.3 * len(kinds), 3.4))
+    for i, spec in enumerate(kinds):
+        per_seed = rows[spec]["nll_per_seed"]
+        ax.plot([i] * len(per_seed), per_seed, "o", color="C0", alpha=0.6, markersize=4)
+        ax.hlines(rows[spec]["nll"], i - 0.3, i + 0.3, color="C1", linewidth=2)
+    if reference is not None:
+        ax.axhline(reference["nll"], color="C2", linestyle="--", linewidth=1, label="generating model")
+        ax.legend(fontsize=7)
+    ax.set_xticks(range(len(kinds)), kinds, fontsize=8)
+    ax.set_ylabel(f"test NLL per datum ({rows[kinds[0]]['estimator']})")
+    ax.set_title(f"each seed (dots) and the mean over {rows[kinds[0]]['seeds']} (bar)", fontsize=9)
+    ax.grid(alpha=0.3, axis="y")
     fig.tight_layout()
     atomic_write(Path(path), lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
     plt.close(fig)

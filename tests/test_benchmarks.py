@@ -31,6 +31,7 @@ SMOKE_ARGS = {
     "overhead.py": [[], ["--story", "lstm-vae"]],
     "posterior_quality.py": [[]],
     "ptb_lm.py": [["--story", "lstm-vae"], ["--story", "rnnlm"]],
+    "readme_commands.py": [["--larger"]],
     "reader_fuzz.py": [[]],
     "savae_cost.py": [[]],
     "savae_synthetic.py": [[]],
@@ -97,6 +98,10 @@ CHECKS = {
     "posterior_quality.py": lambda r: list(r["20news"]["rows"]) == ["vae", "svi:2", "refine:2"],
     "ptb_lm.py --story lstm-vae": lambda r: list(r["reports"]) == ["elbo", "iw"] and len(r["history"]) == 1,
     "ptb_lm.py --story rnnlm": lambda r: list(r["reports"]) == ["exact"] and r["reports"]["exact"]["kl"] == 0,
+    # every README command ran, and the comparisons printed their ordering by each figure
+    "readme_commands.py --larger": lambda r: (
+        len(r) == 6 and all(len(v["orderings"]) == 2 for k, v in r.items() if "compare" in k)
+    ),
     "reader_fuzz.py": lambda r: sum(row["crash"] + row["inconsistent"] for row in r["readers"].values()) == 0,
     "savae_cost.py": lambda r: list(r) == ["vae", "sa-vae exact", "sa-vae finite-difference"],
     "savae_synthetic.py": lambda r: {"fixed", "learned"} <= set(r) and "nll" in r["true"],

@@ -2,7 +2,7 @@
 far from the generating model's NLL, each with its remedy."""
 
 from fabula.cli import main
-from fabula.run.compare import COLLAPSED_KL, flags, markdown
+from fabula.run.compare import COLLAPSED_KL, flags, markdown, summarise
 
 
 def row(nll, kl):
@@ -13,7 +13,10 @@ def row(nll, kl):
         "perplexity": None,
         "train_seconds": 1.0,
         "steps_per_second": 10.0,
+        "train_loss": 5.0,
         "estimator": "iw:3",
+        "refinement_rises": 0,
+        "unfinished_warmup": None,
     }
 
 
@@ -29,9 +32,14 @@ def test_a_collapsed_or_unfitted_row_is_flagged_with_its_remedy():
     unfitted = flags(row(70.0, 4.0), generator)
     assert len(unfitted) == 1 and "not fitted (NLL 10.0 above the generating model's)" in unfitted[0]
     assert flags(row(70.0, None)) == []  # no q (an undirected story), no generating model: nothing to say
-    table = markdown({"vae": row(61.0, 0.01), "svi:2": row(61.0, 3.0)}, generator).splitlines()
+    rising = flags({**row(61.0, 4.0), "refinement_rises": 2}, generator)
+    assert rising == [
+        "refinement raised the ELBO on 2 test batches: lower --refinement-lr or the kind's lr option (svi:lr=0.05)"
+    ]
+    cells = {("vae", 0): row(61.0, 0.01), ("svi:2", 0): row(61.0, 3.0)}
+    table = markdown(summarise(cells, ("vae", "svi:2"), [0]), generator).splitlines()
     assert table[0].endswith("| flags |") and "collapsed" in table[2] and "collapsed" not in table[3]
-    assert all(line.count("|") == table[0].count("|") for line in table)
+    assert all(line.count("|") == table[0].count("|") for line in table if line.startswith("|"))
 
 
 def test_the_compare_command_prints_its_flags_column(capsys):

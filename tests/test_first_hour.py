@@ -1,6 +1,8 @@
 """What a new user meets first: the command's refusals and help, the README's guide, the
 exports it names, and ``MCMC.posterior`` with fewer draws than it pooled."""
 
+import importlib.util
+import math
 import re
 from pathlib import Path
 
@@ -16,10 +18,11 @@ import fabula.inference
 from fabula.cli import _train_config, main, parser
 from fabula.errors import SettingsError
 from fabula.inference import MCMC, Setup, Training, build
-from fabula.inference.annealing import Linear
+from fabula.inference.annealing import Constant, Linear, Logistic, unfinished_warmup
 from fabula.inference.kernels import Chains, Kernel
 from fabula.models import LSTMVAE, LinearGaussian
 from fabula.run import TrainConfig
+from fabula.run.compare import flags
 from fabula.run.config import recipe_defaults
 
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -183,3 +186,34 @@ def test_the_readmes_guide_fits_a_mixture_of_unigrams_with_its_component_summed_
     batch = data["test"].batch(torch.arange(4))
     enumerated = poutine.trace(poutine.enum(vi.guide, first_available_dim=-2)).get_trace(batch)
     assert enumerated.nodes["c"]["value"].shape == (5, 1)
+
+
+def test_a_kl_warm_up_that_outlasts_the_training_is_named(tmp_path, capsys):
+    """Training that ends before its warm-up reaches β = 1 never fits the ELBO it is evaluated
+    on: `fabula train` says so, and the comparison table flags it."""
+    assert unfinished_warmup(Linear(2000), 1000) == 0.5 and unfinished_warmup(Linear(2000), 2000) is None
+    assert unfinished_warmup(Logistic(0.01, 500), 100) == pytest.approx(1 / (1 + math.exp(4)))
+    assert unfinished_warmup(Constant(0.5), 10) is None  # a chosen weight, not a warm-up
+    tiny = ["--epochs", "1", "--latent-dim", "2", "--hidden", "8", "--no-reference", "--quiet"]
+    for anneal, noted in (("linear:100000", True), ("linear:5", False)):
+        assert main(["train", "nvdm", "--out", str(tmp_path / anneal), "--anneal", anneal, *tiny]) == 0
+        out = capsys.readouterr().out
+        assert ("note: --anneal linear:100000 outlasts the training's" in out) == noted, out
+    assert flags({"kl": 3.0, "nll": 60.0, "unfinished_warmup": 0.5})[0].startswith(
+        "KL annealing unfinished (β = 0.50 at the last step)"
+    )
+
+
+def test_the_readme_states_the_measured_time_of_each_timed_command(monkeypatch):
+    """`benchmarks/readme_commands.py` times the README's compare and diagnose commands against
+    the minutes it states for each: the README carries each command verbatim with that time."""
+    benchmarks = README.parent / "benchmarks"
+    monkeypatch.syspath_prepend(str(benchmarks))
+    spec = importlib.util.spec_from_file_location("readme_commands", benchmarks / "readme_commands.py")
+    timed = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(timed)
+    lines = README.read_text().splitlines()
+    for command, minutes in timed.STATED_MINUTES.items():
+        found = [line for line in lines if line == command or line.startswith(command + " ")]
+        assert found, f"the README lacks {command!r}"
+        assert f"about {minutes} min" in found[0], found[0]

@@ -17,6 +17,7 @@ from fabula.inference import (
     Trainable,
     refined,
 )
+from fabula.inference.annealing import Constant
 from fabula.inference.refinement import negative_elbo
 from helpers import linear_gaussian_setup, orthogonal_linear_gaussian, sentence_setup
 
@@ -183,3 +184,28 @@ def test_a_diverging_refinement_is_reported_as_such():
         Refinement(steps=50, lr=50.0, momentum=0.9, clip_norm=None).run(
             story, guide, batch, guide.init_params(8)
         )
+
+
+def test_a_training_step_refines_on_its_annealed_bound_and_evaluation_on_the_full_one():
+    """With W's columns orthogonal, the optimum of E_q[log p(x|z)] - β KL(q || p) over a
+    diagonal q is closed-form: loc_j = w_j·(x - b) / σ² / (|w_j|²/σ² + β), scale_j² = β /
+    (|w_j|²/σ² + β). A training step refines toward β_t's optimum (the bound it descends),
+    evaluation toward β = 1's."""
+    story, guide, data = linear_gaussian_setup(num_data=8)
+    pyro.set_rng_seed(0)
+    refinement = Refinement(steps=600, lr=0.01, momentum=0.5, clip_norm=None)
+    svi = StochasticVI(story, guide, refinement, annealing=Constant(0.25))
+    batch = data.batch(torch.arange(8))
+    weight, variance = story.weight.detach(), story.log_noise.exp().item() ** 2
+    precision = (weight**2).sum(0) / variance
+    projection = (batch.x - story.bias.detach()) @ weight / variance
+
+    def optimum(beta):
+        return projection / (precision + beta), 0.5 * (beta / (precision + beta)).log()
+
+    for lam, beta, other in ((svi.training_params(batch), 0.25, 1.0), (svi.local_params(batch), 1.0, 0.25)):
+        loc, log_scale = optimum(beta)
+        scale = lam["log_scale"].mean(0)  # the same optimum for every datum: averaged over the 8
+        assert (scale - log_scale).abs().max() < 0.08, beta
+        assert (lam["loc"] - loc).abs().max() < 0.25, beta
+        assert (scale - optimum(other)[1]).abs().min() > 0.4, beta  # not the other bound's

@@ -106,6 +106,21 @@ class Cyclical(Schedule):
         return min(1.0, (step % self.period) / (self.period * self.ratio))
 
 
+WARMED_UP = 0.99
+"""The KL weight at which a warm-up counts as finished: the model is then fitted to the ELBO."""
+
+
+def unfinished_warmup(schedule: Schedule, steps: int) -> float | None:
+    """The KL weight :math:`\beta` at the last of ``steps`` training steps when ``schedule`` is a
+    warm-up to the ELBO (:class:`Linear`, :class:`Logistic`) still under :data:`WARMED_UP` there:
+    such a training never fits the bound it is evaluated on. ``None`` for a finished warm-up, and
+    for a constant or cyclical weight, which are chosen as such."""
+    if not isinstance(schedule, Linear | Logistic):
+        return None
+    beta = schedule(steps)
+    return beta if beta < WARMED_UP else None
+
+
 SCHEDULES = {"constant": Constant, "linear": Linear, "logistic": Logistic, "cyclical": Cyclical}
 FORMS = "linear:STEPS[:START], logistic:RATE:MIDPOINT, cyclical:PERIOD[:RATIO] or constant[:BETA]"
 

@@ -71,10 +71,10 @@ class StoryThenGuide(Joint):
         self.variant = variant
 
     def groups(self, inference) -> dict[str, list]:
-        if not inference.learn_story:
-            raise SettingsError("story-then-guide updates train the story; learn_story=False does not apply")
+        """The story's parameters (none with ``learn_story=False``: the encoder alone trains) and
+        the guide's."""
         return {
-            "story": inference.story_parameters(),
+            "story": inference.story_parameters() if inference.learn_story else [],
             "guide": [p for p in inference.guide.parameters() if p.requires_grad],
         }
 
@@ -91,7 +91,7 @@ class StoryThenGuide(Joint):
             loss = negative_elbo(inference.story, inference.guide, batch, start, inference.bound)
         else:
             q0 = trace_guide(inference.guide, batch, 1, start)
-            qk = trace_guide(inference.guide, batch, 1, inference.local_params(batch))
+            qk = trace_guide(inference.guide, batch, 1, inference.training_params(batch))
             loss = sum(
                 kl_divergence(q0.nodes[s]["fn"], qk.nodes[s]["fn"]).sum()
                 for s in inference.story.latent_sites

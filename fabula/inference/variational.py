@@ -14,10 +14,11 @@ References: D. Kingma, M. Welling. Auto-Encoding Variational Bayes. ICLR 2014.
 
 from __future__ import annotations
 
+import torch
 from pyro.infer import ELBO
 
 from fabula.errors import SettingsError, UsageError
-from fabula.inference.annealing import Constant, annealed
+from fabula.inference.annealing import Constant, ScaleLatents, annealed
 from fabula.inference.base import Inference
 from fabula.inference.objectives import bound_of
 from fabula.inference.trainer import EpochDecay, Trainer, fit
@@ -89,13 +90,24 @@ class VariationalInference(Inference):
         """Every parameter a step may update."""
         return self.trainer.parameters
 
+    def training_params(self, batch) -> dict[str, torch.Tensor]:
+        r"""λ for a training step: the source's, any refinement in it run on the step's annealed
+        bound (latent terms weighted by :math:`\beta_t`, as Kim et al. refine under annealing),
+        so that a refined :math:`\lambda_K` optimises the objective the step descends. Refined
+        on the full bound instead, :math:`\lambda_K` would pull q toward the :math:`\beta = 1`
+        optimum while the step rewards the sharper :math:`\beta_t` one, and SA-VAE's gradient
+        through the K steps fights that pull (its loss then rises as :math:`\beta_t` grows).
+        Evaluation refines on the full bound (:meth:`local_params`)."""
+        with ScaleLatents(self.annealing(self.num_steps)):
+            return self.local_params(batch)
+
     def loss(self, batch):
         """The annealed negative objective per datum of a training step (word dropout applied).
 
         λ is computed before the guide is traced, so that λ sources which run Pyro themselves
         (refinement) stay out of the trace."""
         beta = self.annealing(self.num_steps)
-        params = self.local_params(batch)
+        params = self.training_params(batch)
         if self.word_dropout:
             batch = word_dropout(batch, self.word_dropout)
 

@@ -19,6 +19,8 @@ from fabula.devices import resolve, set_precision
 from fabula.errors import DivergenceError, SettingsError
 from fabula.evaluation import evaluate
 from fabula.evaluation.report import Evaluation
+from fabula.inference import VariationalInference
+from fabula.inference.annealing import unfinished_warmup
 from fabula.inference.base import RankLocalState
 from fabula.inference.kinds import build
 from fabula.inference.sources import Tabulated
@@ -157,6 +159,15 @@ def _train(
     parallel = distributed.active()
     inference.trainer.configure(device, run.precision, inference.modules() if parallel else None)
     data = splits["train"].data_parallel(here.rank, here.size) if parallel else splits["train"]
+    steps = run.epochs * data.num_batches(run.batch_size)
+    beta = (
+        unfinished_warmup(inference.annealing, steps) if isinstance(inference, VariationalInference) else None
+    )
+    if beta is not None and here.main and checkpoint is None:
+        print(
+            f"note: --anneal {config.inference.anneal} outlasts the training's {steps} steps (β = {beta:.2f} "
+            f"at the last): the model never fits the ELBO it is evaluated on; anneal over fewer steps"
+        )
     split = (
         "train" if isinstance(inference.source, Tabulated) else eval_split(splits)
     )  # a table scores its own data only

@@ -807,7 +807,7 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         help="fit one story with several inference kinds on the same data and seed; one table",
         description=_inference_help(trains=True),
         epilog="examples:\n  fabula compare --fixed-story\n"
-        "  fabula compare --inference vae sa-vae:20 --epochs 10 --train-size 5000 --anneal linear:500 --out cmp/larger\n"
+        "  fabula compare --inference vae svi:20 vae+svi:20 sa-vae:20 --epochs 10 --train-size 5000 --anneal linear:500 --out cmp/larger\n"
         "  fabula compare --story my_stories:TopicMixture --data corpus/ --inference vae svi:steps=5",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

@@ -388,7 +388,16 @@ def cmd_compare(args) -> int:
         estimate = estimate_seconds(config, build_pair, splits, settings, learn, done)
         print("estimated training time: " + ", ".join(f"{spec} {s:.0f} s" for spec, s in estimate.items()))
     finished = store.put if store is not None else None
-    rows = compare(config, build_pair, splits, settings, learn, not args.json, done, finished)
+    try:
+        rows = compare(config, build_pair, splits, settings, learn, not args.json, done, finished)
+    except KeyboardInterrupt:
+        kept = (
+            f"{len(store.cells)} finished cells are kept in {store.file}: the same command resumes"
+            if store is not None
+            else "nothing is kept without --out DIR"
+        )
+        print(f"fabula compare: stopped; {kept}", file=sys.stderr)
+        return 130
     reference = store.reference if store is not None else None
     if generator is not None and reference is None:
         reads, seed = recipe(config.story).reads, config.run.seed

@@ -109,8 +109,13 @@ def test_a_stopped_comparison_resumes_from_its_folder_to_the_same_table(tmp_path
         return fit(config, spec, seed, *args, **kwargs)
 
     monkeypatch.setattr(fabula.run.compare, "fit_and_evaluate", stopped_at_the_third)
-    with pytest.raises(KeyboardInterrupt):
-        main([*argv, "--out", str(tmp_path / "stopped")])
+    assert main([*argv, "--out", str(tmp_path / "stopped")]) == 130
+    stopped = capsys.readouterr().err.strip()
+    assert stopped.endswith(
+        "2 finished cells are kept in "
+        + str(tmp_path / "stopped" / "cells.json")
+        + ": the same command resumes"
+    )
     assert computed == [("vae", 0), ("vae", 1)]
     assert not (tmp_path / "stopped" / CompareStore.TABLE).exists()
     computed.clear()

@@ -353,7 +353,7 @@ def _held_story(config: TrainConfig, generator, device):
     if latent is not None and latent != generator.latent_dim:
         raise UsageError(
             f"--fixed-story: the generating model's z has {generator.latent_dim} dimensions; "
-            f"--latent-dim {latent} differs"
+            f"--latent-dim {latent} differs (give --latent-dim {generator.latent_dim})"
         )
     return generator.to(device)
 

@@ -132,14 +132,14 @@ def fit_and_evaluate(
     progress=True,
 ) -> dict:
     """One cell of a comparison: a fresh ``build_pair()`` (story, guide) trained with kind
-        ``spec`` from seed ``seed`` with the training of ``config``, evaluated on ``splits["test"]``
-        with the negative ELBO (10 samples of its reconstruction term) and the IW bound; an
-        undirected story, which has neither, with its default estimator
-        (:func:`~fabula.evaluation.default_estimator`: AIS for the RSM); ``refinement_rises`` counts
-        the test batches whose refinement raised the negative ELBO
-        (:class:`~fabula.inference.RefinementWarning`) and ``unfinished_warmup`` is β at the last step
+    ``spec`` from seed ``seed`` with the training of ``config``, evaluated on ``splits["test"]``
+    with the negative ELBO (10 samples of its reconstruction term) and the IW bound; an
+    undirected story, which has neither, with its default estimator
+    (:func:`~fabula.evaluation.default_estimator`: AIS for the RSM); ``refinement_rises`` counts
+    the test batches whose refinement raised the negative ELBO
+    (:class:`~fabula.inference.RefinementWarning`) and ``unfinished_warmup`` is β at the last step
     of a KL warm-up that training ended before. With ``learn_story=False`` only λ is fitted
-        (per-instance SVI then trains nothing)."""
+    (per-instance SVI then trains nothing)."""
     run = replace(config.run, seed=seed)
     config = replace(config, run=run)
     torch.manual_seed(seed)
@@ -174,7 +174,7 @@ def fit_and_evaluate(
         "estimator": spec_of(estimator),
         "refinement_rises": len(rises),
         "unfinished_warmup": unfinished_warmup(inference.annealing, inference.num_steps)
-        if isinstance(inference, VariationalInference)
+        if isinstance(inference, VariationalInference) and inference.num_steps
         else None,
     }
 

@@ -41,10 +41,11 @@ from fabula.errors import RunError
 
 _TENSOR = "__tensor__"
 _ITEMS = "__items__"
-MAX_DEPTH = 64  # real headers nest about 12 deep (optimizer state); Python's parser recurses
-MAX_ITEMS = 1024  # the longest list or string a saved setting or constructor argument may be
-MAX_SIZE = 2**31  # constructor integers are tensor sizes
-TEMPORARY = re.compile(r"\..+\.tmp\d+")  # the names :func:`temporary_path` gives
+#: the deepest nesting a header may have (real ones nest about 12 deep; Python's parser recurses)
+MAX_DEPTH = 64
+MAX_ITEMS = 1024  #: the longest list or string a saved setting or constructor argument may be
+MAX_SIZE = 2**31  #: the largest integer a header may hold (constructor integers are tensor sizes)
+TEMPORARY = re.compile(r"\..+\.tmp\d+")  #: the names :func:`temporary_path` gives
 _JSON_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"|[\[\]{}]')
 
 
@@ -146,6 +147,10 @@ def _write_bytes(path: Path, data: bytes) -> None:
 
 @dataclass
 class Checkpoint:
+    """A checkpoint file as read back and verified: its ``metadata`` (the JSON header), the
+    ``weights`` of each saved module by name, and the training ``state`` (optimizer, schedule,
+    RNG) with its tensors back in place (:func:`load_checkpoint`)."""
+
     path: Path
     metadata: dict
     weights: dict[str, dict[str, torch.Tensor]]

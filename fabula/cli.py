@@ -62,6 +62,7 @@ from fabula.run.shipped_stories import RSMSettings
 from fabula.run.stories import STORIES, recipe, story_names
 from fabula.settings import COUNT, NONNEGATIVE, POSITIVE, SEED, Range, from_dict, to_dict
 
+#: The examples every parser's help ends with.
 EXAMPLES = """examples:
   fabula train nvdm --out runs/demo                      # synthetic corpus, no download
   fabula train nvdm --data 20news --data-dir ../shared/data --epochs 100 --lr 5e-4 --out runs/nvdm20
@@ -85,7 +86,7 @@ EXAMPLES = """examples:
 """
 
 
-POINTS = Range(at_least=2)  # a segment's ends
+POINTS = Range(at_least=2)  #: the points of a homotopy: at least a segment's two ends
 
 
 def _threads(args) -> None:
@@ -106,6 +107,7 @@ def _train_config(args) -> TrainConfig:
 
 
 def cmd_train(args) -> int:
+    """``fabula train STORY``: train a story into a run directory (or resume one)."""
     _threads(args)
     config = _train_config(args)
     history = train(config, args.out, resume=args.resume, progress=not args.quiet)
@@ -155,6 +157,7 @@ def _split(run, name: str):
 
 
 def cmd_evaluate(args) -> int:
+    """``fabula evaluate RUN``: bound the NLL of a run's test data and report its metrics."""
     _threads(args)
     run = load_run(args.run, data_dir=args.data_dir, device=_device(args))
     data = _split(run, args.split)
@@ -261,6 +264,7 @@ def _sample_documents(args, run) -> int:
 
 
 def cmd_sample(args) -> int:
+    """``fabula sample RUN``: draw sentences or documents from a trained story."""
     torch.manual_seed(args.seed)
     run = load_run(args.run, data_dir=args.data_dir, device=_device(args))
     if isinstance(run.inference.story, GeneratesDocuments):
@@ -289,6 +293,7 @@ def cmd_sample(args) -> int:
 
 
 def cmd_interpolate(args) -> int:
+    """``fabula interpolate RUN A B``: decode points on the segment between two sentences' codes."""
     run = load_run(args.run, data_dir=args.data_dir, device=_device(args))
     story, vocab = _sentence_story(run)
     guide = run.inference.guide
@@ -359,6 +364,7 @@ def _held_story(config: TrainConfig, generator, device):
 
 
 def cmd_compare(args) -> int:
+    """``fabula compare``: train inference kinds over seeds and print one table."""
     _threads(args)
     settings = from_arguments(CompareSettings, args, "compare")
     config = _compare_config(args, settings.inference)
@@ -431,6 +437,7 @@ def cmd_compare(args) -> int:
 
 
 def cmd_diagnose(args) -> int:
+    """``fabula diagnose RUN``: a run's posterior in ArviZ, its summaries and plots."""
     _threads(args)
     from fabula.diagnostics import (
         compact_summary,
@@ -495,6 +502,7 @@ def cmd_diagnose(args) -> int:
 
 
 def cmd_topics(args) -> int:
+    """``fabula topics RUN``: the most probable words of each topic."""
     run = load_run(args.run, data_dir=args.data_dir, device=_device(args))
     story = run.inference.story
     if not isinstance(story, HasTopics):
@@ -596,6 +604,7 @@ COMPARED_RUN = ("epochs", "batch_size", "seed")
 
 
 def cmd_cgmh(args) -> int:
+    """``fabula cgmh RUN``: constrained sentences by Metropolis-Hastings (or its search)."""
     _threads(args)
     settings = from_arguments(CGMHSettings, args, "cgmh")
     records = cgmh(settings, args.run, args.backward, args.data_dir, _device(args), progress=not args.json)
@@ -935,6 +944,7 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the ``fabula`` command on ``argv`` (the process's arguments by default); the exit status."""
     words = sys.argv[1:] if argv is None else argv
     try:
         command = parser(words)

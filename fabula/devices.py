@@ -32,9 +32,10 @@ import torch
 from fabula.errors import SettingsError
 from fabula.settings import setting
 
+#: The precisions a training step may run in (``--precision``).
 PRECISIONS = ("fp32", "tf32", "bf16")
 
-LOCAL_RANK = "LOCAL_RANK"  # set by torchrun for each process on a node
+LOCAL_RANK = "LOCAL_RANK"  #: set by torchrun for each process on a node
 
 
 def parse(name: str) -> torch.device:

@@ -54,6 +54,7 @@ import torch.distributed as dist
 
 from fabula.errors import FabulaError
 
+#: The environment variables ``torchrun`` sets for each process it launches.
 LAUNCH_VARIABLES = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from fabula.data.text import BOS, EOS, PAD, UNK
 from fabula.errors import SettingsError
 
+#: The decoding rules of a sentence story: greedy, beam search, or sampling.
 DECODERS = ("greedy", "beam", "sample")
 
 

@@ -10,6 +10,7 @@ import torch
 
 from fabula.checkpoint import atomic_write
 
+#: The panels of ``curves.png``: the metrics each plots and its title.
 PANELS = (
     (("loss",), "train loss per datum (the objective trained on)"),
     (("eval_perplexity", "eval_corpus_perplexity"), "perplexity (ELBO): per document, corpus"),

@@ -62,18 +62,43 @@ class Range:
             raise SettingsError(f"{name} {complaint}")
 
 
+#: Any finite number.
 ANY = Range()
+#: An integer count: at least 1.
 COUNT = Range(at_least=1)
+#: At least 0.
 NONNEGATIVE = Range(at_least=0)
+#: Above 0.
 POSITIVE = Range(above=0)
+#: In [0, 1].
 PROBABILITY = Range(at_least=0, at_most=1)
-SEED = Range(at_least=0, at_most=2**32 - 1)  # what torch, NumPy and Python's random all accept
+#: A random seed: what torch, NumPy and Python's random all accept.
+SEED = Range(at_least=0, at_most=2**32 - 1)
 
 
 def setting(default, help: str, *, choices=None, within: Range = ANY, unset: str | None = None):
     """A settings field with its default, help text and (optionally) the values it accepts:
     ``choices`` for a string, ``within`` for a number (of a tuple: for each); ``unset`` says what
-    ``None`` means where that is the default (``"the run's --refinement-lr"``)."""
+    ``None`` means where that is the default (``"the run's --refinement-lr"``).
+
+    >>> from dataclasses import dataclass, fields
+    >>> from fabula.settings import COUNT, Range, check_ranges, setting
+    >>> @dataclass(frozen=True)
+    ... class Inner:
+    ...     steps: int = setting(10, "inner steps", within=COUNT)
+    ...     rate: float = setting(0.5, "share kept", within=Range(above=0, at_most=1))
+    ...
+    ...     def __post_init__(self):
+    ...         check_ranges(self)
+    >>> Inner(steps=5)
+    Inner(steps=5, rate=0.5)
+    >>> [(f.name, f.metadata["help"], str(f.metadata["within"])) for f in fields(Inner)]
+    [('steps', 'inner steps', '>= 1'), ('rate', 'share kept', 'in (0, 1]')]
+    >>> Inner(rate=0)
+    Traceback (most recent call last):
+        ...
+    fabula.errors.SettingsError: --rate must be a finite number in (0, 1], got 0
+    """
     metadata = {"help": help, "choices": choices, "within": within, "unset": unset}
     if isinstance(default, list | dict):
         return field(default_factory=lambda: type(default)(default), metadata=metadata)

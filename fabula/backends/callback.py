@@ -58,6 +58,7 @@ UNOPTIMIZED = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_
 program unoptimized takes about half as long."""
 
 
+#: What the generic twin is called in its refusals, with where a faster hand-written one is registered.
 GENERIC_PATH = "the generic NumPyro path (a hand-written twin: fabula.backends.numpyro.register_twin)"
 
 

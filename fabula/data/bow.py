@@ -86,7 +86,22 @@ class BagOfWords(Corpus):
 
     @classmethod
     def from_dense(cls, counts: torch.Tensor, vocab: Vocab, labels=None, name="corpus") -> BagOfWords:
-        """Build a corpus from a ``[num_docs, vocab_size]`` count matrix."""
+        """Build a corpus from a ``[num_docs, vocab_size]`` count matrix.
+
+        >>> import torch
+        >>> from fabula.data import BagOfWords, Vocab
+        >>> counts = torch.tensor([[1.0, 0, 1, 2], [0, 1, 1, 1]])  # "the cat sat the", "the dog sat"
+        >>> corpus = BagOfWords.from_dense(counts, Vocab(["cat", "dog", "sat", "the"]))
+        >>> len(corpus), corpus.num_tokens, corpus.lengths
+        (2, 7, tensor([4., 3.]))
+        >>> batch = corpus.batch(torch.tensor([1]))
+        >>> batch.counts, batch.lengths, batch.index
+        (tensor([[0., 1., 1., 1.]]), tensor([3.]), tensor([1]))
+        >>> BagOfWords.from_dense(torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 0]]), corpus.vocab)
+        Traceback (most recent call last):
+            ...
+        fabula.data.errors.DataFormatError: corpus: document 1 is empty
+        """
         if counts.shape[-1] != len(vocab):
             raise ValueError(
                 f"counts have {counts.shape[-1]} columns but the vocabulary has {len(vocab)} words"

@@ -120,6 +120,15 @@ class Corpus(ABC):
 
         The subset is a corpus in its own right, so its batches' ``index`` numbers its own rows
         (``0 .. len(indices) - 1``), which is what a per-datum table fitted to the subset expects.
+
+        >>> import torch
+        >>> from fabula.data import synthetic_nvdm_corpus
+        >>> data, _ = synthetic_nvdm_corpus(num_train=10, num_test=2, vocab_size=20)
+        >>> picked = data["train"].subset([9, 3])
+        >>> len(picked), picked.batch(torch.arange(2)).index  # numbered as its own rows
+        (2, tensor([0, 1]))
+        >>> torch.equal(picked.batch(torch.arange(2)).counts, data["train"].batch(torch.tensor([9, 3])).counts)
+        True
         """
         if isinstance(indices, torch.Tensor) and indices.dtype == torch.bool:
             raise TypeError("subset takes row positions, not a boolean mask (use mask.nonzero().flatten())")

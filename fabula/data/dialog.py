@@ -13,10 +13,12 @@ from fabula.data.errors import DataFormatError
 from fabula.data.files import abbreviate, numbered_lines, read_int
 from fabula.data.text import TextCorpus, TextVocab, refuse_reserved
 
-ACTS = ("inform", "question", "directive", "commissive")  # label codes 1..4
-EMOTIONS = ("none", "anger", "disgust", "fear", "happiness", "sadness", "surprise")  # 0..6
+ACTS = ("inform", "question", "directive", "commissive")  #: the dialogue acts, label codes 1..4
+#: the emotions, label codes 0..6
+EMOTIONS = ("none", "anger", "disgust", "fear", "happiness", "sadness", "surprise")
+#: The marker that ends each utterance of a DailyDialog line.
 END_OF_UTTERANCE = "__eou__"
-VOCAB_SIZE = 10_000  # the vocabulary size in Shi et al.'s code
+VOCAB_SIZE = 10_000  #: the vocabulary size in Shi et al.'s code
 
 
 class DataWarning(UserWarning):

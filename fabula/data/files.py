@@ -9,6 +9,7 @@ from pathlib import Path
 
 from fabula.data.errors import DataFormatError
 
+#: The range of a 64-bit integer, the ids and counts a reader accepts.
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 _ASCII_INTEGER = re.compile(r"-?[0-9]+")
 _MAX_DIGITS = 20  # longer numbers lie outside every range a reader checks (64-bit integers have 19 digits)

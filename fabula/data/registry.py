@@ -121,6 +121,7 @@ _NVDM_RAW = (
     "https://raw.githubusercontent.com/ysmiao/nvdm/19bc3d630bc0bace13555e2515de082771827a76/data/20news/"
 )
 
+#: The registered datasets by name, each with its public URL and sha256.
 DATASETS: dict[str, DatasetSpec] = {
     "20news": DatasetSpec(
         name="20news",
@@ -284,6 +285,7 @@ DATASETS: dict[str, DatasetSpec] = {
 
 
 def sha256_of(path: Path) -> str:
+    """The sha256 of a file's bytes, in hex (read in blocks of 1 MiB)."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -292,6 +294,7 @@ def sha256_of(path: Path) -> str:
 
 
 def default_cache_dir() -> Path:
+    """Where downloaded datasets are kept: ``FABULA_CACHE``, else ``~/.cache/fabula``."""
     return Path(os.environ.get("FABULA_CACHE", Path.home() / ".cache" / "fabula"))
 
 

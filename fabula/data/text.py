@@ -15,9 +15,11 @@ from fabula.data.files import INT64_MAX, abbreviate, numbered_lines, read_int
 from fabula.data.vocab import Vocab, refuse_repeats
 from fabula.errors import SettingsError
 
+#: The ids of the special tokens, first in every :class:`TextVocab`.
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
+#: The special tokens, in the order of their ids.
 SPECIALS = ("<pad>", "<bos>", "<eos>", "<unk>")
-RESERVED = frozenset(SPECIALS[:UNK])  # the markers a batch adds around and after each sentence
+RESERVED = frozenset(SPECIALS[:UNK])  #: the markers a batch adds around and after each sentence
 
 
 def refuse_reserved(tokens: Sequence[str], path: str | Path, line: int) -> None:
@@ -162,7 +164,9 @@ class TextBatch:
         return cls(tokens, lengths, index, tokens[:, :-1])
 
 
+#: What a reader may do with a line longer than ``max_length``.
 LONG_LINE_RULES = ("truncate", "drop", "error")
+#: What a reader may do with an empty line.
 EMPTY_LINE_RULES = ("skip", "error")
 
 
@@ -172,6 +176,25 @@ class TextCorpus(Corpus):
 
     :param sentences: word-id lists.
     :param vocab: the :class:`TextVocab` they index.
+
+    Sentences of raw text, with a vocabulary built from them:
+
+    >>> from fabula.data import TextCorpus, TextVocab
+    >>> texts = ["the cat sat on the mat", "the dog sat", "a cat ran"]
+    >>> vocab = TextVocab.build(text.split() for text in texts)
+    >>> vocab.words  # the specials, then the words by descending count
+    ['<pad>', '<bos>', '<eos>', '<unk>', 'the', 'cat', 'sat', 'a', 'dog', 'mat', 'on', 'ran']
+    >>> corpus = TextCorpus([vocab.encode(text.split()) for text in texts], vocab)
+    >>> len(corpus), corpus.num_tokens  # the words and one <eos> per sentence
+    (3, 15)
+    >>> batch = corpus.batch([0, 1])
+    >>> batch.tokens  # <bos> words <eos>, then <pad>
+    tensor([[ 1,  4,  5,  6, 10,  4,  9,  2],
+            [ 1,  4,  8,  6,  2,  0,  0,  0]])
+    >>> batch.lengths  # the tokens each sentence predicts
+    tensor([7, 4])
+    >>> vocab.decode(batch.tokens[1]), vocab.encode("the bird sat".split())  # an unknown word is <unk>
+    (['the', 'dog', 'sat'], [4, 3, 6])
     """
 
     def __init__(self, sentences: Sequence[Sequence[int]], vocab: TextVocab, name: str = "corpus"):

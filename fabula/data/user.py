@@ -28,6 +28,7 @@ from fabula.data.vocab import Vocab
 from fabula.errors import SettingsError
 from fabula.settings import COUNT, Range, check_ranges, setting
 
+#: The two kinds of data a story reads (its ``reads``): one sentence per line, or bags of words.
 SENTENCES, DOCUMENTS = "sentences", "documents"
 FORMATS = {SENTENCES: ("txt", "jsonl"), DOCUMENTS: ("txt", "jsonl", "feat")}
 """The file formats (name endings) each kind of corpus is read from."""
@@ -104,6 +105,27 @@ def read_corpus(
         the ``vocabulary`` and, where any, the data ``left_out`` per split (training sentences
         over ``max_length``, documents without a word of the vocabulary).
     :raises DataFormatError: naming the file and, where one is at fault, the line.
+
+    Documents in a folder with a training and a test file, the validation split held out:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from fabula.data import DOCUMENTS, Tokenization, read_corpus
+    >>> train = ["the cat sat on the mat", "the dog sat on the log", "a cat ran to the dog", "the dog ran"] * 3
+    >>> test = ["the cat sat", "a dog sang"]
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     for split, lines in {"train": train, "test": test}.items():
+    ...         with open(Path(folder) / f"{split}.txt", "w") as file:
+    ...             for line in lines:
+    ...                 print(line, file=file)
+    ...     corpora, description = read_corpus(folder, DOCUMENTS, Tokenization(min_count=4))
+    >>> description["sizes"], description["held_out"]
+    ({'train': 11, 'valid': 1, 'test': 2}, {'valid': 'share 0.1 of train, seed 0'})
+    >>> corpora["test"].vocab.words  # the training words seen at least 4 times, by count
+    ['the', 'dog', 'cat', 'ran', 'on', 'sat']
+    >>> corpora["test"].batch([0, 1]).counts  # "a dog sang" keeps its known word
+    tensor([[1., 0., 1., 0., 0., 1.],
+            [0., 1., 0., 0., 0., 0.]])
     """
     if kind not in FORMATS:
         raise SettingsError(f"kind must be {SENTENCES!r} or {DOCUMENTS!r}, got {kind!r}")

@@ -150,7 +150,8 @@ def psis_khat(inference, batch, num_samples: int = 500) -> torch.Tensor:
     )
 
 
-PLOTTED = 8  # latent coordinates one figure shows at most
+PLOTTED = 8  #: latent coordinates one figure shows at most
+#: How PSIS's Pareto k-hat reads, printed beside it.
 KHAT_MEANING = "below 0.5 good, 0.5-0.7 ok, above 0.7 unreliable"
 
 

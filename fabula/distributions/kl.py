@@ -20,5 +20,7 @@ from torch.nn.functional import softplus
 
 @register_kl(dist.Bernoulli, dist.Bernoulli)
 def kl_bernoulli_bernoulli(p: dist.Bernoulli, q: dist.Bernoulli) -> torch.Tensor:
+    r""":math:`KL(p \,\|\, q)` of two Bernoulli distributions from their logits, elementwise over
+    their broadcast batch shapes (the module's formula)."""
     a, b = p.logits, q.logits
     return torch.sigmoid(a) * (a - b) + softplus(b) - softplus(a)

@@ -172,7 +172,7 @@ def reconstruction_bleu(
 ) -> float:
     r"""Corpus BLEU of :math:`\mathrm{greedy}(E_q[z \mid x_i])` against :math:`x_i` alone, for each
     sentence :math:`x_i` of ``sentences`` (token-id lists) and its row of ``codes`` (``[N, D]``, e.g.
-    :attr:`Evaluation.posterior_means`). High when the code carries the sentence; a collapsed
+    :attr:`~fabula.evaluation.Evaluation.posterior_means`). High when the code carries the sentence; a collapsed
     posterior decodes every sentence alike."""
     if codes.shape[0] != len(sentences):
         raise ValueError(f"{codes.shape[0]} codes for {len(sentences)} sentences: one code per sentence")

@@ -394,6 +394,7 @@ class TemperedAIS(Annealed):
         return ais.LogPartition(*values.unbind(-1))
 
 
+#: The estimator classes by the name their spec starts with (``iw`` of ``iw:500``).
 ESTIMATORS: dict[str, type] = {
     e.name: e for e in (ELBO, ImportanceWeighted, Exact, ImportanceFromDraws, AIS, TemperedAIS)
 }
@@ -401,7 +402,14 @@ ESTIMATORS: dict[str, type] = {
 
 def parse_estimator(spec: str) -> Estimator:
     """``"elbo"``, ``"elbo:S"``, ``"iw:S"``, ``"iw-draws:S"``, ``"exact"``,
-    ``"ais[:RUNS[:STEPS]]"`` or ``"ais-beta[:RUNS[:TEMPERATURES]]"`` -> the estimator object."""
+    ``"ais[:RUNS[:STEPS]]"`` or ``"ais-beta[:RUNS[:TEMPERATURES]]"`` -> the estimator object.
+
+    >>> from fabula.evaluation import parse_estimator
+    >>> parse_estimator("iw:500"), parse_estimator("elbo"), parse_estimator("exact")
+    (ImportanceWeighted(samples=500), ELBO(samples=1), Exact())
+    >>> parse_estimator("ais:100:100")
+    AIS(runs=100, steps=100, seed=0)
+    """
     name, colon, samples = spec.partition(":")
     if name not in ESTIMATORS:
         raise SettingsError(

@@ -56,6 +56,8 @@ class Schedule:
 
 @dataclass(frozen=True)
 class Constant(Schedule):
+    r""":math:`\beta_t = \beta` at every step (1: the plain ELBO)."""
+
     beta: float = 1.0
 
     ranges = {"beta": NONNEGATIVE}
@@ -66,7 +68,22 @@ class Constant(Schedule):
 
 @dataclass(frozen=True)
 class Linear(Schedule):
-    r""":math:`\beta_t = \min(1, \beta_0 + (1-\beta_0)\, t / T)`."""
+    r""":math:`\beta_t = \min(1, \beta_0 + (1-\beta_0)\, t / T)`.
+
+    A warm-up over 1,000 steps, and what :func:`unfinished_warmup` says of a training that
+    stops halfway:
+
+    >>> from fabula.inference.annealing import Linear, unfinished_warmup
+    >>> warmup = Linear(steps=1000)
+    >>> [warmup(t) for t in (0, 250, 1000, 5000)]
+    [0.0, 0.25, 1.0, 1.0]
+    >>> unfinished_warmup(warmup, 500), unfinished_warmup(warmup, 1000)
+    (0.5, None)
+    >>> Linear(steps=0)
+    Traceback (most recent call last):
+        ...
+    fabula.errors.SettingsError: STEPS must be an integer >= 1, got 0
+    """
 
     steps: int
     start: float = 0.0
@@ -111,7 +128,7 @@ WARMED_UP = 0.99
 
 
 def unfinished_warmup(schedule: Schedule, steps: int) -> float | None:
-    """The KL weight :math:`\beta` at the last of ``steps`` training steps when ``schedule`` is a
+    r"""The KL weight :math:`\beta` at the last of ``steps`` training steps when ``schedule`` is a
     warm-up to the ELBO (:class:`Linear`, :class:`Logistic`) still under :data:`WARMED_UP` there:
     such a training never fits the bound it is evaluated on. ``None`` for a finished warm-up, and
     for a constant or cyclical weight, which are chosen as such."""
@@ -121,13 +138,24 @@ def unfinished_warmup(schedule: Schedule, steps: int) -> float | None:
     return beta if beta < WARMED_UP else None
 
 
+#: The KL-annealing schedules by the name their spec starts with.
 SCHEDULES = {"constant": Constant, "linear": Linear, "logistic": Logistic, "cyclical": Cyclical}
+#: The forms of a schedule's spec, for help texts and errors.
 FORMS = "linear:STEPS[:START], logistic:RATE:MIDPOINT, cyclical:PERIOD[:RATIO] or constant[:BETA]"
 
 
 def parse_schedule(text: str) -> Schedule:
     """Read a schedule of one of the :data:`FORMS` (``"linear:8000"``, say); integer parameters
-    may be written as floats (``linear:1e4``)."""
+    may be written as floats (``linear:1e4``).
+
+    >>> from fabula.inference.annealing import parse_schedule
+    >>> parse_schedule("linear:1e4")
+    Linear(steps=10000, start=0.0)
+    >>> parse_schedule("logistic:0.0025:2500")(2500)  # the midpoint
+    0.5
+    >>> parse_schedule("cyclical:100")(125)  # a quarter into the second period
+    0.5
+    """
     name, *args = text.split(":")
     if name not in SCHEDULES:
         raise SettingsError(f"unknown annealing schedule {name!r}; choose from {sorted(SCHEDULES)}")

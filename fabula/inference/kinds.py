@@ -141,6 +141,7 @@ class InferenceKind:
     reads: str | None = None
 
 
+#: The registered inference kinds by name (:func:`register` adds one).
 KINDS: dict[str, InferenceKind] = {}
 
 
@@ -153,7 +154,17 @@ def register(kind: InferenceKind) -> InferenceKind:
 
 
 def parse(text: str) -> tuple[InferenceKind, object]:
-    """``"NAME"`` or ``"NAME:OPTIONS"`` -> (kind, its options)."""
+    """``"NAME"`` or ``"NAME:OPTIONS"`` -> (kind, its options).
+
+    >>> from fabula.inference.kinds import parse
+    >>> kind, options = parse("rws:5")  # the bare value sets the kind's leading option
+    >>> kind.name, kind.leading, options
+    ('rws', 'k', RWSOptions(k=5, insomnia=1.0))
+    >>> parse("svi:stpes=3")
+    Traceback (most recent call last):
+        ...
+    fabula.errors.SettingsError: 'svi:stpes=3': inference 'svi' has no option 'stpes' (its options: steps, lr, momentum, clip_norm, init_scale)
+    """
     spec = split(text)
     if spec.name not in KINDS:
         raise SettingsError(f"unknown inference {text!r}; choose from {', '.join(KINDS)}")
@@ -190,7 +201,26 @@ def unfit(kind: InferenceKind, story: type) -> str | None:
 
 
 def build(spec: str, setup: Setup) -> Inference:
-    """The inference object of ``spec`` for ``setup``, recording its spec."""
+    """The inference object of ``spec`` for ``setup``, recording its spec.
+
+    >>> from fabula.guides import NormalGuide
+    >>> from fabula.inference import Refinement, Setup, build
+    >>> from fabula.models import NVDM
+    >>> setup = Setup(NVDM(vocab_size=40, latent_dim=4), NormalGuide(40, 4), refinement=Refinement(lr=0.05))
+    >>> vi = build("vae+svi:10,variant=hjelm", setup)  # VAE+SVI, its encoder fitted to the refined λ
+    >>> type(vi).__name__, vi.spec, vi.updates.variant
+    ('AmortizedSVI', 'vae+svi:10,variant=hjelm', 'hjelm')
+    >>> vi.source.refinement  # the spec's K, the setup's step size
+    Refinement(steps=10, lr=0.05, momentum=0.5, clip_norm=5.0, hvp='exact', epsilon=1e-05)
+    >>> build("sa-vae:hvp=fd", setup)
+    Traceback (most recent call last):
+        ...
+    fabula.errors.SettingsError: 'sa-vae:hvp=fd': option hvp must be one of exact, finite-difference, got 'fd'
+    >>> build("table", setup)  # a table of λ has one row per training datum
+    Traceback (most recent call last):
+        ...
+    fabula.errors.SettingsError: inference 'table' needs a 'train' split; the data has []
+    """
     kind, options = parse(spec)
     inference = kind.build(setup, options)
     inference.spec = spec

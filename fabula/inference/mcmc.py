@@ -71,11 +71,11 @@ class MCMC(Inference):
                 f"{', '.join(given)} choose the NUTS kernel; with kernel= set them on the kernel"
             )
         super().__init__(story)
-        self.guide = guide
+        self.guide = guide  #: the guide that places the chains' start (or ``None``)
         self.kernel = kernel
         self.num_samples, self.warmup, self.num_chains = num_samples, warmup, num_chains
         self.progress, self.seed = progress, seed
-        self.chains: Chains | None = None
+        self.chains: Chains | None = None  #: the last run's chains (``None`` before :meth:`run`)
         self._batch = None
 
     @property

@@ -80,8 +80,8 @@ class NVILLoss(nn.Module):
     training mode updates the running averages; ``eval()`` freezes them.
 
     :param in_features: width of ``batch.inputs``, which the baseline reads.
-    :param hidden, scale: the :class:`Baseline`'s tanh layer sizes (Mnih & Gregor used one of 100)
-        and output scale.
+    :param hidden: the :class:`Baseline`'s tanh layer sizes (Mnih & Gregor used one of 100).
+    :param scale: the :class:`Baseline`'s output scale.
     :param decay: :math:`\alpha`, the running averages' decay (0.8 in Mnih & Gregor).
     """
 
@@ -154,7 +154,9 @@ class NVIL(VariationalInference):
     settings are those of :class:`~fabula.inference.VariationalInference` (no KL annealing).
 
     :param in_features: width of ``batch.inputs`` (the baseline's input).
-    :param baseline_hidden, baseline_scale, decay: :class:`NVILLoss`'s.
+    :param baseline_hidden: :class:`NVILLoss`'s ``hidden``.
+    :param baseline_scale: :class:`NVILLoss`'s ``scale``.
+    :param decay: :class:`NVILLoss`'s ``decay``.
     """
 
     def __init__(

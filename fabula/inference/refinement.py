@@ -91,6 +91,27 @@ class Refinement:
     largest α for which the refined ELBO is lower than the start's; refinement outside training
     (evaluation, test-time refinement) checks that on each batch, with the same random numbers
     at both ends, and warns (:class:`RefinementWarning`) when it is not.
+
+    Refining an untrained encoder's λ for 8 data of a linear-Gaussian story brings the means of q
+    close to those of the exact posterior:
+
+    >>> import torch
+    >>> from fabula.data import Vectors
+    >>> from fabula.guides import NormalGuide
+    >>> from fabula.inference import Refinement
+    >>> from fabula.models import LinearGaussian
+    >>> _ = torch.manual_seed(0)
+    >>> story, guide = LinearGaussian(data_dim=6, latent_dim=2, noise_scale=0.5), NormalGuide(6, 2, hidden=[])
+    >>> batch = Vectors(story.generate(8)).batch(torch.arange(8))
+    >>> start = guide.local_params(batch)
+    >>> refined = Refinement(steps=50, lr=0.01).run(story, guide, batch, start)
+    >>> {name: tuple(value.shape) for name, value in refined.items()}
+    {'loc': (8, 2), 'log_scale': (8, 2)}
+    >>> exact = story.posterior(batch.x).mean
+    >>> def error(params):  # distance of q's means from the exact posterior means
+    ...     return (params["loc"] - exact).norm().item()
+    >>> error(refined) < error(start) / 4
+    True
     """
 
     steps: int = 20

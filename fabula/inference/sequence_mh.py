@@ -66,8 +66,11 @@ from fabula.models.constrained import NO_WORD, ConstrainedSentences, Constraints
 from fabula.models.rnnlm import RNNLM
 from fabula.settings import COUNT, PROBABILITY
 
+#: The codes of the three word edits a proposal makes.
 REPLACE, INSERT, DELETE = 0, 1, 2
+#: The names of the word edits, in the order of their codes.
 MOVES = ("replace", "insert", "delete")
+#: The acceptance rules: the exact Metropolis-Hastings ratio, or the released code's.
 RULES = ("exact", "released")
 
 

@@ -26,6 +26,7 @@ from fabula.inference.wake_sleep import ReweightedWakeSleep, WakeSleep
 from fabula.models.capabilities import Dreams
 from fabula.settings import COUNT, NONNEGATIVE, POSITIVE, PROBABILITY, Range, check_ranges, setting
 
+#: The open unit interval (0, 1).
 UNIT_OPEN = Range(above=0, below=1)
 
 

@@ -33,7 +33,18 @@ class Spec:
 
 
 def split(text: str) -> Spec:
-    """``text`` cut into name, leading value and named items (values not yet read)."""
+    """``text`` cut into name, leading value and named items (values not yet read).
+
+    >>> from fabula.inference.spec import split
+    >>> split("rws:5,insomnia=0.5")
+    Spec(name='rws', leading='5', named={'insomnia': '0.5'})
+    >>> split("nvil:hidden=200/100,decay=0.9").named
+    {'hidden': '200/100', 'decay': '0.9'}
+    >>> split("svi:steps=20,5")
+    Traceback (most recent call last):
+        ...
+    fabula.errors.SettingsError: 'svi:steps=20,5': only the first option may be given without its name
+    """
     name, colon, rest = text.strip().partition(":")
     if not name:
         raise SettingsError(f"{text!r}: a spec starts with the inference kind's name")

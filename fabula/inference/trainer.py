@@ -26,6 +26,7 @@ from fabula.devices import autocast, set_precision, tensor_cores
 from fabula.errors import DivergenceError, SettingsError
 from fabula.settings import NONNEGATIVE, POSITIVE, Range, check_ranges, setting
 
+#: The torch optimizers a trainer builds by name.
 OPTIMIZERS = {"adam": torch.optim.Adam, "sgd": torch.optim.SGD}
 
 

@@ -1,7 +1,7 @@
 """Update policies: which parameters step on which loss, and when.
 
-A policy names its parameter groups (:meth:`groups`; the trainer builds one optimizer each) and
-makes one training step (:meth:`step`) of a :class:`~fabula.inference.VariationalInference`:
+A policy names its parameter groups (:meth:`Joint.groups`; the trainer builds one optimizer each) and
+makes one training step (:meth:`Joint.step`) of a :class:`~fabula.inference.VariationalInference`:
 
 * :class:`Joint` -- story and λ source descend the objective together;
 * :class:`StoryThenGuide` -- the story at the refined λ, then the encoder on its own loss

@@ -39,8 +39,9 @@ class VariationalInference(Inference):
         (:mod:`~fabula.inference.annealing`), applied as an effect handler.
     :param word_dropout: rate of decoder input words replaced by ``<unk>`` in training steps.
     :param updates: the update policy (default :class:`~fabula.inference.updates.Joint`).
-    :param optimizer, optim_args, clip_norm, lr_decay, decay_after: the trainer's settings
-        (:class:`~fabula.inference.trainer.Trainer`); gradients are clipped by global norm.
+    :param optimizer: the trainer's settings (:class:`~fabula.inference.trainer.Trainer`), as
+        are ``optim_args``, ``clip_norm``, ``lr_decay`` and ``decay_after``; gradients are
+        clipped by global norm.
     :param learn_story: ``False`` holds the story's parameters fixed.
 
     :meth:`step` reports the loss per datum (the annealed negative objective over the batch size).

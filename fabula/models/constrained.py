@@ -6,7 +6,7 @@ r"""Sentences under constraints: the target of constrained generation by Metropo
 
 over sentences :math:`x` of :math:`n` words from the word set :math:`W` (the vocabulary less
 ``<pad> <bos> <eos>`` and, unless allowed, ``<unk>``), with :math:`p_{LM}` any sentence story
-with an exact :meth:`log_prob` (an :class:`~fabula.models.RNNLM` reading left to right), the
+with an exact :meth:`~fabula.models.capabilities.ExactLikelihood.log_prob` (an :class:`~fabula.models.RNNLM` reading left to right), the
 hard constraints :math:`c_{\mathrm{key}}(x) \in \{0, 1\}` (every keyword present as often as it is
 given, in the given order when ``ordered``), the soft similarity to a source sentence
 :math:`s` (paraphrase) raised to a power :math:`\gamma`,

@@ -18,7 +18,27 @@ class LinearGaussian(Story):
 
     so that :math:`p(x) = \mathcal N(b, W W^\top + \sigma^2 I)` and
     :math:`p(z\mid x) = \mathcal N\big(\Sigma W^\top (x-b)/\sigma^2,\ \Sigma\big)` with
-    :math:`\Sigma = (I + W^\top W/\sigma^2)^{-1}`. Used to check estimators against exact values.
+    :math:`\Sigma = (I + W^\top W/\sigma^2)^{-1}`. Used to check estimators against exact values:
+    here the bounds of an untrained amortized q lie above the exact NLL, and the importance-weighted
+    bound closes in on it as its draws grow.
+
+    >>> import torch
+    >>> from fabula.data import Vectors
+    >>> from fabula.evaluation import evaluate
+    >>> from fabula.guides import NormalGuide
+    >>> from fabula.inference import Amortized
+    >>> from fabula.models import LinearGaussian
+    >>> _ = torch.manual_seed(0)
+    >>> story = LinearGaussian(data_dim=6, latent_dim=2, noise_scale=0.5)
+    >>> data = Vectors(story.generate(100))
+    >>> round(-story.log_marginal(data.x).mean().item(), 2)  # the exact NLL per datum
+    7.16
+    >>> vi = Amortized(story, NormalGuide(6, 2, hidden=[]))
+    >>> nll = {e: evaluate(vi, data, e).summary()["nll"] for e in ("exact", "iw:1000", "iw:10", "elbo")}
+    >>> round(nll["exact"], 2)
+    7.16
+    >>> nll["exact"] < nll["iw:1000"] < nll["iw:10"] < nll["elbo"]
+    True
 
     References: M. Tipping, C. Bishop. Probabilistic Principal Component Analysis. JRSS B 1999.
     """

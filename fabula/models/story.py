@@ -19,6 +19,7 @@ from fabula.rebuild import Rebuildable
 # state dicts. Code in the same process that relies on the global store is affected too.
 pyro.settings.set(module_local_params=True)
 
+#: The dimension of the ``"data"`` plate: the rightmost batch dimension of every local site.
 DATA_DIM = -1
 """The batch dimension of the ``"data"`` plate; outer plates (particles, chains) sit left of it."""
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from fabula.errors import SettingsError
 
+#: The activations an :class:`MLP` takes by name.
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "softplus": nn.Softplus}
 
 

@@ -30,6 +30,7 @@ from fabula.settings import (
     to_dict,
 )
 
+#: The data name of the synthetic corpora (no download).
 SYNTHETIC = "synthetic"
 READS = {"nvdm": DOCUMENTS, "lines": SENTENCES, "dialogues": SENTENCES}
 """The data a registered dataset's format gives."""
@@ -131,6 +132,7 @@ class InferenceSettings:
         return out
 
 
+#: The fields of :class:`InferenceSettings` by name.
 INFERENCE_FIELDS = {f.name: f for f in fields(InferenceSettings)}
 
 KL_REMEDIES = ("anneal", "free_bits")
@@ -229,7 +231,22 @@ class TrainConfig:
     def create(cls, story: str, **settings) -> TrainConfig:
         """The configuration of ``story`` at its recipe's defaults for the kind it trains with
         (:func:`recipe_defaults`), with ``settings`` given by field name (each name belongs to
-        one part: ``epochs``, ``latent_dim``, ``lr``, ...)."""
+        one part: ``epochs``, ``latent_dim``, ``lr``, ...).
+
+        >>> from fabula.run import TrainConfig
+        >>> config = TrainConfig.create("nvdm", epochs=2, latent_dim=8)
+        >>> config.run.epochs, config.model.latent_dim, config.inference.inference, config.data.data
+        (2, 8, 'vae', 'synthetic')
+        >>> TrainConfig.from_dict(config.to_dict()) == config  # as a checkpoint saves and reads it
+        True
+        >>> remedies = TrainConfig.create("lstm-vae").inference  # the recipe's defaults for sentences
+        >>> remedies.anneal, remedies.free_bits
+        ('linear:8000', 0.2)
+        >>> TrainConfig.create("nvdm", epoch=2)
+        Traceback (most recent call last):
+            ...
+        fabula.errors.SettingsError: unknown setting 'epoch' for the nvdm story
+        """
         parts = cls.parts(story)
         defaults = recipe_defaults(story, settings.get("inference"))
         values = {name: dict(defaults.get(name, {})) for name in parts}

@@ -21,6 +21,7 @@ from fabula.run.reference import reference_inference
 from fabula.run.stories import recipe
 from fabula.rundir import RunDirectory
 
+#: The entries of a run checkpoint's metadata.
 RUN_METADATA = ("story", "data", "vocab", "train", "story_config", "guide_config", "epoch", "history")
 
 

@@ -56,7 +56,22 @@ def train(config: TrainConfig, out: str | Path, resume: bool = False, progress: 
 
     Started by ``torchrun``, every process trains its part of each batch through
     ``DistributedDataParallel`` and rank 0 alone holds the lock and writes
-    (:mod:`fabula.distributed`)."""
+    (:mod:`fabula.distributed`).
+
+    A small NVDM trained for one epoch on the embedded synthetic corpus:
+
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from fabula.run import TrainConfig, train
+    >>> config = TrainConfig.create("nvdm", epochs=1, latent_dim=2, hidden=(8,), reference=False)
+    >>> with tempfile.TemporaryDirectory() as folder:
+    ...     history = train(config, Path(folder) / "run", progress=False)
+    ...     written = sorted(path.name for path in (Path(folder) / "run").iterdir())
+    >>> written
+    ['checkpoint.safetensors', 'curves.png', 'metrics.jsonl', 'topics.txt']
+    >>> len(history), history[0]["epoch"], history[0]["eval_split"], history[0]["eval_num_data"]
+    (1, 1, 'test', 500)
+    """
     device = resolve(config.run.device)
     set_precision(device, config.run.precision)
     directory = RunDirectory(out)

@@ -9,6 +9,7 @@ from fabula.data import DOCUMENTS, SENTENCES
 from fabula.guides import NormalGuide, SentenceGuide
 from fabula.inference import Amortized
 
+#: The epochs the reference guide of a generating story is fitted for, by the data its story reads.
 REFERENCE_EPOCHS = {DOCUMENTS: 30, SENTENCES: 10}
 
 

@@ -19,6 +19,7 @@ from fabula.run.objectives import binary_objective, likelihood_objective
 from fabula.run.stories import Recipe, register_story
 from fabula.settings import COUNT, NONNEGATIVE, PROBABILITY, Range, check_ranges, setting
 
+#: The dropout rates a setting accepts: [0, 1).
 DROPOUT = Range(at_least=0, below=1)
 
 

@@ -42,7 +42,9 @@ from fabula.run.callbacks import ByCapability
 from fabula.run.objectives import by_supports, continuous_objective
 from fabula.settings import ANY, base_type
 
+#: The entry-point group through which an installed package offers its stories.
 ENTRY_POINTS = "fabula.stories"
+#: The parameter types a user's story constructor may have to become flags.
 FLAG_TYPES = (int, float, str, bool)
 
 
@@ -65,6 +67,7 @@ class Recipe:
     evaluation: str | None = "elbo"
 
 
+#: The registered stories by name (fabula's own are added by :mod:`fabula.run.shipped_stories`).
 STORIES: dict[str, Recipe] = {}
 
 

@@ -7,8 +7,9 @@ the time stated here.
     python benchmarks/readme_commands.py            # about 10 minutes on 2 cores
     python benchmarks/readme_commands.py --larger   # also the larger comparison (about 60 minutes)
 
-Prints a markdown table (command, stated and measured minutes, and the comparison's ordering
-lines) and records it (RESULTS.md, results/readme_commands.json).
+Prints a markdown table (command, stated and measured minutes) and each comparison's table with
+its ordering lines, and records them (RESULTS.md, results/readme_commands.json, and the plots of
+the comparisons that keep a folder, results/readme_commands_*.png).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from results_log import record, session
+from results_log import record, record_plot, session
 
 MAIN_JOB = "fabula train nvdm --out runs/demo"
 
@@ -84,18 +85,30 @@ def benchmark(args) -> dict:
                 "seconds": seconds,
                 "stated_minutes": STATED_MINUTES[command],
                 "orderings": orderings,
+                "table": [line for line in out.splitlines() if line.startswith("|")],
             }
             print(f"{command}: {seconds / 60:.1f} min", flush=True)
             if orderings:
                 print("\n".join(orderings), flush=True)
+        for command in commands:  # the comparisons that kept their folder: their plots
+            out = shlex.split(command)
+            if "--out" in out:
+                record_plot(
+                    f"readme_commands_{Path(out[out.index('--out') + 1]).name}",
+                    work / out[out.index("--out") + 1] / "compare.png",
+                )
     lines = ["| command | stated (min) | measured (min) | within |", "|---|---|---|---|"]
     for command, r in results.items():
         minutes = r["seconds"] / 60
         lines.append(
             f"| `{command}` | {r['stated_minutes']} | {minutes:.1f} | {minutes <= r['stated_minutes']} |"
         )
-    notes = [f"{command}: {line}" for command, r in results.items() for line in r["orderings"]]
-    table = "\n".join([*lines, "", *notes])
+    tables = [
+        "\n".join([f"`{command}`:", "", *r["table"], "", *r["orderings"]])
+        for command, r in results.items()
+        if r["table"]
+    ]
+    table = "\n\n".join(["\n".join(lines), *tables])
     print(table)
     record("readme_commands", {"results": results}, table)
     return results

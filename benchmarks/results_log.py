@@ -57,6 +57,13 @@ def record(name: str, results: dict, table: str) -> None:
         print(f"(smoke: {name} recorded in {root}, which is deleted; benchmarks/ is untouched)")
 
 
+def record_plot(name: str, path: Path) -> None:
+    """Copy the plot ``path`` to ``results/<name>.png`` beside the recorded results (in a smoke
+    session: into its temporary folder), where the documentation's gallery shows it."""
+    (_destination / "results").mkdir(parents=True, exist_ok=True)
+    (_destination / "results" / f"{name}.png").write_bytes(Path(path).read_bytes())
+
+
 # --- smoke mode -------------------------------------------------------------------------------
 
 SMOKE_HELP = (

@@ -92,7 +92,7 @@ def benchmark(args) -> dict:
                 print("\n".join(orderings), flush=True)
         for command in commands:  # the comparisons that kept their folder: their plots
             out = shlex.split(command)
-            if "--out" in out:
+            if out[1] == "compare" and "--out" in out:
                 record_plot(
                     f"readme_commands_{Path(out[out.index('--out') + 1]).name}",
                     work / out[out.index("--out") + 1] / "compare.png",

@@ -382,10 +382,7 @@ def cmd_compare(args) -> int:
 
     store = None
     if args.out is not None:
-        shared = config.to_dict()
-        shared["inference"].pop("inference")  # each cell has its own kind
-        evaluation = {k: v for k, v in to_dict(settings).items() if k not in ("inference", "seeds")}
-        store = CompareStore(args.out, {"config": shared, "compare": evaluation})
+        store = CompareStore.of(args.out, config, settings)
         if store.cells and not args.json:
             print(f"{args.out}: {len(store.cells)} finished cells read back; computing the rest")
     done = store.cells if store is not None else {}

@@ -15,7 +15,9 @@ from pathlib import Path
 
 from fabula.checkpoint import atomic_write
 from fabula.errors import RunError
-from fabula.run.compare import AVERAGED
+from fabula.run.compare import AVERAGED, CompareSettings
+from fabula.run.config import TrainConfig
+from fabula.settings import to_dict
 
 
 class CompareStore:
@@ -33,6 +35,16 @@ class CompareStore:
         self.reference: dict | None = None
         if self.file.exists():
             self._read()
+
+    @classmethod
+    def of(cls, path: str | Path, config: TrainConfig, settings: CompareSettings) -> CompareStore:
+        """The store under ``path`` of a comparison of ``config``'s story with ``settings``,
+        identified by what its cells share: the configuration but its kind, and the comparison's
+        settings but its kinds and number of seeds."""
+        shared = config.to_dict()
+        shared["inference"].pop("inference")  # each cell has its own kind
+        evaluation = {k: v for k, v in to_dict(settings).items() if k not in ("inference", "seeds")}
+        return cls(path, {"config": shared, "compare": evaluation})
 
     def _read(self) -> None:
         try:

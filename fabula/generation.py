@@ -40,14 +40,15 @@ def draw(
     ``<pad>`` and ``<bos>`` are never drawn unless ``markers``, which keeps the probability the
     decoder gives them: the draws are then exactly from the decoder's distribution."""
     n = z.shape[0] if z is not None else num
-    device = decoder.out.weight.device
+    device = decoder.embed.weight.device
     tokens = torch.full((n, 1), BOS, dtype=torch.long, device=device)
     state, out = decoder.start(z, n), []
     done = torch.zeros(n, dtype=torch.bool, device=device)
     for t in range(steps):
         inputs = tokens if dropped is None else torch.where(dropped[:, t, None], UNK, tokens)
-        logits, state = decoder.step(inputs, state, z)
-        logits = logits[:, -1] if markers else _never(logits[:, -1])
+        hidden, state = decoder.step(inputs, state, z)
+        logits = decoder.out.log_probs(hidden[:, -1])
+        logits = logits if markers else _never(logits)
         if greedy:
             tokens = logits.argmax(-1, keepdim=True)
         else:
@@ -79,7 +80,7 @@ def beam_search(decoder, z=None, num=None, beam_size=5, max_length=50) -> list[l
     hypotheses keep their score. With ``beam_size=1`` this is :func:`greedy`."""
     n = z.shape[0] if z is not None else num
     k = beam_size
-    device = decoder.out.weight.device
+    device = decoder.embed.weight.device
     zk = z.repeat_interleave(k, 0) if z is not None else None
     state = decoder.start(zk, n * k)
     tokens = torch.full((n * k, 1), BOS, dtype=torch.long, device=device)
@@ -88,8 +89,8 @@ def beam_search(decoder, z=None, num=None, beam_size=5, max_length=50) -> list[l
     done = torch.zeros(n * k, dtype=torch.bool, device=device)
     history = torch.zeros(n * k, 0, dtype=torch.long, device=device)
     for _ in range(max_length + 1):
-        logits, state = decoder.step(tokens, state, zk)
-        logp = torch.log_softmax(_never(logits[:, -1]), -1)
+        hidden, state = decoder.step(tokens, state, zk)
+        logp = torch.log_softmax(_never(decoder.out.log_probs(hidden[:, -1])), -1)
         # a finished hypothesis extends only by <pad>, at no cost
         finished_row = torch.full_like(logp, float("-inf"))
         finished_row[:, PAD] = 0.0

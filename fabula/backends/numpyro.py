@@ -36,7 +36,9 @@ from jax.scipy.special import logsumexp
 from numpyro.infer.hmc import hmc
 from tqdm.auto import tqdm
 
+from fabula.errors import UsageError
 from fabula.models import GMVAE, LSTMVAE, NVDM, LinearGaussian
+from fabula.nn.output import FullSoftmax
 
 
 def _array(tensor, dtype) -> jnp.ndarray:
@@ -105,6 +107,10 @@ def _linear_gaussian(story: LinearGaussian, dtype) -> Twin:
 
 
 def _decoder_params(decoder, dtype) -> dict:
+    if type(decoder.out) is not FullSoftmax:
+        raise UsageError(
+            f"the numpyro backend reads the full softmax output layer only, not {type(decoder.out).__name__}"
+        )
     lstm = decoder.lstm
     return {
         "embed": _array(decoder.embed.weight, dtype),

@@ -57,7 +57,9 @@ class AutoregressiveSequence(TorchDistribution):
               \tau = \min\{t : y_t = \langle eos \rangle\} \ (T \text{ without one})
 
     :meth:`log_prob` runs the decoder once over the value's own prefix ``<bos> y_1 .. y_{T-1}``
-    (teacher forcing) and takes one fused cross-entropy (:class:`MaskedSequenceCategorical`);
+    (teacher forcing) and asks its output layer (:mod:`fabula.nn.output`) for the probability of
+    each next word only, padding masked out (in training, a layer trained on an estimate, the
+    sampled softmax, gives its estimate: :meth:`~fabula.nn.output.OutputLayer.training_log_prob`);
     :meth:`sample` decodes one step at a time for at most ``T`` steps
     (:func:`fabula.generation.draw`), from exactly this distribution (``<pad>`` and ``<bos>`` keep
     the little probability a trained decoder gives them), so ``poutine.uncondition`` and
@@ -99,8 +101,9 @@ class AutoregressiveSequence(TorchDistribution):
             inputs = torch.where(self.dropped, UNK, inputs)
         eos = value == EOS
         upto_eos = eos.cumsum(-1) <= eos.long()  # steps up to and including the first <eos>
-        logits = self.decoder(inputs, self.code)
-        log_p = MaskedSequenceCategorical(logits, upto_eos, validate_args=False).log_prob(value)
+        hidden = self.decoder.hidden(inputs, self.code)
+        per_token = self.decoder.out.training_log_prob(hidden, value.expand(hidden.shape[:-1]))
+        log_p = torch.where(upto_eos, per_token, 0.0).sum(-1)
         return log_p.expand(torch.broadcast_shapes(log_p.shape, self.batch_shape))
 
     def sample(self, sample_shape=()):

@@ -111,19 +111,16 @@ def _shift(tokens: torch.Tensor, start: torch.Tensor, length: torch.Tensor, widt
 
 
 def _read(decoder, words: torch.Tensor, lengths: torch.Tensor):
-    """An LSTM decoder read over ``<bos> words[n, :lengths[n]]``: the logits ``[N, 1 + W, V]``
-    at every step (the first ``lengths + 1`` meaningful) and the state after the last word."""
+    """An LSTM decoder read over ``<bos> words[n, :lengths[n]]``: its output states
+    ``[N, 1 + W, H]`` at every step (the first ``lengths + 1`` meaningful) and the state after
+    the last word."""
     inputs = torch.cat([torch.full_like(words[:, :1], BOS), words.clamp(min=PAD)], 1)
     packed = pack_padded_sequence(
         decoder.embed(inputs), (lengths + 1).cpu(), batch_first=True, enforce_sorted=False
     )
     out, state = decoder.lstm(packed)
     h, _ = pad_packed_sequence(out, batch_first=True, total_length=inputs.shape[1])
-    return decoder.out(h), state
-
-
-def _log_softmax64(logits: torch.Tensor) -> torch.Tensor:
-    return F.log_softmax(logits, -1).double()
+    return h, state
 
 
 ROWS_PER_CHUNK = 4096
@@ -131,12 +128,11 @@ ROWS_PER_CHUNK = 4096
 
 
 def _token_log_probs(decoder, hidden: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """``[R]`` float64 :math:`\\log p(\\text{target} \\mid h)` of each LSTM output row, the
-    output layer applied a chunk of rows at a time."""
+    """``[R]`` float64 :math:`\\log p(\\text{target} \\mid h)` of each LSTM output row, exact
+    from the output layer (the chosen words only), a chunk of rows at a time."""
     parts = []
     for h, t in zip(hidden.split(ROWS_PER_CHUNK), targets.split(ROWS_PER_CHUNK), strict=True):
-        logits = decoder.out(h)
-        parts.append((logits.gather(1, t[:, None]).squeeze(1) - logits.logsumexp(-1)).double())
+        parts.append(decoder.out.log_prob(h, t).double())
     return torch.cat(parts) if parts else hidden.new_zeros(0, dtype=torch.float64)
 
 
@@ -232,13 +228,12 @@ class SequenceMH(Kernel):
         """``(ids [N, K], log p(L) + log p(w | L) [N, K], (h, c))``: the candidate set of each
         context and what the forward LM says of it, with the LSTM state after ``<bos> L``."""
         decoder = story.lm.decoder
-        logits, state = _read(decoder, left, left_len)
-        log_p = _log_softmax64(logits)
+        hidden, state = _read(decoder, left, left_len)
         rows = torch.arange(len(left), device=left.device)
         steps = torch.arange(left.shape[1], device=left.device)
-        prefix = log_p[:, :-1].gather(2, left.clamp(min=0)[:, :, None]).squeeze(2)
+        prefix = decoder.out.log_prob(hidden[:, :-1], left.clamp(min=0)).double()
         log_prefix = torch.where(steps < left_len[:, None], prefix, 0.0).sum(-1)
-        next_word = log_p[rows, left_len]  # [N, V]: log p(w | L)
+        next_word = decoder.out.log_probs(hidden[rows, left_len]).double()  # [N, V]: log p(w | L)
         words = story.word_mask()
         if self.top_k is None or self.top_k >= int(words.sum()):
             ids = words.nonzero().squeeze(1).expand(len(left), -1)
@@ -248,8 +243,8 @@ class SequenceMH(Kernel):
                 reversed_right = right.flip(1)
                 # right-aligned after the flip: move each row's words to the front
                 reversed_right = _shift(reversed_right, right.shape[1] - right_len, right_len, right.shape[1])
-                back_logits, _ = _read(self.backward.decoder, reversed_right, right_len)
-                score = score + _log_softmax64(back_logits)[rows, right_len]
+                back, _ = _read(self.backward.decoder, reversed_right, right_len)
+                score = score + self.backward.decoder.out.log_probs(back[rows, right_len]).double()
             ids = torch.where(words, score, -torch.inf).topk(self.top_k, -1).indices
         return ids, log_prefix[:, None] + next_word.gather(1, ids), state
 

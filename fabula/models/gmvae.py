@@ -36,6 +36,7 @@ class GMVAE(SentenceStory):
         embed_dim: int = 256,
         hidden_dim: int = 256,
         dropout: float = 0.0,
+        output: str = "full",
     ):
         super().__init__()
         self.remember(locals())
@@ -50,7 +51,9 @@ class GMVAE(SentenceStory):
         self.component_means = nn.Parameter(torch.randn(num_pairs, num_components, latent_dim))
         self.component_log_scales = nn.Parameter(torch.zeros(num_pairs, num_components, latent_dim))
         self.register_buffer("mixture_logits", torch.zeros(num_components))
-        self.decoder = LSTMDecoder(vocab_size, embed_dim, hidden_dim, latent_dim * num_pairs, dropout=dropout)
+        self.decoder = LSTMDecoder(
+            vocab_size, embed_dim, hidden_dim, latent_dim * num_pairs, dropout=dropout, output=output
+        )
 
     def component(self, m: int, c: torch.Tensor) -> dist.Distribution:
         """:math:`p(z_m \\mid c_m)` for (possibly enumerated) component indices ``c``."""

@@ -37,11 +37,14 @@ class LSTMVAE(SentenceStory):
         z_every_step: bool = True,
         tie: bool = False,
         dropout: float = 0.0,
+        output: str = "full",
     ):
         super().__init__()
         self.remember(locals())
         self.vocab_size, self.latent_dim = vocab_size, latent_dim
-        self.decoder = LSTMDecoder(vocab_size, embed_dim, hidden_dim, latent_dim, z_every_step, tie, dropout)
+        self.decoder = LSTMDecoder(
+            vocab_size, embed_dim, hidden_dim, latent_dim, z_every_step, tie, dropout, output
+        )
         self.register_buffer("prior_loc", torch.zeros(latent_dim))
         self.register_buffer("prior_scale", torch.ones(latent_dim))
 

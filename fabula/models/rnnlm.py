@@ -42,11 +42,12 @@ class RNNLM(SentenceStory):
         tie: bool = False,
         dropout: float = 0.0,
         reverse: bool = False,
+        output: str = "full",
     ):
         super().__init__()
         self.remember(locals())
         self.vocab_size, self.reverse = vocab_size, reverse
-        self.decoder = LSTMDecoder(vocab_size, embed_dim, hidden_dim, tie=tie, dropout=dropout)
+        self.decoder = LSTMDecoder(vocab_size, embed_dim, hidden_dim, tie=tie, dropout=dropout, output=output)
 
     def read(self, batch: TextBatch) -> TextBatch:
         """The batch in the order the decoder reads it (reversed for a backward model)."""

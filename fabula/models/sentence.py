@@ -5,7 +5,7 @@ from __future__ import annotations
 import pyro
 import torch
 
-from fabula.data.text import UNK
+from fabula.data.text import EOS, UNK
 from fabula.distributions import AutoregressiveSequence
 from fabula.models.story import Story
 
@@ -43,6 +43,14 @@ class SentenceStory(Story):
     def num_tokens(self, batch) -> torch.Tensor:
         """Words plus ``<eos>`` per sentence, the convention of Bowman et al. and Kim et al."""
         return batch.lengths
+
+    def fit_output(self, corpus) -> None:
+        """Arrange the decoder's output layer by ``corpus``'s word counts, ``<eos>`` once per
+        sentence (frequency classes, adaptive clusters, the sampling proposal:
+        :meth:`~fabula.nn.output.OutputLayer.fit_frequencies`)."""
+        counts = torch.bincount(corpus.ids, minlength=self.vocab_size).float()
+        counts[EOS] += len(corpus)
+        self.decoder.out.fit_frequencies(counts)
 
     def sample_cost(self, batch) -> int:
         return batch.targets.numel() * self.vocab_size

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from fabula.errors import SettingsError
+from fabula.nn.output import FullSoftmax, output_layer
 
 
 def word_embedding(vocab_size: int, embed_dim: int) -> nn.Embedding:
@@ -22,8 +23,10 @@ class LSTMDecoder(nn.Module):
 
     With ``latent_dim > 0``, ``z`` sets the initial state, :math:`(h_0, c_0) = (\tanh(W_h z), W_c z)`,
     and with ``z_every_step`` is also concatenated to every input embedding (Bowman et al. 2016
-    use the first; Kim et al. 2018 both). ``tie`` shares the input embedding with the output
-    layer (then ``embed_dim`` must equal ``hidden_dim``).
+    use the first; Kim et al. 2018 both). ``output`` names the output layer :math:`p(w \mid h)`
+    (:mod:`fabula.nn.output`: ``full``, ``class``, ``adaptive``, ``sampled``, ``mos``, ``kerbs``);
+    ``tie`` shares the input embedding with the full softmax's weights (then ``embed_dim`` must
+    equal ``hidden_dim``).
 
     Leading dimensions of the inputs and ``z`` (particles, beams) broadcast and are flattened into
     one batch of sequences.
@@ -38,6 +41,7 @@ class LSTMDecoder(nn.Module):
         z_every_step: bool = True,
         tie: bool = False,
         dropout: float = 0.0,
+        output: str = "full",
     ):
         super().__init__()
         if tie and embed_dim != hidden_dim:
@@ -53,8 +57,10 @@ class LSTMDecoder(nn.Module):
         in_dim = embed_dim + (latent_dim if self.z_every_step else 0)
         self.lstm = nn.LSTM(in_dim, hidden_dim, batch_first=True)
         self.dropout = nn.Dropout(dropout)
-        self.out = nn.Linear(hidden_dim, vocab_size)
+        self.out = output_layer(output, hidden_dim, vocab_size)
         if tie:
+            if type(self.out) is not FullSoftmax:
+                raise SettingsError(f"tied embeddings need the full softmax output layer, not {output!r}")
             self.out.weight = self.embed.weight
         if latent_dim > 0:
             self.init_state = nn.Linear(latent_dim, 2 * hidden_dim)
@@ -67,16 +73,17 @@ class LSTMDecoder(nn.Module):
         return torch.tanh(h).unsqueeze(0).contiguous(), c.unsqueeze(0).contiguous()
 
     def step(self, inputs: torch.Tensor, state, z: torch.Tensor | None = None):
-        """Logits ``[N, T, V]`` for inputs ``[N, T]`` from ``state``; returns ``(logits, state)``."""
+        """The LSTM's output states ``[N, T, H]`` for inputs ``[N, T]`` from ``state`` (dropout
+        applied, as the output layer reads them); returns ``(hidden, state)``."""
         x = self.dropout(self.embed(inputs))
         if self.z_every_step:
             x = torch.cat([x, z.reshape(-1, 1, self.latent_dim).expand(-1, x.shape[1], -1)], -1)
         h, state = self.lstm(x, state)
-        return self.out(self.dropout(h)), state
+        return self.dropout(h), state
 
-    def forward(self, inputs: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
-        """Teacher-forced logits ``[..., T, V]`` for ``inputs [..., T]`` and ``z [..., K]``, their
-        leading dimensions (particles, beams, batch) broadcast against each other."""
+    def hidden(self, inputs: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced output states ``[..., T, H]`` for ``inputs [..., T]`` and ``z [..., K]``,
+        their leading dimensions (particles, beams, batch) broadcast against each other."""
         steps = inputs.shape[-1]
         if z is None or self.latent_dim == 0:
             lead = inputs.shape[:-1]
@@ -84,8 +91,13 @@ class LSTMDecoder(nn.Module):
         lead = torch.broadcast_shapes(inputs.shape[:-1], z.shape[:-1])
         flat_inputs = inputs.expand(*lead, steps).reshape(-1, steps)
         flat_z = z.expand(*lead, self.latent_dim).reshape(-1, self.latent_dim)
-        logits, _ = self.step(flat_inputs, self.start(flat_z, flat_inputs.shape[0]), flat_z)
-        return logits.reshape(*lead, steps, -1)
+        h, _ = self.step(flat_inputs, self.start(flat_z, flat_inputs.shape[0]), flat_z)
+        return h.reshape(*lead, steps, -1)
+
+    def forward(self, inputs: torch.Tensor, z: torch.Tensor | None = None) -> torch.Tensor:
+        """Teacher-forced next-word log-probabilities ``[..., T, V]`` (normalised, so they serve
+        wherever logits do) for ``inputs [..., T]`` and ``z [..., K]``."""
+        return self.out.log_probs(self.hidden(inputs, z))
 
 
 class LSTMEncoder(nn.Module):

@@ -14,6 +14,7 @@ from fabula.guides import BernoulliGuide, EmptyGuide, MixtureGuide, NormalGuide,
 from fabula.inference import ContrastiveObjective, DispersedELBO
 from fabula.inference.spec import split
 from fabula.models import GMVAE, LSTMVAE, NVDM, RNNLM, ReplicatedSoftmax, SigmoidBeliefNet
+from fabula.nn.output import output_setting, parse_output
 from fabula.run.callbacks import MixtureDiagnostics, Reconstruction, Topics
 from fabula.run.objectives import binary_objective, likelihood_objective
 from fabula.run.stories import Recipe, register_story
@@ -46,9 +47,11 @@ class RNNLMSettings:
     tie: bool = setting(False, "tie input and output embeddings")
     dropout: float = setting(0.0, "dropout in the decoder", within=DROPOUT)
     reverse: bool = setting(False, "read sentences right to left (the backward LM of fabula cgmh)")
+    output: str = output_setting()
 
     def __post_init__(self):
         check_ranges(self)
+        parse_output(self.output)
 
 
 @dataclass
@@ -62,9 +65,11 @@ class LSTMVAESettings:
     z_every_step: bool = setting(True, "feed z to every decoder input, not only its initial state")
     tie: bool = setting(False, "tie input and output embeddings")
     dropout: float = setting(0.0, "dropout in the decoder", within=DROPOUT)
+    output: str = output_setting()
 
     def __post_init__(self):
         check_ranges(self)
+        parse_output(self.output)
 
 
 @dataclass
@@ -79,9 +84,11 @@ class GMVAESettings:
     dropout: float = setting(0.0, "dropout in the decoder", within=DROPOUT)
     dispersion: float = setting(0.0, "DGMVAE's dispersion weight beta' (0: the GMVAE)", within=PROBABILITY)
     mutual_information: float = setting(0.0, "weight of DGMVAE's I(x; c) term", within=NONNEGATIVE)
+    output: str = output_setting()
 
     def __post_init__(self):
         check_ranges(self)
+        parse_output(self.output)
 
 
 @dataclass
@@ -147,18 +154,24 @@ def _rsm(s: RSMSettings, train):
 
 
 def _rnnlm(s: RNNLMSettings, train):
-    return RNNLM(len(train.vocab), s.embed_dim, s.hidden_dim, s.tie, s.dropout, s.reverse), EmptyGuide()
+    story = RNNLM(len(train.vocab), s.embed_dim, s.hidden_dim, s.tie, s.dropout, s.reverse, s.output)
+    story.fit_output(train)
+    return story, EmptyGuide()
 
 
 def _lstm_vae(s: LSTMVAESettings, train):
     V = len(train.vocab)
-    story = LSTMVAE(V, s.latent_dim, s.embed_dim, s.hidden_dim, s.z_every_step, s.tie, s.dropout)
+    story = LSTMVAE(V, s.latent_dim, s.embed_dim, s.hidden_dim, s.z_every_step, s.tie, s.dropout, s.output)
+    story.fit_output(train)
     return story, SentenceGuide(V, s.latent_dim, s.embed_dim, s.hidden_dim, s.encoder)
 
 
 def _gmvae(s: GMVAESettings, train):
     V = len(train.vocab)
-    story = GMVAE(V, s.num_components, s.latent_dim, s.num_pairs, s.embed_dim, s.hidden_dim, s.dropout)
+    story = GMVAE(
+        V, s.num_components, s.latent_dim, s.num_pairs, s.embed_dim, s.hidden_dim, s.dropout, s.output
+    )
+    story.fit_output(train)
     return story, MixtureGuide(V, s.num_components, s.latent_dim, s.num_pairs, s.embed_dim, s.hidden_dim)
 
 

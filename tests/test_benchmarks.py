@@ -28,6 +28,11 @@ SMOKE_ARGS = {
     "mixture_text.py": [[], ["--data", "dailydialog"]],
     "numpyro_generic.py": [[]],
     "nvdm_20news.py": [[]],
+    "output_layers.py": [
+        ["--part", "quality"],
+        ["--part", "quality", "--story", "lstm-vae"],
+        ["--part", "speed"],
+    ],
     "overhead.py": [[], ["--story", "lstm-vae"]],
     "posterior_quality.py": [[]],
     "ptb_lm.py": [["--story", "lstm-vae"], ["--story", "rnnlm"]],
@@ -93,6 +98,18 @@ CHECKS = {
     ),
     # the tiny corpus's perplexity is far below the paper's 836: reached after the first epoch
     "nvdm_20news.py": lambda r: r["reached_836"]["epoch"] == 1,
+    # every layer trained, evaluated and timed, its training estimator named
+    "output_layers.py --part quality": lambda r: (
+        list(r["rows"]) == ["full", "class", "adaptive", "sampled", "mos", "kerbs"]
+        and r["rows"]["sampled"]["training_estimator"].startswith("sampled softmax")
+        and all(row["training_estimator"] == "exact" for name, row in r["rows"].items() if name != "sampled")
+    ),
+    "output_layers.py --part quality --story lstm-vae": lambda r: all(
+        row["kl"] >= 0 for row in r["rows"].values()
+    ),
+    "output_layers.py --part speed": lambda r: (
+        len(r["rows"]) == 6 and all(v["train"] > 0 for v in r["rows"].values())
+    ),
     "overhead.py": lambda r: set(r["median_epoch_seconds"]) == LOOPS and r["story"] == "nvdm",
     "overhead.py --story lstm-vae": lambda r: set(r["median_epoch_seconds"]) == LOOPS and r["batches"] == 2,
     "posterior_quality.py": lambda r: list(r["20news"]["rows"]) == ["vae", "svi:2", "refine:2"],

@@ -117,7 +117,8 @@ class ClassFactoredSoftmax(OutputLayer):
             )
         self.classes = nn.Linear(hidden_dim, self.num_classes)
         self.words = nn.Linear(hidden_dim, vocab_size)
-        self.register_buffer("class_of", self._binned(torch.ones(vocab_size)))
+        # equal bins by id until fit_frequencies (what binning equal counts gives)
+        self.register_buffer("class_of", torch.arange(vocab_size) * self.num_classes // vocab_size)
 
     def _binned(self, counts: torch.Tensor) -> torch.Tensor:
         counts = counts.double()
@@ -145,16 +146,17 @@ class ClassFactoredSoftmax(OutputLayer):
         place = torch.empty_like(members)
         place[members] = torch.arange(self.vocab_size, device=members.device) - starts[self.class_of[members]]
         rows_by_class = torch.sort(cls, stable=True).indices
-        parts, first = [], 0
-        for c, n in enumerate(torch.bincount(cls, minlength=self.num_classes).tolist()):
-            if not n:
-                continue
-            rows = rows_by_class[first : first + n]
-            first += n
-            words = members[int(starts[c]) : int(ends[c])]
-            logits = F.linear(h[rows], self.words.weight[words], self.words.bias[words])
-            target = logits.gather(1, place[targets[rows]][:, None]).squeeze(1)
-            parts.append(target - logits.logsumexp(-1))
+        rows_per_class = torch.bincount(cls, minlength=self.num_classes).tolist()
+        # one gather and one split each (their backward passes are one scatter and one cat)
+        states = h[rows_by_class].split(rows_per_class)
+        sizes = (ends - starts).tolist()
+        weights, biases = self.words.weight[members].split(sizes), self.words.bias[members].split(sizes)
+        places = place[targets[rows_by_class]].split(rows_per_class)
+        parts = []
+        for c, n in enumerate(rows_per_class):
+            if n:
+                logits = F.linear(states[c], weights[c], biases[c])
+                parts.append(logits.gather(1, places[c][:, None]).squeeze(1) - logits.logsumexp(-1))
         within = torch.cat(parts) if parts else h.new_zeros(0)
         return log_class + within[torch.argsort(rows_by_class)]
 
@@ -347,21 +349,35 @@ class KernelizedBayesianSoftmax(OutputLayer):
         logits = self.sense_logits(h)
         return _segment_logsumexp(logits, self.word_of, self.vocab_size) - logits.logsumexp(-1, keepdim=True)
 
+    def senses_of(self) -> torch.Tensor:
+        """``[V, M]``: each word's sense ids, padded with ``S`` (a column of :math:`-\\infty`)."""
+        order = torch.sort(self.word_of, stable=True).indices
+        held = torch.bincount(self.word_of, minlength=self.vocab_size)
+        starts = held.cumsum(0) - held
+        table = torch.full((self.vocab_size, int(held.max())), len(order), device=order.device)
+        table[
+            self.word_of[order], torch.arange(len(order), device=order.device) - starts[self.word_of[order]]
+        ] = order
+        return table
+
     def _log_prob(self, h, targets):
         logits = self.sense_logits(h)
-        own = self.word_of[None, :] == targets[:, None]
-        log_p = logits.masked_fill(~own, -torch.inf).logsumexp(-1) - logits.logsumexp(-1)
+        own = F.pad(logits, (0, 1), value=-torch.inf).gather(1, self.senses_of()[targets])  # [R, M]
+        log_p = own.logsumexp(-1) - logits.logsumexp(-1)
         if self.training and torch.is_grad_enabled():
-            self._count(logits.detach(), own, log_p.detach(), targets)
+            self._count(own.detach(), log_p.detach(), targets)
         return log_p
 
     @torch.no_grad()
-    def _count(self, logits, own, log_p, targets):
+    def _count(self, own, log_p, targets):
         """Accumulate each sense's responsibility for its word's tokens and each word's NLL;
         reallocate every ``reallocate_every`` calls."""
-        own_logits = logits.masked_fill(~own, -torch.inf)
-        responsibility = (own_logits - own_logits.logsumexp(-1, keepdim=True)).exp()
-        self.usage += responsibility.sum(0)
+        senses = self.senses_of()[targets]  # [R, M], padded with S
+        responsibility = (own - own.logsumexp(-1, keepdim=True)).exp()
+        usage = torch.zeros(len(self.usage) + 1, device=own.device).index_add_(
+            0, senses.flatten(), responsibility.flatten()
+        )
+        self.usage += usage[:-1]
         self.word_nll.index_add_(0, targets, -log_p.double())
         self.word_seen.index_add_(0, targets, torch.ones_like(log_p))
         self.calls += 1

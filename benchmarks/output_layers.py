@@ -1,0 +1,187 @@
+"""Output layers (:mod:`fabula.nn.output`) on Penn Treebank at the Bowman reproduction's sizes
+(353-d embeddings, 191-d LSTM, 13-d z; ``benchmarks/ptb_lm.py``).
+
+``--part quality``: each layer trained by ``fabula train`` with the reproduction's recipe (SGD at
+lr 1, clip 5, dropout 0.3; the VAE's annealing and free bits) for ``--epochs`` epochs, then the
+test NLL by the story's estimator (the RNNLM's exact likelihood, the VAE's ELBO: every layer is
+evaluated by its exact normalised probabilities), with training tokens/s (from the runs' own
+training seconds) and evaluation tokens/s as ratios to the full softmax of the same invocation.
+
+``--part speed``: the RNNLM's training step (forward, backward, SGD) and exact evaluation per
+layer on the same fixed batches, the layers interleaved round by round, medians of ``--rounds``
+rounds; on PTB (10,000 words) or on the largest vocabulary in the shared data (``--data yahoo``,
+20,000 words, its test split standing in for training text: speed only).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from fabula.data.registry import load_dataset
+from fabula.evaluation import evaluate
+from fabula.models import RNNLM
+from fabula.nn import evaluation_mode
+from fabula.run import TrainConfig, load_run, train
+from fabula.rundir import RunDirectory
+from results_log import record, session
+
+LAYERS = ("full", "class", "adaptive", "sampled", "mos", "kerbs")
+
+
+def quality(args) -> tuple[dict, str]:
+    """Train and evaluate each layer; the table of PPL and speed ratios."""
+    vae = args.story == "lstm-vae"
+    root = Path(args.out or tempfile.mkdtemp(prefix="output-layers-"))
+    rows = {}
+    for layer in args.layers:
+        config = TrainConfig.create(
+            args.story,
+            data="ptb",
+            data_dir=args.data_dir,
+            epochs=args.epochs,
+            lr=1.0,
+            optimizer="sgd",
+            lr_decay=0.5,
+            decay_after=args.decay_after,
+            batch_size=32,
+            embed_dim=args.embed_dim,
+            hidden_dim=args.hidden_dim,
+            dropout=0.3,
+            output=layer,
+            **({"latent_dim": 13, "anneal": args.anneal, "free_bits": 0.2} if vae else {}),
+            clip_norm=5.0,
+            validate=False,
+        )
+        out = root / f"{args.story}-{layer.replace(':', '-')}"
+        run = RunDirectory(out)
+        train(config, out, resume=run.checkpoint_path.exists(), progress=False)
+        history = run.history()
+        loaded = load_run(out)
+        train_tokens = loaded.splits["train"].num_tokens * args.epochs
+        test = loaded.splits["test"]
+        estimator = "elbo" if vae else "exact"
+        clock = time.perf_counter()
+        report = evaluate(loaded.inference, test, estimator, batch_size=64).summary()
+        eval_seconds = time.perf_counter() - clock
+        rows[layer] = {
+            "nll": report["nll"],
+            "ppl": report["corpus_perplexity"],
+            "kl": report.get("kl", 0.0),
+            "train_tokens_per_s": train_tokens / sum(m["train_seconds"] for m in history),
+            "eval_tokens_per_s": test.num_tokens / eval_seconds,
+            "training_estimator": loaded.inference.story.decoder.out.estimator,
+        }
+        print(layer, rows[layer], flush=True)
+    base = rows[args.layers[0]]
+    lines = [
+        f"| output layer | test NLL ({'ELBO' if vae else 'exact'}) | test PPL | PPL vs {args.layers[0]} | "
+        "train tokens/s | train speed ratio | eval tokens/s | eval speed ratio | trained on |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for layer, r in rows.items():
+        lines.append(
+            f"| {layer} | {r['nll']:.2f} | {r['ppl']:.1f} | {100 * (r['ppl'] / base['ppl'] - 1):+.1f}% | "
+            f"{r['train_tokens_per_s']:.0f} | {r['train_tokens_per_s'] / base['train_tokens_per_s']:.2f}x | "
+            f"{r['eval_tokens_per_s']:.0f} | {r['eval_tokens_per_s'] / base['eval_tokens_per_s']:.2f}x | "
+            f"{r['training_estimator']} |"
+        )
+    return {"rows": rows, "settings": vars(args)}, "\n".join(lines)
+
+
+def speed(args) -> tuple[dict, str]:
+    """Interleaved timings of the RNNLM's training step and exact evaluation per layer."""
+    splits = load_dataset(args.data, args.data_dir, download=False)
+    corpus = splits["train" if "train" in splits else "test"]
+    vocab_size = len(corpus.vocab)
+    generator = torch.Generator().manual_seed(0)
+    order = torch.randperm(len(corpus), generator=generator)[: args.steps * 32]
+    batches = [corpus.batch(order[i : i + 32]) for i in range(0, len(order), 32)]
+    tokens = sum(int(b.lengths.sum()) for b in batches)
+    stories = {}
+    for layer in args.layers:
+        torch.manual_seed(0)
+        story = RNNLM(vocab_size, args.embed_dim, args.hidden_dim, output=layer)
+        story.fit_output(corpus)
+        stories[layer] = story
+    times = {layer: {"train": [], "eval": []} for layer in args.layers}
+    for _ in range(args.rounds):
+        for layer, story in stories.items():
+            optimizer = torch.optim.SGD(story.parameters(), lr=0.1)
+            clock = time.perf_counter()
+            for batch in batches:
+                optimizer.zero_grad()
+                (-story.log_prob(batch).sum()).backward()
+                optimizer.step()
+            times[layer]["train"].append(time.perf_counter() - clock)
+            with torch.no_grad(), evaluation_mode(story):
+                clock = time.perf_counter()
+                for batch in batches:
+                    story.log_prob(batch)
+                times[layer]["eval"].append(time.perf_counter() - clock)
+    rows = {
+        layer: {part: tokens / statistics.median(seconds) for part, seconds in t.items()}
+        for layer, t in times.items()
+    }
+    base = rows[args.layers[0]]
+    lines = [
+        f"| output layer | train tokens/s | ratio to {args.layers[0]} | eval tokens/s | ratio to {args.layers[0]} |",
+        "|---|---|---|---|---|",
+    ]
+    for layer, r in rows.items():
+        lines.append(
+            f"| {layer} | {r['train']:.0f} | {r['train'] / base['train']:.2f}x | {r['eval']:.0f} | "
+            f"{r['eval'] / base['eval']:.2f}x |"
+        )
+    lines.append(
+        f"\n{args.data}: {vocab_size} words; {len(batches)} batches of 32 sentences ({tokens} tokens) per "
+        f"timing, medians of {args.rounds} interleaved rounds; RNNLM {args.embed_dim}-d embeddings, "
+        f"{args.hidden_dim}-d LSTM."
+    )
+    return {"rows": rows, "vocab_size": vocab_size, "tokens": tokens, "settings": vars(args)}, "\n".join(
+        lines
+    )
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--part", choices=["quality", "speed"], required=True)
+    p.add_argument("--story", choices=["rnnlm", "lstm-vae"], default="rnnlm", help="quality: the story")
+    p.add_argument(
+        "--layers", nargs="+", default=list(LAYERS), help="output specs; the first is the baseline"
+    )
+    p.add_argument("--data", default="ptb", choices=["ptb", "yahoo"], help="speed: the corpus")
+    p.add_argument("--data-dir", default="../shared/data")
+    p.add_argument("--epochs", type=int, default=2, help="quality: training epochs per layer")
+    p.add_argument(
+        "--decay-after", type=int, default=6, help="quality: epochs before the lr halves each epoch"
+    )
+    p.add_argument("--anneal", default="linear:8000", help="quality, lstm-vae: KL annealing schedule")
+    p.add_argument("--embed-dim", type=int, default=353)
+    p.add_argument("--hidden-dim", type=int, default=191)
+    p.add_argument("--steps", type=int, default=20, help="speed: batches per timing")
+    p.add_argument("--rounds", type=int, default=5, help="speed: interleaved rounds")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--out", help="quality: folder of the runs (an existing run is continued)")
+    p.add_argument("--no-record", action="store_true")
+    with session(p, argv, epochs=1, steps=2, rounds=1, embed_dim=16, hidden_dim=16) as args:
+        torch.set_num_threads(args.threads)
+        results, table = (quality if args.part == "quality" else speed)(args)
+        print(table)
+        if not args.no_record:
+            name = (
+                f"output_layers_{args.story}"
+                if args.part == "quality"
+                else f"output_layers_speed_{args.data}"
+            )
+            record(name, results, table)
+        return results
+
+
+if __name__ == "__main__":
+    main()

@@ -9,11 +9,17 @@ every move is possible); each configuration runs ``--steps`` transitions after o
 Where the time goes: seconds inside the kernel's pieces (the prefix and backward reads that
 choose the candidates, the candidates' suffix LSTM, their output layer and softmax, the
 constraints, the deletions' rescoring), as shares of the step.
+
+With ``--outputs``, one chain at ``--base-length`` words per output layer (:mod:`fabula.nn.output`,
+exact layers only: the MH ratio needs normalised probabilities), the layers interleaved over
+``--rounds`` rounds and the median steps/s of each given as a ratio to the first; the layers are
+arranged by Zipfian word counts (count 1 / rank, as PTB's word ids are ranked by frequency).
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from contextlib import contextmanager, nullcontext
 
@@ -108,6 +114,10 @@ def main(argv=None):
     p.add_argument("--base-chains", type=int, default=4, help="chains of the length sweep")
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--outputs", nargs="+", help="compare these output layers instead (the first is the baseline)"
+    )
+    p.add_argument("--rounds", type=int, default=5, help="--outputs: interleaved rounds")
     p.add_argument("--no-record", action="store_true")
     with session(
         p,
@@ -119,16 +129,62 @@ def main(argv=None):
         chains=[1, 2],
         lengths=[3, 6],
         steps=2,
+        rounds=1,
     ) as args:
-        return benchmark(args)
+        return by_output(args) if args.outputs else benchmark(args)
+
+
+def language_models(args, output: str = "full") -> tuple[RNNLM, RNNLM]:
+    """The forward and backward LMs at the benchmark's sizes, random weights, with ``output``."""
+    torch.manual_seed(0)
+    counts = 1 / torch.arange(1, args.vocab_size + 1, dtype=torch.float64)
+    models = []
+    for reverse in (False, True):
+        lm = RNNLM(args.vocab_size, args.embed_dim, args.hidden_dim, reverse=reverse, output=output).eval()
+        lm.decoder.out.fit_frequencies(counts)
+        models.append(lm)
+    return models[0], models[1]
+
+
+@torch.no_grad()
+def by_output(args) -> dict:
+    """MH steps/s of one chain per output layer, interleaved rounds, medians."""
+    torch.set_num_threads(args.threads)
+    setups = {}
+    for output in args.outputs:
+        forward, backward = language_models(args, output)
+        story = ConstrainedSentences(forward, max_length=args.base_length + 10)
+        setups[output] = (SequenceMH(top_k=args.candidates, backward=backward), story)
+    rates = {output: [] for output in args.outputs}
+    for _ in range(args.rounds):
+        for output, (kernel, story) in setups.items():
+            row = measure(kernel, story, 1, args.base_length, args.steps, args.vocab_size)
+            rates[output].append(row["steps_per_s_per_chain"])
+    median = {output: statistics.median(r) for output, r in rates.items()}
+    base = args.outputs[0]
+    rows = [
+        f"| output layer | MH steps/s per chain (median) | ratio to {base} | rounds |",
+        "|---|---|---|---|",
+    ]
+    for output, rate in median.items():
+        spread = ", ".join(f"{r:.2f}" for r in rates[output])
+        rows.append(f"| {output} | {rate:.2f} | {rate / median[base]:.2f}x | {spread} |")
+    table = "\n".join(rows) + (
+        f"\n\nOne chain at {args.base_length} words, {args.candidates} candidates from forward x backward LM, "
+        f"{args.steps} timed steps per round, {args.rounds} interleaved rounds; {args.vocab_size} words, "
+        f"{args.embed_dim}-d embeddings, {args.hidden_dim}-d LSTM, {args.threads} thread(s)."
+    )
+    print(table)
+    results = {"steps_per_s_per_chain": rates, "median": median, "settings": vars(args)}
+    if not args.no_record:
+        record("cgmh_speed_outputs", results, table)
+    return results
 
 
 @torch.no_grad()
 def benchmark(args) -> dict:
     torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    forward = RNNLM(args.vocab_size, args.embed_dim, args.hidden_dim).eval()
-    backward = RNNLM(args.vocab_size, args.embed_dim, args.hidden_dim, reverse=True).eval()
+    forward, backward = language_models(args)
     story = ConstrainedSentences(forward, max_length=max(args.lengths) + 10)
     kernel = SequenceMH(top_k=args.candidates, backward=backward)
     by_chains = [

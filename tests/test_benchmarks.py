@@ -20,7 +20,7 @@ HELPERS = {"results_log.py"}  # imported by the benchmarks, not one of them
 SMOKE_ARGS = {
     "cgmh_ptb.py": [[]],
     "cgmh_quora.py": [[]],
-    "cgmh_speed.py": [[]],
+    "cgmh_speed.py": [[], ["--outputs", "full", "class", "adaptive:div=2", "mos:2", "kerbs:2"]],
     "gpu_check.py": [["--device", "cpu"]],
     "history_20news.py": [[]],
     "inference_corpora.py": [[], ["--data", "ptb"]],
@@ -99,6 +99,10 @@ CHECKS = {
     # the tiny corpus's perplexity is far below the paper's 836: reached after the first epoch
     "nvdm_20news.py": lambda r: r["reached_836"]["epoch"] == 1,
     # every layer trained, evaluated and timed, its training estimator named
+    "cgmh_speed.py --outputs full class adaptive:div=2 mos:2 kerbs:2": lambda r: (
+        list(r["median"]) == ["full", "class", "adaptive:div=2", "mos:2", "kerbs:2"]
+        and min(r["median"].values()) > 0
+    ),
     "output_layers.py --part quality": lambda r: (
         list(r["rows"]) == ["full", "class", "adaptive", "sampled", "mos", "kerbs"]
         and r["rows"]["sampled"]["training_estimator"].startswith("sampled softmax")

@@ -28,6 +28,14 @@ class GeneratesSentences(Protocol):
 
 
 @runtime_checkable
+class ArrangesOutput(Protocol):
+    """A story whose output layer is arranged by the training corpus's word counts before
+    training (frequency classes, adaptive clusters, a sampling proposal: :mod:`fabula.nn.output`)."""
+
+    def fit_output(self, corpus) -> None: ...
+
+
+@runtime_checkable
 class GeneratesDocuments(Protocol):
     """A bag-of-words story: word counts ``[N, vocab_size]`` of documents of the given lengths,
     with ``z`` drawn from its prior unless given."""

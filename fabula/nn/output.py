@@ -430,7 +430,7 @@ class AdaptiveOptions:
         None,
         "frequency ranks where the head and each tail cluster end",
         within=COUNT,
-        unset="20% and 50% of V",
+        unset="ranks V/5 and V/2",
     )
     div: float = setting(4.0, "each tail cluster's state is H / div^i wide", within=Range(at_least=1))
 
@@ -520,16 +520,13 @@ def output_layer(text: str, hidden_dim: int, vocab_size: int) -> OutputLayer:
 
 
 def output_setting():
-    """The ``output`` setting of a sentence story's settings (one declaration for every story)."""
-    layers = "; ".join(f"{name}: {kind.summary}" for name, kind in OUTPUT_LAYERS.items())
-    return setting("full", f"output layer p(w | h), a spec NAME[:OPTIONS] ({layers})")
-
-
-def output_help() -> str:
-    """Each layer's options, for help texts."""
+    """The ``output`` setting of a sentence story's settings (one declaration for every story),
+    its help listing each layer and its options."""
     from fabula.inference.spec import describe  # imported here, as in parse_output
 
-    return "\n".join(
-        f"{name}: {describe(kind.options, kind.leading) or 'no options'}"
+    layers = "; ".join(
+        f"{name}: {kind.summary}"
+        + (f", options {describe(kind.options, kind.leading)}" if kind.leading else "")
         for name, kind in OUTPUT_LAYERS.items()
     )
+    return setting("full", f"output layer p(w | h), a spec NAME[:OPTIONS]. {layers}")

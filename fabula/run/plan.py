@@ -8,13 +8,18 @@ from dataclasses import replace
 
 from fabula.inference import Refinement
 from fabula.inference.kinds import Sampling, Setup, Training
+from fabula.models.capabilities import ArrangesOutput
 from fabula.run.config import TrainConfig, objective_of
 from fabula.run.stories import recipe
 
 
 def build_story(config: TrainConfig, train):
-    """``(story, guide)`` of the configuration's story for the training split ``train``."""
-    return recipe(config.story).build(config.model, train)
+    """``(story, guide)`` of the configuration's story for the training split ``train``, its
+    output layer arranged by ``train``'s word counts where it has one (a user's story too)."""
+    story, guide = recipe(config.story).build(config.model, train)
+    if isinstance(story, ArrangesOutput):
+        story.fit_output(train)
+    return story, guide
 
 
 def inference_setup(config: TrainConfig, story, guide, splits) -> Setup:

@@ -154,15 +154,14 @@ def _rsm(s: RSMSettings, train):
 
 
 def _rnnlm(s: RNNLMSettings, train):
-    story = RNNLM(len(train.vocab), s.embed_dim, s.hidden_dim, s.tie, s.dropout, s.reverse, s.output)
-    story.fit_output(train)
-    return story, EmptyGuide()
+    return RNNLM(
+        len(train.vocab), s.embed_dim, s.hidden_dim, s.tie, s.dropout, s.reverse, s.output
+    ), EmptyGuide()
 
 
 def _lstm_vae(s: LSTMVAESettings, train):
     V = len(train.vocab)
     story = LSTMVAE(V, s.latent_dim, s.embed_dim, s.hidden_dim, s.z_every_step, s.tie, s.dropout, s.output)
-    story.fit_output(train)
     return story, SentenceGuide(V, s.latent_dim, s.embed_dim, s.hidden_dim, s.encoder)
 
 
@@ -171,7 +170,6 @@ def _gmvae(s: GMVAESettings, train):
     story = GMVAE(
         V, s.num_components, s.latent_dim, s.num_pairs, s.embed_dim, s.hidden_dim, s.dropout, s.output
     )
-    story.fit_output(train)
     return story, MixtureGuide(V, s.num_components, s.latent_dim, s.num_pairs, s.embed_dim, s.hidden_dim)
 
 

@@ -1,11 +1,12 @@
 """Output layers (:mod:`fabula.nn.output`) on Penn Treebank at the Bowman reproduction's sizes
 (353-d embeddings, 191-d LSTM, 13-d z; ``benchmarks/ptb_lm.py``).
 
-``--part quality``: each layer trained by ``fabula train`` with the reproduction's recipe (SGD at
-lr 1, clip 5, dropout 0.3; the VAE's annealing and free bits) for ``--epochs`` epochs, then the
-test NLL by the story's estimator (the RNNLM's exact likelihood, the VAE's ELBO: every layer is
-evaluated by its exact normalised probabilities), with training tokens/s (from the runs' own
-training seconds) and evaluation tokens/s as ratios to the full softmax of the same invocation.
+``--part quality``: each layer built as ``fabula train`` builds it and trained by the same
+inference object with the reproduction's recipe (SGD at lr 1, clip 5, dropout 0.3; the VAE's
+annealing and free bits) for the same ``--steps`` batches of 32 sentences, then the test NLL by
+the story's estimator (the RNNLM's exact likelihood, the VAE's ELBO: every layer is evaluated by
+its exact normalised probabilities), with training and evaluation tokens/s as ratios to the
+first layer of the same invocation.
 
 ``--part speed``: the RNNLM's training step (forward, backward, SGD) and exact evaluation per
 layer on the same fixed batches, the layers interleaved round by round, medians of ``--rounds``
@@ -17,38 +18,38 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import tempfile
 import time
-from pathlib import Path
 
+import pyro
 import torch
+from tqdm.auto import tqdm
 
 from fabula.data.registry import load_dataset
 from fabula.evaluation import evaluate
+from fabula.inference.kinds import build
 from fabula.models import RNNLM
 from fabula.nn import evaluation_mode
-from fabula.run import TrainConfig, load_run, train
-from fabula.rundir import RunDirectory
+from fabula.run import TrainConfig, build_story, inference_setup
 from results_log import record, session
 
 LAYERS = ("full", "class", "adaptive", "sampled", "mos", "kerbs")
 
 
 def quality(args) -> tuple[dict, str]:
-    """Train and evaluate each layer; the table of PPL and speed ratios."""
+    """Train each layer for the same steps on the same batches; the table of PPL and speed ratios."""
     vae = args.story == "lstm-vae"
-    root = Path(args.out or tempfile.mkdtemp(prefix="output-layers-"))
+    splits = load_dataset("ptb", args.data_dir, download=False)
+    train, test = splits["train"], splits["test"]
+    batches = list(train.batches(32, shuffle=True, seed=0, epoch=0))[: args.steps]
+    train_tokens = sum(int(b.lengths.sum()) for b in batches)
     rows = {}
     for layer in args.layers:
         config = TrainConfig.create(
             args.story,
             data="ptb",
             data_dir=args.data_dir,
-            epochs=args.epochs,
             lr=1.0,
             optimizer="sgd",
-            lr_decay=0.5,
-            decay_after=args.decay_after,
             batch_size=32,
             embed_dim=args.embed_dim,
             hidden_dim=args.hidden_dim,
@@ -56,26 +57,29 @@ def quality(args) -> tuple[dict, str]:
             output=layer,
             **({"latent_dim": 13, "anneal": args.anneal, "free_bits": 0.2} if vae else {}),
             clip_norm=5.0,
-            validate=False,
         )
-        out = root / f"{args.story}-{layer.replace(':', '-')}"
-        run = RunDirectory(out)
-        train(config, out, resume=run.checkpoint_path.exists(), progress=False)
-        history = run.history()
-        loaded = load_run(out)
-        train_tokens = loaded.splits["train"].num_tokens * args.epochs
-        test = loaded.splits["test"]
+        torch.manual_seed(0)
+        pyro.set_rng_seed(0)
+        story, guide = build_story(config, train)
+        inference = build(config.inference.inference, inference_setup(config, story, guide, splits))
+        inference.trainer.configure(torch.device("cpu"))
+        inference.begin(train)
+        clock = time.perf_counter()
+        for batch in tqdm(batches, desc=f"{args.story} {layer}", leave=False):
+            inference.step(batch)
+        train_seconds = time.perf_counter() - clock
         estimator = "elbo" if vae else "exact"
         clock = time.perf_counter()
-        report = evaluate(loaded.inference, test, estimator, batch_size=64).summary()
+        report = evaluate(inference, test, estimator, batch_size=64).summary()
         eval_seconds = time.perf_counter() - clock
         rows[layer] = {
             "nll": report["nll"],
             "ppl": report["corpus_perplexity"],
             "kl": report.get("kl", 0.0),
-            "train_tokens_per_s": train_tokens / sum(m["train_seconds"] for m in history),
+            "train_seconds": train_seconds,
+            "train_tokens_per_s": train_tokens / train_seconds,
             "eval_tokens_per_s": test.num_tokens / eval_seconds,
-            "training_estimator": loaded.inference.story.decoder.out.estimator,
+            "training_estimator": story.decoder.out.estimator,
         }
         print(layer, rows[layer], flush=True)
     base = rows[args.layers[0]]
@@ -91,6 +95,12 @@ def quality(args) -> tuple[dict, str]:
             f"{r['eval_tokens_per_s']:.0f} | {r['eval_tokens_per_s'] / base['eval_tokens_per_s']:.2f}x | "
             f"{r['training_estimator']} |"
         )
+    lines.append(
+        f"\nEach layer: the same {len(batches)} steps of 32 PTB training sentences ({train_tokens} tokens, "
+        f"{len(batches) / train.num_batches(32):.2f} of an epoch), SGD lr 1, clip 5, dropout 0.3"
+        + (f", KL annealing {args.anneal} and 0.2 free nats" if vae else "")
+        + f"; {args.embed_dim}-d embeddings, {args.hidden_dim}-d LSTM; test split, {test.num_tokens} tokens."
+    )
     return {"rows": rows, "settings": vars(args)}, "\n".join(lines)
 
 
@@ -100,7 +110,7 @@ def speed(args) -> tuple[dict, str]:
     corpus = splits["train" if "train" in splits else "test"]
     vocab_size = len(corpus.vocab)
     generator = torch.Generator().manual_seed(0)
-    order = torch.randperm(len(corpus), generator=generator)[: args.steps * 32]
+    order = torch.randperm(len(corpus), generator=generator)[: args.timed_batches * 32]
     batches = [corpus.batch(order[i : i + 32]) for i in range(0, len(order), 32)]
     tokens = sum(int(b.lengths.sum()) for b in batches)
     stories = {}
@@ -161,15 +171,15 @@ def main(argv=None):
     p.add_argument(
         "--decay-after", type=int, default=6, help="quality: epochs before the lr halves each epoch"
     )
-    p.add_argument("--anneal", default="linear:8000", help="quality, lstm-vae: KL annealing schedule")
+    p.add_argument("--anneal", default="linear:200", help="quality, lstm-vae: KL annealing schedule")
     p.add_argument("--embed-dim", type=int, default=353)
     p.add_argument("--hidden-dim", type=int, default=191)
-    p.add_argument("--steps", type=int, default=20, help="speed: batches per timing")
+    p.add_argument("--steps", type=int, default=400, help="quality: training steps per layer")
+    p.add_argument("--timed-batches", type=int, default=20, help="speed: batches per timing")
     p.add_argument("--rounds", type=int, default=5, help="speed: interleaved rounds")
     p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--out", help="quality: folder of the runs (an existing run is continued)")
     p.add_argument("--no-record", action="store_true")
-    with session(p, argv, epochs=1, steps=2, rounds=1, embed_dim=16, hidden_dim=16) as args:
+    with session(p, argv, steps=2, timed_batches=2, rounds=1, embed_dim=16, hidden_dim=16) as args:
         torch.set_num_threads(args.threads)
         results, table = (quality if args.part == "quality" else speed)(args)
         print(table)

@@ -135,6 +135,13 @@ def check_ranges(settings, naming=flag) -> None:
             f.metadata["within"].check(naming(f.name), v, kind)
 
 
+def check_options(options) -> None:
+    """Each option of a spec's options class in its range, named with what it is
+    (``steps (refinement steps K)``), as a spec names it rather than as a flag."""
+    helps = {f.name: f.metadata["help"] for f in fields(options)}
+    check_ranges(options, naming=lambda name: f"{name} ({helps[name]})")
+
+
 def default_of(f):
     """A dataclass field's default value."""
     return f.default if f.default is not dataclasses.MISSING else f.default_factory()

@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from fabula.errors import UsageError
 from fabula.models import GMVAE, LSTMVAE, NVDM, LinearGaussian
+from fabula.models.capabilities import GeneratesSentences
 from fabula.nn.output import FullSoftmax
 
 
@@ -226,8 +227,10 @@ def register_twin(story_class: type, builder: Callable) -> Callable:
 
 
 def has_twin(story) -> bool:
-    """Whether a hand-written twin is registered for the class of ``story``."""
-    return type(story) in _BUILDERS
+    """Whether a hand-written twin is registered for the class of ``story`` and reads it (a
+    sentence story's twin reads the full softmax output layer only)."""
+    full = not isinstance(story, GeneratesSentences) or type(story.decoder.out) is FullSoftmax
+    return type(story) in _BUILDERS and full
 
 
 def twin(story, dtype=None) -> Twin:

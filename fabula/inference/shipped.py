@@ -3,7 +3,7 @@ every documented option of the objects they build is an option of the spec."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 
 from fabula.data import DOCUMENTS
 from fabula.errors import SettingsError
@@ -24,16 +24,10 @@ from fabula.inference.refinement import Refinement
 from fabula.inference.updates import Aggressive, StoryThenGuide
 from fabula.inference.wake_sleep import ReweightedWakeSleep, WakeSleep
 from fabula.models.capabilities import Dreams
-from fabula.settings import COUNT, NONNEGATIVE, POSITIVE, PROBABILITY, Range, check_ranges, setting
+from fabula.settings import COUNT, NONNEGATIVE, POSITIVE, PROBABILITY, Range, check_options, setting
 
 #: The open unit interval (0, 1).
 UNIT_OPEN = Range(above=0, below=1)
-
-
-def _check(options) -> None:
-    """Each option in its range, named with what it is (``steps (refinement steps K)``)."""
-    helps = {f.name: f.metadata["help"] for f in fields(options)}
-    check_ranges(options, naming=lambda name: f"{name} ({helps[name]})")
 
 
 @dataclass(frozen=True)
@@ -48,7 +42,7 @@ class RefinementOptions:
     )
 
     def __post_init__(self):
-        _check(self)
+        check_options(self)
 
     def refinement(self, setup: Setup, **extra) -> Refinement:
         """The setup's refinement with these options (its step size where none is given)."""
@@ -105,7 +99,7 @@ class AggressiveOptions:
     patience: int = setting(15, "inner steps whose summed loss must fall to go on", within=COUNT)
 
     def __post_init__(self):
-        _check(self)
+        check_options(self)
 
 
 @dataclass(frozen=True)
@@ -117,7 +111,7 @@ class ChainOptions:
     chains: int | None = setting(None, "chains", within=COUNT, unset="the command's --chains")
 
     def __post_init__(self):
-        _check(self)
+        check_options(self)
 
     def sampling(self, setup: Setup) -> Sampling:
         """The setup's sampling settings with these options where given."""
@@ -157,7 +151,7 @@ class RWSOptions:
     )
 
     def __post_init__(self):
-        _check(self)
+        check_options(self)
 
 
 @dataclass(frozen=True)
@@ -171,7 +165,7 @@ class NVILOptions:
     )
 
     def __post_init__(self):
-        _check(self)
+        check_options(self)
 
 
 @dataclass(frozen=True)
@@ -181,7 +175,7 @@ class GibbsOptions:
     k: int = setting(1, "Gibbs steps", within=COUNT)
 
     def __post_init__(self):
-        _check(self)
+        check_options(self)
 
 
 def _refine(setup: Setup, options: RefinementOptions):

@@ -89,15 +89,15 @@ def _read(kind: type, optional: bool, many: bool, text: str, where: str):
     return text
 
 
-def read_options(options: type, leading_option: str | None, spec: Spec, text: str):
+def read_options(options: type, leading_option: str | None, spec: Spec, text: str, what: str = "inference"):
     """An instance of the frozen dataclass ``options`` from ``spec``'s values (the leading bare
     value is ``leading_option``); unknown names and values the class refuses are
-    :class:`~fabula.errors.SettingsError` naming the spec."""
+    :class:`~fabula.errors.SettingsError` naming the spec and ``what`` it names."""
     known = {f.name: f for f in fields(options)}
     values = dict(spec.named)
     if spec.leading is not None:
         if leading_option is None:
-            raise SettingsError(f"{text!r}: inference {spec.name!r} takes no bare value; write key=value")
+            raise SettingsError(f"{text!r}: {what} {spec.name!r} takes no bare value; write key=value")
         if leading_option in values:
             raise SettingsError(f"{text!r}: option {leading_option!r} given twice")
         values[leading_option] = spec.leading
@@ -105,7 +105,7 @@ def read_options(options: type, leading_option: str | None, spec: Spec, text: st
     if unknown:
         have = ", ".join(known) or "none"
         raise SettingsError(
-            f"{text!r}: inference {spec.name!r} has no option {unknown[0]!r} (its options: {have})"
+            f"{text!r}: {what} {spec.name!r} has no option {unknown[0]!r} (its options: {have})"
         )
     hints = typing.get_type_hints(options)
     read = {}

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fabula.errors import SettingsError
-from fabula.settings import COUNT, Range, check_ranges, setting
+from fabula.settings import COUNT, Range, check_options, setting
 
 
 class OutputLayer(nn.Module):
@@ -230,9 +230,8 @@ class SampledSoftmax(FullSoftmax):
         self.negatives = negatives
         self.estimator = f"sampled softmax ({negatives} log-uniform negatives)"
         ranks = torch.arange(vocab_size, dtype=torch.float64)
-        self.register_buffer(
-            "log_proposal", ((ranks + 2).log() - (ranks + 1).log() - math.log(vocab_size + 1)).float()
-        )
+        log_q = torch.log1p(1 / (ranks + 1)).log() - math.log(math.log(vocab_size + 1))
+        self.register_buffer("log_proposal", log_q.float())
         self.register_buffer("by_rank", torch.arange(vocab_size))  # frequency rank -> word id
 
     def fit_frequencies(self, counts):
@@ -331,7 +330,7 @@ class KernelizedBayesianSoftmax(OutputLayer):
         self.sharpness = nn.Parameter(torch.zeros(total))  # rho; theta = exp(rho)
         self.register_buffer("word_of", torch.arange(total) % vocab_size)
         self.register_buffer("usage", torch.zeros(total))
-        self.register_buffer("word_nll", torch.zeros(vocab_size, dtype=torch.float64))
+        self.register_buffer("word_nll", torch.zeros(vocab_size))
         self.register_buffer("word_seen", torch.zeros(vocab_size))
         self.register_buffer("calls", torch.zeros((), dtype=torch.long))
 
@@ -373,13 +372,13 @@ class KernelizedBayesianSoftmax(OutputLayer):
         """Accumulate each sense's responsibility for its word's tokens and each word's NLL;
         reallocate every ``reallocate_every`` calls."""
         senses = self.senses_of()[targets]  # [R, M], padded with S
-        responsibility = (own - own.logsumexp(-1, keepdim=True)).exp()
-        usage = torch.zeros(len(self.usage) + 1, device=own.device).index_add_(
+        responsibility = (own - own.logsumexp(-1, keepdim=True)).exp().to(self.usage.dtype)
+        usage = self.usage.new_zeros(len(self.usage) + 1).index_add_(
             0, senses.flatten(), responsibility.flatten()
         )
         self.usage += usage[:-1]
-        self.word_nll.index_add_(0, targets, -log_p.double())
-        self.word_seen.index_add_(0, targets, torch.ones_like(log_p))
+        self.word_nll.index_add_(0, targets, -log_p.to(self.word_nll.dtype))
+        self.word_seen.index_add_(0, targets, self.word_seen.new_ones(len(targets)))
         self.calls += 1
         if self.reallocate_every and int(self.calls) % self.reallocate_every == 0:
             self.reallocate()
@@ -392,7 +391,7 @@ class KernelizedBayesianSoftmax(OutputLayer):
         frequent = seen > seen.median()
         need = torch.where(
             frequent & (held < self.max_senses),
-            self.word_nll.float() / seen.clamp(min=1) * seen.sqrt(),
+            self.word_nll / seen.clamp(min=1) * seen.sqrt(),
             -torch.inf,
         )
         moved, budget = 0, max(1, int(self.vocab_size * self.MOVED_SHARE))
@@ -421,7 +420,7 @@ class ClassOptions:
     classes: int | None = setting(None, "word classes C", within=COUNT, unset="round(sqrt(V))")
 
     def __post_init__(self):
-        check_ranges(self)
+        check_options(self)
 
 
 @dataclass(frozen=True)
@@ -435,7 +434,7 @@ class AdaptiveOptions:
     div: float = setting(4.0, "each tail cluster's state is H / div^i wide", within=Range(at_least=1))
 
     def __post_init__(self):
-        check_ranges(self)
+        check_options(self)
 
 
 @dataclass(frozen=True)
@@ -443,7 +442,7 @@ class SampledOptions:
     negatives: int = setting(1024, "negative words drawn per batch", within=COUNT)
 
     def __post_init__(self):
-        check_ranges(self)
+        check_options(self)
 
 
 @dataclass(frozen=True)
@@ -451,7 +450,7 @@ class MixtureOptions:
     components: int = setting(5, "softmaxes in the mixture K", within=COUNT)
 
     def __post_init__(self):
-        check_ranges(self)
+        check_options(self)
 
 
 @dataclass(frozen=True)
@@ -463,7 +462,7 @@ class KerBSOptions:
     max_senses: int = setting(4, "most senses one word may hold", within=COUNT)
 
     def __post_init__(self):
-        check_ranges(self)
+        check_options(self)
 
 
 @dataclass(frozen=True)
@@ -509,7 +508,7 @@ def parse_output(text: str):
     if spec.name not in OUTPUT_LAYERS:
         raise SettingsError(f"unknown output layer {spec.name!r}; choose from {', '.join(OUTPUT_LAYERS)}")
     kind = OUTPUT_LAYERS[spec.name]
-    return kind, read_options(kind.options, kind.leading, spec, text)
+    return kind, read_options(kind.options, kind.leading, spec, text, what="output layer")
 
 
 def output_layer(text: str, hidden_dim: int, vocab_size: int) -> OutputLayer:

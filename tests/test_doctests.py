@@ -104,6 +104,7 @@ SHOWN = [
     "fabula.inference.refinement:Refinement",
     "fabula.inference.spec:split",
     "fabula.models.linear_gaussian:LinearGaussian",
+    "fabula.nn.output:output_layer",
     "fabula.run.config:TrainConfig.create",
     "fabula.run.loop:train",
     "fabula.settings:setting",

@@ -8,12 +8,6 @@ an estimate (:meth:`OutputLayer.training_log_prob`); every layer evaluates exact
 
 A layer is named by a spec in the grammar of inference specs (:mod:`fabula.inference.spec`):
 ``full``, ``class:100``, ``adaptive:cutoffs=2000/5000``, ``sampled:1024``, ``mos:5``, ``kerbs:3``.
-
->>> import torch
->>> from fabula.nn.output import output_layer
->>> layer = output_layer("class:3", hidden_dim=4, vocab_size=10)
->>> torch.allclose(layer.log_probs(torch.randn(2, 4)).logsumexp(-1), torch.zeros(2), atol=1e-6)
-True
 """
 
 from __future__ import annotations
@@ -417,6 +411,8 @@ class NoOptions:
 
 @dataclass(frozen=True)
 class ClassOptions:
+    """The options of ``class``."""
+
     classes: int | None = setting(None, "word classes C", within=COUNT, unset="round(sqrt(V))")
 
     def __post_init__(self):
@@ -425,6 +421,8 @@ class ClassOptions:
 
 @dataclass(frozen=True)
 class AdaptiveOptions:
+    """The options of ``adaptive``."""
+
     cutoffs: tuple[int, ...] | None = setting(
         None,
         "frequency ranks where the head and each tail cluster end",
@@ -439,6 +437,8 @@ class AdaptiveOptions:
 
 @dataclass(frozen=True)
 class SampledOptions:
+    """The options of ``sampled``."""
+
     negatives: int = setting(1024, "negative words drawn per batch", within=COUNT)
 
     def __post_init__(self):
@@ -447,6 +447,8 @@ class SampledOptions:
 
 @dataclass(frozen=True)
 class MixtureOptions:
+    """The options of ``mos``."""
+
     components: int = setting(5, "softmaxes in the mixture K", within=COUNT)
 
     def __post_init__(self):
@@ -455,6 +457,8 @@ class MixtureOptions:
 
 @dataclass(frozen=True)
 class KerBSOptions:
+    """The options of ``kerbs``."""
+
     senses: int = setting(3, "senses per word on average", within=COUNT)
     reallocate_every: int = setting(
         1000, "training calls between sense reallocations (0: never)", within=Range(at_least=0)
@@ -512,7 +516,21 @@ def parse_output(text: str):
 
 
 def output_layer(text: str, hidden_dim: int, vocab_size: int) -> OutputLayer:
-    """The output layer a spec names, for states of ``hidden_dim`` and ``vocab_size`` words."""
+    """The output layer a spec names, for states of ``hidden_dim`` and ``vocab_size`` words.
+
+    >>> import torch
+    >>> from fabula.nn.output import output_layer
+    >>> layer = output_layer("class:3", hidden_dim=4, vocab_size=10)
+    >>> h, words = torch.randn(2, 4), torch.tensor([5, 7])
+    >>> torch.allclose(layer.log_probs(h).logsumexp(-1), torch.zeros(2), atol=1e-6)  # normalised
+    True
+    >>> torch.allclose(layer.log_prob(h, words), layer.log_probs(h)[[0, 1], words])
+    True
+    >>> output_layer("mos:0", 4, 10)
+    Traceback (most recent call last):
+        ...
+    fabula.errors.SettingsError: 'mos:0': components (softmaxes in the mixture K) must be an integer >= 1, got 0
+    """
     kind, options = parse_output(text)
     values = {k: v for k, v in vars(options).items() if v is not None}
     return kind.layer(hidden_dim, vocab_size, **values)

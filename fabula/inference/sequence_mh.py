@@ -25,6 +25,11 @@ The state is a sentence :math:`x = x_1 .. x_n`; the target :math:`\pi` is a
    ``max_length`` words, an empty sentence) has :math:`\pi(x') = 0` and is rejected; a move
    whose candidates are all outside it leaves the state as it is.
 
+Every probability comes from the language models' output layers exactly (their normalised
+:meth:`~fabula.nn.output.OutputLayer.log_prob` of the candidates' words, and
+:meth:`~fabula.nn.output.OutputLayer.log_probs` to rank them): a factored layer (``--output
+class`` or ``adaptive``) cuts the cost of scoring the candidates and leaves the ratio exact.
+
 The kernel satisfies detailed balance, :math:`\pi(x) T(x' \mid x) = \pi(x') T(x \mid x')`
 (``tests/test_cgmh.py`` builds its transition matrix on an enumerable sentence space and checks
 it to float64 precision). ``rules="released"`` runs instead the rules of CGMH's released code

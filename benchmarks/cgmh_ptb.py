@@ -189,7 +189,8 @@ def benchmark(args, settings: CGMHSettings) -> dict:
     loaded = load_run(runs["forward"], args.data_dir)
     forward, vocab = loaded.inference.story, loaded.splits["train"].vocab
     backward = load_run(runs["backward"], args.data_dir).inference.story
-    results = {"sets": sets, "runs": runs}
+    output = loaded.config.model.output
+    results = {"sets": sets, "runs": runs, "output": output}
     for rules in ("exact", "released"):
         results[rules] = run_rules(rules, forward, backward, sets, vocab, settings, not args.smoke)
     # loaded only now, after the sampling: it may still have been training when the sampling began
@@ -224,12 +225,14 @@ def benchmark(args, settings: CGMHSettings) -> dict:
     )
     table = "\n".join(rows) + (
         f"\n\n{len(sets)} keyword sets x {settings.chains} chains, {settings.steps} steps ({settings.burn_in} burn-in), "
-        f"{settings.candidates} candidates from forward x backward LM, at most {settings.max_length} words; the scorer "
+        f"{settings.candidates} candidates from forward x backward LM (output layer {output}), at most "
+        f"{settings.max_length} words; the scorer "
         f"after epoch {results['scorer_epoch']}. Examples (exact): {examples}."
     )
     print(table)
     if not args.no_record:
-        record("cgmh_ptb", results, table)
+        # a run with another output layer is recorded beside the full softmax's, not over it
+        record("cgmh_ptb" if output == "full" else f"cgmh_ptb_{output.replace(':', '_')}", results, table)
     return results
 
 

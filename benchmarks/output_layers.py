@@ -36,6 +36,8 @@ from fabula.run import TrainConfig, build_story, inference_setup
 from results_log import record, session
 
 LAYERS = ("full", "class", "adaptive", "sampled", "mos", "kerbs")
+STEPS = 400
+"""The quality part's default training budget per layer: 0.3 of a PTB epoch."""
 
 
 def quality(args) -> tuple[dict, str]:
@@ -194,7 +196,7 @@ def main(argv=None):
     p.add_argument("--anneal", default="linear:200", help="quality, lstm-vae: KL annealing schedule")
     p.add_argument("--embed-dim", type=int, default=353)
     p.add_argument("--hidden-dim", type=int, default=191)
-    p.add_argument("--steps", type=int, default=400, help="quality: training steps per layer")
+    p.add_argument("--steps", type=int, default=STEPS, help="quality: training steps per layer")
     p.add_argument("--timed-batches", type=int, default=20, help="speed: batches per timing")
     p.add_argument("--rounds", type=int, default=5, help="speed: interleaved rounds")
     p.add_argument("--threads", type=int, default=1)
@@ -204,8 +206,10 @@ def main(argv=None):
         results, table = (quality if args.part == "quality" else speed)(args)
         print(table)
         if not args.no_record:
+            # a run of another budget is recorded beside the default one, not over it
+            budget = "" if args.steps == STEPS else f"_{args.steps}_steps"
             name = (
-                f"output_layers_{args.story}"
+                f"output_layers_{args.story}{budget}"
                 if args.part == "quality"
                 else f"output_layers_speed_{args.data}"
             )

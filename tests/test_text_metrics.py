@@ -119,13 +119,21 @@ def test_bleu_errors():
         sample_bleu([toks("a b")], [])
 
 
+class _Softmax(torch.nn.Module):
+    """An output layer whose state is the logits themselves."""
+
+    def log_probs(self, h):
+        return torch.log_softmax(h, -1)
+
+
 class _ReadingDecoder(torch.nn.Module):
     """A decoder whose code is the sentence: at step t it emits word ``z[:, t]`` with certainty."""
 
     def __init__(self, vocab_size: int):
         super().__init__()
         self.vocab_size = vocab_size
-        self.out = torch.nn.Linear(1, vocab_size)
+        self.embed = torch.nn.Embedding(vocab_size, 1)
+        self.out = _Softmax()
 
     def start(self, z, n):
         return 0

@@ -10,7 +10,7 @@ Where the time goes: seconds inside the kernel's pieces (the prefix and backward
 choose the candidates, the candidates' suffix LSTM, their output layer and softmax, the
 constraints, the deletions' rescoring), as shares of the step.
 
-With ``--outputs``, one chain at ``--base-length`` words per output layer (:mod:`fabula.nn.output`,
+With ``--outputs``, ``--chains`` chains at ``--base-length`` words per output layer (:mod:`fabula.nn.output`,
 exact layers only: the MH ratio needs normalised probabilities), the layers interleaved over
 ``--rounds`` rounds and the median steps/s of each given as a ratio to the first; the layers are
 arranged by Zipfian word counts (count 1 / rank, as PTB's word ids are ranked by frequency).
@@ -148,34 +148,46 @@ def language_models(args, output: str = "full") -> tuple[RNNLM, RNNLM]:
 
 @torch.no_grad()
 def by_output(args) -> dict:
-    """MH steps/s of one chain per output layer, interleaved rounds, medians."""
+    """MH steps/s per chain for each output layer and number of chains (``--chains``, at
+    ``--base-length`` words), the layers interleaved round by round, medians."""
     torch.set_num_threads(args.threads)
     setups = {}
     for output in args.outputs:
         forward, backward = language_models(args, output)
         story = ConstrainedSentences(forward, max_length=args.base_length + 10)
         setups[output] = (SequenceMH(top_k=args.candidates, backward=backward), story)
-    rates = {output: [] for output in args.outputs}
+    cells = [(output, chains) for chains in args.chains for output in args.outputs]
+    rates, lengths = {cell: [] for cell in cells}, {cell: [] for cell in cells}
     for _ in range(args.rounds):
-        for output, (kernel, story) in setups.items():
-            row = measure(kernel, story, 1, args.base_length, args.steps, args.vocab_size)
-            rates[output].append(row["steps_per_s_per_chain"])
-    median = {output: statistics.median(r) for output, r in rates.items()}
+        for output, chains in cells:
+            kernel, story = setups[output]
+            row = measure(kernel, story, chains, args.base_length, args.steps, args.vocab_size)
+            rates[output, chains].append(row["steps_per_s_per_chain"])
+            lengths[output, chains].append(row["mean_length_after"])
+    median = {cell: statistics.median(r) for cell, r in rates.items()}
     base = args.outputs[0]
     rows = [
-        f"| output layer | MH steps/s per chain (median) | ratio to {base} | rounds |",
-        "|---|---|---|---|",
+        f"| output layer | chains | MH steps/s per chain (median) | ratio to {base} | rounds | mean length after |",
+        "|---|---|---|---|---|---|",
     ]
-    for output, rate in median.items():
-        spread = ", ".join(f"{r:.2f}" for r in rates[output])
-        rows.append(f"| {output} | {rate:.2f} | {rate / median[base]:.2f}x | {spread} |")
+    for (output, chains), rate in median.items():
+        spread = ", ".join(f"{r:.2f}" for r in rates[output, chains])
+        rows.append(
+            f"| {output} | {chains} | {rate:.2f} | {rate / median[base, chains]:.2f}x | {spread} | "
+            f"{statistics.mean(lengths[output, chains]):.1f} |"
+        )
     table = "\n".join(rows) + (
-        f"\n\nOne chain at {args.base_length} words, {args.candidates} candidates from forward x backward LM, "
+        f"\n\nChains at {args.base_length} words, {args.candidates} candidates from forward x backward LM, "
         f"{args.steps} timed steps per round, {args.rounds} interleaved rounds; {args.vocab_size} words, "
         f"{args.embed_dim}-d embeddings, {args.hidden_dim}-d LSTM, {args.threads} thread(s)."
     )
     print(table)
-    results = {"steps_per_s_per_chain": rates, "median": median, "settings": vars(args)}
+    key = [f"{output} x {chains}" for output, chains in cells]
+    results = {
+        "steps_per_s_per_chain": dict(zip(key, rates.values(), strict=True)),
+        "median": dict(zip(key, median.values(), strict=True)),
+        "settings": vars(args),
+    }
     if not args.no_record:
         record("cgmh_speed_outputs", results, table)
     return results

@@ -246,7 +246,7 @@ def test_frequency_classes_are_non_empty_contiguous_and_the_top_word_is_alone(cl
     counts = torch.randint(1, 30, (V,), generator=g).float()
     top = 7
     counts[top] = 0
-    counts[top] = counts.sum()  # half of all tokens
+    counts[top] = counts.sum() + V  # over half of all tokens, each word's count taken plus one
     layer = output_layer(f"class:{classes}", H, V)
     layer.fit_frequencies(counts)
     class_of = layer.class_of.tolist()

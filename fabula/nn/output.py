@@ -97,7 +97,8 @@ class ClassFactoredSoftmax(OutputLayer):
 
     both factors softmaxes, the second over the class's words only. Classes by frequency
     binning: words by descending count, each class about :math:`1/C` of the training tokens (and
-    at least one word). A token costs :math:`C + |c(w)|` dot products instead of :math:`V`.
+    at least one word), the counts plus one so that words the training text never uses do not
+    all fall into one class. A token costs :math:`C + |c(w)|` dot products instead of :math:`V`.
 
     Reference: J. Goodman. Classes for fast maximum entropy training. ICASSP 2001.
     """
@@ -115,7 +116,7 @@ class ClassFactoredSoftmax(OutputLayer):
         self.register_buffer("class_of", torch.arange(vocab_size) * self.num_classes // vocab_size)
 
     def _binned(self, counts: torch.Tensor) -> torch.Tensor:
-        counts = counts.double()
+        counts = counts.double() + 1  # words the training text never uses spread over the last classes
         ranked = _frequency_ranks(counts)
         share = ((counts[ranked].cumsum(0) - counts[ranked]) / counts.sum()).tolist()
         C, V = self.num_classes, self.vocab_size

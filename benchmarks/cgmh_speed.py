@@ -13,7 +13,8 @@ constraints, the deletions' rescoring), as shares of the step.
 With ``--outputs``, ``--chains`` chains at ``--base-length`` words per output layer (:mod:`fabula.nn.output`,
 exact layers only: the MH ratio needs normalised probabilities), the layers interleaved over
 ``--rounds`` rounds and the median steps/s of each given as a ratio to the first; the layers are
-arranged by Zipfian word counts (count 1 / rank, as PTB's word ids are ranked by frequency).
+arranged by Zipfian word counts (a million tokens, count proportional to 1 / rank, as PTB's word
+ids are ranked by frequency).
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def main(argv=None):
 def language_models(args, output: str = "full") -> tuple[RNNLM, RNNLM]:
     """The forward and backward LMs at the benchmark's sizes, random weights, with ``output``."""
     torch.manual_seed(0)
-    counts = 1 / torch.arange(1, args.vocab_size + 1, dtype=torch.float64)
+    counts = (1e6 / torch.arange(1, args.vocab_size + 1, dtype=torch.float64)).round()
     models = []
     for reverse in (False, True):
         lm = RNNLM(args.vocab_size, args.embed_dim, args.hidden_dim, reverse=reverse, output=output).eval()

@@ -136,16 +136,20 @@ class ClassFactoredSoftmax(OutputLayer):
         cls = self.class_of[targets]
         log_class = F.log_softmax(self.classes(h), -1).gather(1, cls[:, None]).squeeze(1)
         members = torch.sort(self.class_of, stable=True).indices  # words grouped by class
-        ends = torch.bincount(self.class_of, minlength=self.num_classes).cumsum(0)
-        starts = ends - torch.bincount(self.class_of, minlength=self.num_classes)
+        sizes = torch.bincount(self.class_of, minlength=self.num_classes)
+        ends = sizes.cumsum(0)
+        starts = ends - sizes
         place = torch.empty_like(members)
         place[members] = torch.arange(self.vocab_size, device=members.device) - starts[self.class_of[members]]
         rows_by_class = torch.sort(cls, stable=True).indices
         rows_per_class = torch.bincount(cls, minlength=self.num_classes).tolist()
         # one gather and one split each (their backward passes are one scatter and one cat)
         states = h[rows_by_class].split(rows_per_class)
-        sizes = (ends - starts).tolist()
-        weights, biases = self.words.weight[members].split(sizes), self.words.bias[members].split(sizes)
+        per_class = sizes.tolist()
+        weights, biases = (
+            self.words.weight[members].split(per_class),
+            self.words.bias[members].split(per_class),
+        )
         places = place[targets[rows_by_class]].split(rows_per_class)
         parts = []
         for c, n in enumerate(rows_per_class):
@@ -356,17 +360,17 @@ class KernelizedBayesianSoftmax(OutputLayer):
 
     def _log_prob(self, h, targets):
         logits = self.sense_logits(h)
-        own = F.pad(logits, (0, 1), value=-torch.inf).gather(1, self.senses_of()[targets])  # [R, M]
+        senses = self.senses_of()[targets]  # [R, M], padded with S
+        own = F.pad(logits, (0, 1), value=-torch.inf).gather(1, senses)
         log_p = own.logsumexp(-1) - logits.logsumexp(-1)
         if self.training and torch.is_grad_enabled():
-            self._count(own.detach(), log_p.detach(), targets)
+            self._count(own.detach(), senses, log_p.detach(), targets)
         return log_p
 
     @torch.no_grad()
-    def _count(self, own, log_p, targets):
-        """Accumulate each sense's responsibility for its word's tokens and each word's NLL;
-        reallocate every ``reallocate_every`` calls."""
-        senses = self.senses_of()[targets]  # [R, M], padded with S
+    def _count(self, own, senses, log_p, targets):
+        """Accumulate each sense's responsibility for its word's tokens (``own`` logits of the
+        ``senses`` of each target) and each word's NLL; reallocate every ``reallocate_every`` calls."""
         responsibility = (own - own.logsumexp(-1, keepdim=True)).exp().to(self.usage.dtype)
         usage = self.usage.new_zeros(len(self.usage) + 1).index_add_(
             0, senses.flatten(), responsibility.flatten()

@@ -34,7 +34,7 @@ from fabula.evaluation.gaps import NotConverged, inference_gaps
 from fabula.evaluation.mixture import mixture_diagnostics
 from fabula.generation import DECODERS, decode, homotopy, sample_documents
 from fabula.inference import MCMC, Refinement, RefinementWarning, refined
-from fabula.inference.kinds import KINDS, Sampling, build, unfit
+from fabula.inference.kinds import KINDS, Sampling, build, parse, unfit
 from fabula.inference.spec import describe
 from fabula.models.capabilities import (
     GeneratesDocuments,
@@ -318,8 +318,12 @@ def _compare_config(args, kinds: tuple[str, ...]) -> TrainConfig:
     from their flags (at the story's defaults with :data:`~fabula.run.compare.COMPARE_DEFAULTS`),
     fabula's own stories sized by --latent-dim and --hidden-dim, a user's story by its own flags;
     the first compared kind stands for the configuration's own."""
-    if args.story == "rnnlm":
-        raise UsageError("the rnnlm story has no latent: there is no inference to compare")
+    if args.story == "rnnlm" and not any(parse(spec)[0].adversarial for spec in kinds):
+        adversarial = ", ".join(k.name for k in KINDS.values() if k.adversarial)
+        raise UsageError(
+            f"the rnnlm story has no latent: only kinds that train it against a discriminator ({adversarial}) "
+            "differ from maximum likelihood"
+        )
     r = recipe(args.story)
     parts = TrainConfig.parts(args.story)
     values = {
@@ -336,8 +340,11 @@ def _compare_config(args, kinds: tuple[str, ...]) -> TrainConfig:
             values["model"]["hidden"] = latent
         elif r.reads == DOCUMENTS:
             values["model"].update(latent_dim=latent, hidden=(hidden,))
-        else:
-            values["model"].update(latent_dim=latent, embed_dim=hidden, hidden_dim=hidden)
+        else:  # a sentence story; the rnnlm has no latent to size
+            has_latent = "latent_dim" in {f.name for f in fields(r.settings)}
+            values["model"].update(
+                embed_dim=hidden, hidden_dim=hidden, **({"latent_dim": latent} if has_latent else {})
+            )
     return TrainConfig(args.story, **{name: from_dict(part, values[name]) for name, part in parts.items()})
 
 

@@ -14,7 +14,7 @@ from fabula.inference import MCMC, Refinement, Sampling, Setup, build
 from fabula.inference.kernels import NumPyroNUTS
 from fabula.inference.kinds import KINDS, parse
 from fabula.inference.spec import write
-from fabula.models import NVDM, ReplicatedSoftmax, SigmoidBeliefNet
+from fabula.models import NVDM, RNNLM, ReplicatedSoftmax, SigmoidBeliefNet
 from fabula.settings import base_type, default_of
 
 V = 20
@@ -33,6 +33,8 @@ def setup_for(name: str, splits) -> Setup:
         story, guide = SigmoidBeliefNet(V, 3), BernoulliGuide(V, 3)
     elif name in ("cd", "pcd"):
         story, guide = ReplicatedSoftmax(V, 3), EmptyGuide()
+    elif KINDS[name].adversarial:
+        story, guide = RNNLM(V, 4, 4), EmptyGuide()
     else:
         story, guide = NVDM(V, 2), NormalGuide(V, 2, hidden=[4])
     return Setup(
@@ -84,6 +86,12 @@ def reached(inference, name: str, option: str):
         ("cd", "k"): lambda i: i.k,
         ("pcd", "k"): lambda i: i.k,
     }
+    for kind in ("seqgan", "gumbel-gan"):
+        where[kind, "critic_dim"] = lambda i: i.updates.critic.lstm.hidden_size
+        for policy in ("pretrain", "critic_steps", "max_length", "fixed"):
+            where[kind, policy] = lambda i, policy=policy: getattr(i.updates, policy)
+        for loss in ("rollouts", "decay", "tau", "tau_min", "rate", "hard"):
+            where[kind, loss] = lambda i, loss=loss: getattr(i.updates.generator_loss, loss)
     return where[name, option](inference)
 
 

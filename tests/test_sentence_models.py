@@ -10,7 +10,7 @@ from fabula.data.text import BOS, EOS, PAD, UNK, TextBatch, TextCorpus, TextVoca
 from fabula.distributions import MaskedSequenceCategorical
 from fabula.errors import UsageError
 from fabula.evaluation import elbo_terms, evaluate, iw_log_likelihood, mutual_information
-from fabula.generation import beam_search, greedy, homotopy, sample
+from fabula.generation import beam_search, categorical, greedy, homotopy, sample
 from fabula.guides import EmptyGuide, SentenceGuide
 from fabula.inference import Aggressive, Amortized
 from fabula.inference.word_dropout import word_dropout
@@ -177,3 +177,15 @@ def test_aggressive_training_updates_the_encoder_first_and_stops_when_mi_stalls(
     updates.best_mi = first["validation_mi"] + 10.0  # MI can no longer rise
     assert inference.end_epoch()["aggressive"] == 0.0
     assert inference.step(next(splits["train"].batches(16)))["inner_steps"] == 0.0
+
+
+def test_the_inverse_cdf_draw_follows_its_distribution_and_never_draws_a_zero():
+    probabilities = torch.tensor([0.0, 0.1, 0.0, 0.2, 0.7, 0.0])
+    torch.manual_seed(0)
+    drawn = categorical(probabilities.log().expand(200_000, -1))
+    frequencies = torch.bincount(drawn, minlength=6).float() / 200_000
+    assert (frequencies[probabilities == 0] == 0).all()
+    # binomial standard error of the largest frequency is about 0.001
+    assert torch.allclose(frequencies, probabilities, atol=0.005)
+    scaled = categorical(torch.tensor([[2.0, 2.0 + math.log(3.0)]]).expand(100_000, -1))
+    assert abs(scaled.float().mean().item() - 0.75) < 0.01  # unnormalised logits: softmax taken

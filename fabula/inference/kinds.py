@@ -126,7 +126,8 @@ class InferenceKind:
     (:class:`~fabula.models.capabilities.Undirected`), and only those (every other kind needs a
     Pyro model); ``needs``: the capabilities a story must declare
     (:class:`~fabula.models.capabilities.Dreams` for wake-sleep); ``reads``: the data its story
-    must read (``None``: either). :func:`unfit` reads the last three."""
+    must read (``None``: either). :func:`unfit` reads the last three. ``adversarial``: whether it
+    trains the story against a discriminator, which changes a story without latents too."""
 
     name: str
     summary: str
@@ -139,6 +140,7 @@ class InferenceKind:
     undirected: bool = False
     needs: tuple[type, ...] = ()
     reads: str | None = None
+    adversarial: bool = False
 
 
 #: The registered inference kinds by name (:func:`register` adds one).

@@ -7,6 +7,13 @@ from dataclasses import dataclass, replace
 
 from fabula.data import DOCUMENTS
 from fabula.errors import SettingsError
+from fabula.inference.adversarial import (
+    Adversarial,
+    AdversarialTraining,
+    GumbelSoftmax,
+    Reinforce,
+    SentenceGenerator,
+)
 from fabula.inference.contrastive import contrastive
 from fabula.inference.kernels import DiscreteGibbs
 from fabula.inference.kinds import InferenceKind, Sampling, Setup, register
@@ -23,7 +30,8 @@ from fabula.inference.presets import (
 from fabula.inference.refinement import Refinement
 from fabula.inference.updates import Aggressive, StoryThenGuide
 from fabula.inference.wake_sleep import ReweightedWakeSleep, WakeSleep
-from fabula.models.capabilities import Dreams
+from fabula.models.capabilities import Dreams, GeneratesSentences
+from fabula.nn.discriminator import SentenceDiscriminator
 from fabula.settings import COUNT, NONNEGATIVE, POSITIVE, PROBABILITY, Range, check_options, setting
 
 #: The open unit interval (0, 1).
@@ -178,6 +186,59 @@ class GibbsOptions:
         check_options(self)
 
 
+@dataclass(frozen=True)
+class AdversarialOptions:
+    """Adversarial training's pre-training, draws and discriminator"""
+
+    pretrain: int = setting(
+        1, "epochs of the story's own objective before the adversarial steps", within=NONNEGATIVE
+    )
+    critic_steps: int = setting(1, "discriminator steps per generator step", within=COUNT)
+    max_length: int = setting(50, "the most words of a draw (real sentences are cut alike)", within=COUNT)
+    fixed: bool = setting(False, "draw exactly max_length words, never <eos> (SeqGAN's synthetic setting)")
+    critic_dim: int = setting(64, "the discriminator's embedding and LSTM width", within=COUNT)
+
+    def __post_init__(self):
+        check_options(self)
+
+
+@dataclass(frozen=True)
+class SeqGANOptions(AdversarialOptions):
+    """SeqGAN's roll-outs and baseline"""
+
+    rollouts: int = setting(16, "Monte Carlo roll-outs per drawn prefix", within=COUNT)
+    decay: float = setting(
+        0.9, "decay of the baseline's running mean of rewards", within=Range(at_least=0, below=1)
+    )
+
+
+@dataclass(frozen=True)
+class GumbelOptions(AdversarialOptions):
+    """The Gumbel-softmax generator's temperature schedule"""
+
+    tau: float = setting(1.0, "the starting temperature", within=POSITIVE)
+    tau_min: float = setting(0.5, "the lowest temperature", within=Range(above=0, at_most=1))
+    rate: float = setting(
+        1e-3, "temperature decay per generator step: tau * exp(-rate * s)", within=NONNEGATIVE
+    )
+    hard: bool = setting(True, "straight-through: one-hot words forward, relaxed gradient backward")
+
+
+def _adversarial(setup: Setup, options: AdversarialOptions, generator_loss) -> AdversarialTraining:
+    """A sentence story trained adversarially against a new discriminator on its device."""
+    vocab_size = SentenceGenerator(setup.story, options.max_length, options.fixed).decoder.vocab_size
+    critic = SentenceDiscriminator(vocab_size, options.critic_dim, options.critic_dim)
+    updates = Adversarial(
+        critic.to(setup.story.device),
+        generator_loss,
+        pretrain=options.pretrain,
+        critic_steps=options.critic_steps,
+        max_length=options.max_length,
+        fixed=options.fixed,
+    )
+    return AdversarialTraining(setup.story, setup.guide, updates, **setup.variational())
+
+
 def _refine(setup: Setup, options: RefinementOptions):
     trained = setup.trained or Amortized(setup.story, setup.guide, **setup.variational())
     return refined(trained, options.refinement(setup))
@@ -329,6 +390,23 @@ for _kind in (
         leading="k",
         kl=False,
         undirected=True,
+    ),
+    InferenceKind(
+        "seqgan",
+        "SeqGAN (Yu et al. 2017): pre-training, then REINFORCE with roll-out rewards from a discriminator",
+        lambda s, o: _adversarial(s, o, Reinforce(o.rollouts, o.decay)),
+        options=SeqGANOptions,
+        leading="rollouts",
+        needs=(GeneratesSentences,),
+        adversarial=True,
+    ),
+    InferenceKind(
+        "gumbel-gan",
+        "Gumbel-softmax GAN (Kusner & Hernandez-Lobato 2016): relaxed draws into a discriminator",
+        lambda s, o: _adversarial(s, o, GumbelSoftmax(o.tau, o.tau_min, o.rate, o.hard)),
+        options=GumbelOptions,
+        needs=(GeneratesSentences,),
+        adversarial=True,
     ),
 ):
     register(_kind)

@@ -13,6 +13,7 @@ so that the trainer can compute it under autocast (``--precision bf16``,
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -144,8 +145,14 @@ class Trainer:
     def end_epoch(self) -> dict[str, float]:
         """Advance every schedule; returns the learning rate the ending epoch ran with."""
         lrs = [s.get_last_lr()[0] for s in self.schedulers.values()]
-        for scheduler in self.schedulers.values():
-            scheduler.step()
+        with warnings.catch_warnings():
+            # a policy may leave a group unstepped for whole epochs (adversarial training's generator
+            # and critic during pre-training): its schedule follows the epochs all the same
+            warnings.filterwarnings(
+                "ignore", "Detected call of `lr_scheduler.step\\(\\)` before", UserWarning
+            )
+            for scheduler in self.schedulers.values():
+                scheduler.step()
         return {"lr": lrs[0]} if lrs else {}
 
     def state_dict(self) -> dict:

@@ -18,6 +18,12 @@ def word_embedding(vocab_size: int, embed_dim: int) -> nn.Embedding:
     return embed
 
 
+def embed_words(embed: nn.Embedding, words: torch.Tensor) -> torch.Tensor:
+    """Embeddings of word ids ``[..., T]``, or of weights over the words ``[..., T, V]`` (their
+    weighted sum of the word vectors)."""
+    return words @ embed.weight if words.is_floating_point() else embed(words)
+
+
 class LSTMDecoder(nn.Module):
     r"""An autoregressive LSTM over word ids, optionally conditioned on a latent vector ``z``.
 
@@ -74,8 +80,10 @@ class LSTMDecoder(nn.Module):
 
     def step(self, inputs: torch.Tensor, state, z: torch.Tensor | None = None):
         """The LSTM's output states ``[N, T, H]`` for inputs ``[N, T]`` from ``state`` (dropout
-        applied, as the output layer reads them); returns ``(hidden, state)``."""
-        x = self.dropout(self.embed(inputs))
+        applied, as the output layer reads them); returns ``(hidden, state)``. Inputs may also be
+        weights over the words ``[N, T, V]`` (one-hot, or a relaxed one-hot: their embedding is
+        the weighted sum of the words' embeddings, as the Gumbel-softmax generator feeds them)."""
+        x = self.dropout(embed_words(self.embed, inputs))
         if self.z_every_step:
             x = torch.cat([x, z.reshape(-1, 1, self.latent_dim).expand(-1, x.shape[1], -1)], -1)
         h, state = self.lstm(x, state)

@@ -364,7 +364,7 @@ def speed_part(args) -> tuple[dict, str]:
     return {"medians": medians, "ratio": ratio, "times": times}, table
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--part", choices=["oracle", "ptb", "speed"], default="oracle")
     p.add_argument("--data-dir", default="../shared/data")
@@ -430,6 +430,7 @@ def main(argv=None) -> None:
             name = "adversarial_speed"
         print(table)
         record(name, results, table)
+    return results
 
 
 if __name__ == "__main__":

@@ -71,6 +71,7 @@ EXAMPLES = """examples:
   fabula train lstm-vae --data ptb --data-dir ../shared/data --out runs/vae
   fabula train lstm-vae --inference sa-vae:10 --out runs/savae
   fabula train rnnlm --data ptb --data-dir ../shared/data --output class --out runs/lm-class   # output layer
+  fabula train rnnlm --data ptb --data-dir ../shared/data --inference seqgan:16,pretrain=4 --out runs/seqgan
   fabula train lstm-vae --device cuda --precision bf16 --out runs/vae-gpu
   torchrun --nproc-per-node 2 -m fabula train nvdm --out runs/ddp   # data-parallel, 2 processes
   fabula train gmvae --data ptb --data-dir ../shared/data --dispersion 0.8 --out runs/dgmvae

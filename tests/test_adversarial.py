@@ -269,3 +269,4 @@ def test_train_and_compare_from_the_command_line(tmp_path, capsys):
     assert main([*compared, *sizes, "--out", str(tmp_path / "cmp")]) == 0
     table = capsys.readouterr().out
     assert all(kind in table for kind in kinds)
+    assert table.count("(exact)") == 3 and "collapsed" not in table  # no latent: exact NLL, no KL

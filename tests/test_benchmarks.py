@@ -4,6 +4,7 @@ missing here fails the coverage test."""
 
 import hashlib
 import importlib.util
+import math
 import tempfile
 from pathlib import Path
 
@@ -18,6 +19,7 @@ BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 HELPERS = {"results_log.py"}  # imported by the benchmarks, not one of them
 # the arguments beside --smoke of each run (a second where a script has another branch of its own)
 SMOKE_ARGS = {
+    "adversarial.py": [["--part", "oracle"], ["--part", "ptb"], ["--part", "speed"]],
     "cgmh_ptb.py": [[]],
     "cgmh_quora.py": [[]],
     "cgmh_speed.py": [[], ["--outputs", "full", "class", "adaptive:div=2", "mos:2", "kerbs:2"]],
@@ -57,6 +59,16 @@ HISTORY_ROWS = [
 ]
 LOOPS = {"fabula", "fabula+validation", "plain"}
 CHECKS = {
+    "adversarial.py --part oracle": lambda r: (
+        list(r["summary"]) == ["random", "mle", "seqgan", "gumbel-gan"]
+        and all(math.isfinite(v["nll_oracle"]["median"]) for v in r["summary"].values())
+    ),
+    "adversarial.py --part ptb": lambda r: (
+        list(r["rows"]) == ["mle", "seqgan", "gumbel-gan"]
+        and all(len(row["points"]) == 2 for row in r["rows"].values())
+        and all(0 <= p["self_bleu4"] <= 100 for row in r["rows"].values() for p in row["points"])
+    ),
+    "adversarial.py --part speed": lambda r: r["ratio"] > 0,
     # each RSM's figure inside its band; each SBN row's q scored against its Gibbs reference
     "history_20news.py": lambda r: (
         list(r["rows"]) == HISTORY_ROWS

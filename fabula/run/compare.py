@@ -134,8 +134,9 @@ def fit_and_evaluate(
     """One cell of a comparison: a fresh ``build_pair()`` (story, guide) trained with kind
     ``spec`` from seed ``seed`` with the training of ``config``, evaluated on ``splits["test"]``
     with the negative ELBO (10 samples of its reconstruction term) and the IW bound; an
-    undirected story, which has neither, with its default estimator
-    (:func:`~fabula.evaluation.default_estimator`: AIS for the RSM); ``refinement_rises`` counts
+    undirected story, which has neither, or one without latents, which needs neither, with its
+    default estimator (:func:`~fabula.evaluation.default_estimator`: AIS for the RSM, exact for
+    the RNNLM); ``refinement_rises`` counts
     the test batches whose refinement raised the negative ELBO
     (:class:`~fabula.inference.RefinementWarning`) and ``unfinished_warmup`` is β at the last step
     of a KL warm-up that training ended before. With ``learn_story=False`` only λ is fitted
@@ -153,7 +154,7 @@ def fit_and_evaluate(
     seconds = time.perf_counter() - start
     with warnings.catch_warnings(record=True) as caught:  # counted for the row's flags
         warnings.simplefilter("always", RefinementWarning)
-        if isinstance(inference.story, Undirected):
+        if isinstance(inference.story, Undirected) or not inference.story.latent_sites:
             estimator, elbo = default_estimator(inference.story), None
         else:
             estimator = ImportanceWeighted(settings.samples)
@@ -166,7 +167,7 @@ def fit_and_evaluate(
     return {
         "nll_elbo": elbo,
         "nll": report["nll"],
-        "kl": report.get("kl"),
+        "kl": report.get("kl") if inference.story.latent_sites else None,  # no q to collapse
         "perplexity": report.get("corpus_perplexity"),
         "train_seconds": seconds,
         "steps_per_second": inference.num_steps / seconds if inference.num_steps else 0.0,

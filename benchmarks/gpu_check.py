@@ -58,10 +58,12 @@ ROOT = Path(__file__).resolve().parents[1]
 SUITE = [  # the tests that take the suite's device (the `device` fixture)
     "tests/test_devices.py",
     "tests/test_distributed.py",
+    "tests/test_adversarial.py::test_an_adversarial_step_on_the_device",
     "tests/test_inference.py::test_every_story_guide_inference_pair_takes_a_step",
     "tests/test_pyro_idioms.py::test_predictive_on_the_unconditioned_story_draws_fresh_data",
     "tests/test_pyro_idioms.py::test_predictive_on_the_story_keeps_its_observation_as_obs_means",
     "tests/test_pyro_idioms.py::test_an_unconditioned_trace_scores_its_own_draw",
+    "tests/test_quality_diversity.py::test_language_model_on_the_device",
 ]
 SMOKE_SUITE = ["tests/test_devices.py", "-k", "named_device or forms_it_looks_for"]
 DENSE_BF16_PEAK = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12}  # FLOP/s, no sparsity

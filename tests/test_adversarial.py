@@ -12,7 +12,7 @@ import torch
 
 from fabula.checkpoint import load_checkpoint
 from fabula.cli import main
-from fabula.data.text import BOS, EOS, PAD, UNK
+from fabula.data.text import BOS, EOS, PAD, UNK, TextBatch
 from fabula.errors import SettingsError, UsageError
 from fabula.guides import EmptyGuide
 from fabula.inference.adversarial import (
@@ -270,3 +270,18 @@ def test_train_and_compare_from_the_command_line(tmp_path, capsys):
     table = capsys.readouterr().out
     assert all(kind in table for kind in kinds)
     assert table.count("(exact)") == 3 and "collapsed" not in table  # no latent: exact NLL, no KL
+
+
+@pytest.mark.parametrize("kind", ["seqgan", "gumbel-gan"])
+def test_an_adversarial_step_on_the_device(kind, device):
+    torch.manual_seed(0)
+    story = RNNLM(VOCAB, embed_dim=4, hidden_dim=4).to(device)
+    generator_loss = Reinforce(rollouts=2) if kind == "seqgan" else GumbelSoftmax()
+    critic = SentenceDiscriminator(VOCAB, 4, 4).to(device)
+    gan = AdversarialTraining(
+        story, EmptyGuide(), Adversarial(critic, generator_loss, pretrain=0, max_length=LENGTH)
+    )
+    before = [p.detach().clone() for p in story.parameters()]
+    metrics = gan.step(TextBatch.from_ids([[4, 5], [UNK], [5, 5, 4, 4]]).to(device))
+    assert all(math.isfinite(v) for v in metrics.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, story.parameters(), strict=True))

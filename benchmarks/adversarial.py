@@ -314,7 +314,7 @@ def ptb_part(args) -> tuple[dict, str, object]:
         axis.plot(xs, ys, marker="o", label=name)
         for p in row["points"][:: max(1, len(row["points"]) // 4)]:
             axis.annotate(f"T={p['temperature']:.1f}", (p["lm_score"], p["reverse_lm_score"]), fontsize=7)
-    axis.set_xlabel("LM score: NLL of the draws under the scorer LM (nats/token; lower: better quality)")
+    axis.set_xlabel("LM score (nats/token; lower: better quality)")
     axis.set_ylabel("reverse LM score (nats/token; lower: more diverse)")
     axis.set_title("PTB quality-diversity: temperature sweeps")
     axis.legend()

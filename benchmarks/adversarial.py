@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from fabula.data import load_dataset
 from fabula.data.text import SPECIALS, TextCorpus, TextVocab
 from fabula.evaluation.bleu import sample_bleu
-from fabula.evaluation.quality_diversity import lm_score, self_bleu, train_language_model
+from fabula.evaluation.quality_diversity import lm_score, reverse_lm_score, self_bleu, train_language_model
 from fabula.generation import sample
 from fabula.guides import EmptyGuide
 from fabula.inference import Amortized
@@ -261,21 +261,21 @@ def ptb_part(args) -> tuple[dict, str, object]:
         for temperature in tqdm(args.temperatures, desc=name, leave=False):
             seeded(7)
             drawn = draws(story, args.samples, temperature, args.max_length)
-            reverse = train_language_model(
-                drawn,
-                vocab,
-                embed_dim=args.dim,
-                hidden_dim=args.dim,
-                epochs=args.reverse_epochs,
-                lr=args.lr,
-                output=args.output,
-                seed=0,
-            )
             rows[name]["points"].append(
                 {
                     "temperature": temperature,
                     "lm_score": lm_score(scorer, drawn),
-                    "reverse_lm_score": lm_score(reverse, test_sentences),
+                    "reverse_lm_score": reverse_lm_score(
+                        drawn,
+                        test_sentences,
+                        vocab,
+                        embed_dim=args.dim,
+                        hidden_dim=args.dim,
+                        epochs=args.reverse_epochs,
+                        lr=args.lr,
+                        output=args.output,
+                        seed=0,
+                    ),
                     "bleu4": sample_bleu(drawn[: args.bleu_samples], test_sentences),
                     "self_bleu4": self_bleu(drawn[: args.bleu_samples]),
                     "mean_words": statistics.mean(len(s) for s in drawn),

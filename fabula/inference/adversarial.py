@@ -196,20 +196,20 @@ def rollout_rewards(generator: SentenceGenerator, critic, draw: Draw, rollouts: 
     rewards = torch.zeros(n, steps, device=full.device)
     chosen = draw.chosen
     chunk = max(1, ROLLOUT_CHUNK // rollouts)
-    for t in range(1, steps + 1):
-        complete = (words[:, t - 1] == EOS) | (t == steps)
-        rewards[:, t - 1] = torch.where(chosen[:, t - 1] & complete, full, 0.0)
-        open_rows = (chosen[:, t - 1] & ~complete).nonzero().squeeze(-1)
-        for rows in open_rows.split(chunk) if open_rows.numel() else ():
-            h, c = draw.states[t - 1]
-            state = (h[:, rows].repeat_interleave(rollouts, 1), c[:, rows].repeat_interleave(rollouts, 1))
-            code = draw.code[rows].repeat_interleave(rollouts, 0) if draw.code is not None else None
-            prefix = words[rows, :t].repeat_interleave(rollouts, 0)
-            with evaluation_mode(generator.story):
+    with evaluation_mode(generator.story):
+        for t in range(1, steps + 1):
+            complete = (words[:, t - 1] == EOS) | (t == steps)
+            rewards[:, t - 1] = torch.where(chosen[:, t - 1] & complete, full, 0.0)
+            open_rows = (chosen[:, t - 1] & ~complete).nonzero().squeeze(-1)
+            for rows in open_rows.split(chunk) if open_rows.numel() else ():
+                h, c = draw.states[t - 1]
+                state = (h[:, rows].repeat_interleave(rollouts, 1), c[:, rows].repeat_interleave(rollouts, 1))
+                code = draw.code[rows].repeat_interleave(rollouts, 0) if draw.code is not None else None
+                prefix = words[rows, :t].repeat_interleave(rollouts, 0)
                 rest, _ = generator.extend(state, prefix[:, -1], code, steps - t)
-            tokens, lengths = finish(torch.cat([prefix, rest], 1))
-            scores = torch.sigmoid(critic(tokens, lengths)).reshape(-1, rollouts).mean(1)
-            rewards[rows, t - 1] = scores
+                tokens, lengths = finish(torch.cat([prefix, rest], 1))
+                scores = torch.sigmoid(critic(tokens, lengths)).reshape(-1, rollouts).mean(1)
+                rewards[rows, t - 1] = scores
     return rewards
 
 
@@ -232,9 +232,9 @@ class Reinforce:
         the draws' mean reward :math:`D(Y)`."""
         draw = generator.draw(num)
         rewards = rollout_rewards(generator, critic, draw, self.rollouts)
-        advantage = torch.where(draw.chosen, rewards - self.baseline, 0.0)
-        loss = -(advantage * generator.log_probs(draw)).sum(1).mean()
         chosen = draw.chosen
+        advantage = torch.where(chosen, rewards - self.baseline, 0.0)
+        loss = -(advantage * generator.log_probs(draw)).sum(1).mean()
         mean = float(rewards[chosen].mean())
         self.baseline = mean if self.updates == 0 else self.decay * self.baseline + (1 - self.decay) * mean
         self.updates += 1
@@ -374,8 +374,7 @@ class Adversarial(Joint):
     def step(self, inference, batch) -> dict[str, float]:
         if self.epoch < self.pretrain:
             return super().step(inference, batch)
-        trainer, step = inference.trainer, inference.num_steps + 1
-        generator = SentenceGenerator(inference.story, self.max_length, self.fixed)
+        trainer, step, generator = inference.trainer, inference.num_steps + 1, inference.generator
         for _ in range(self.critic_steps):
             critic = trainer.descend(lambda: self.critic_loss(generator, batch), "critic", step=step)
         metrics = {}
@@ -434,7 +433,7 @@ class AdversarialTraining(VariationalInference):
     """
 
     def __init__(self, story, guide, updates: Adversarial, **settings):
-        SentenceGenerator(story, updates.max_length, updates.fixed)  # refuses a story it cannot draw from
+        self.generator = SentenceGenerator(story, updates.max_length, updates.fixed)  # refuses others
         super().__init__(story, Encoded(guide), updates=updates, **settings)
 
     def modules(self) -> dict[str, torch.nn.Module]:

@@ -70,9 +70,14 @@ class TopicMixture(Story):
     def num_tokens(self, batch):
         return batch.lengths
 
+    def topic_words(self, k: int = 10) -> torch.Tensor:
+        """The ids of the ``k`` most probable words of each topic, ``[K, k]`` (what ``fabula topics``
+        scores)."""
+        return self.topic_logits.detach().topk(k, dim=-1).indices
+
     def topics(self, words: list[str], k: int = 10) -> list[list[str]]:
         """The ``k`` most probable words of each topic (what ``fabula topics`` prints)."""
-        return [[words[i] for i in row] for row in self.topic_logits.topk(k, dim=-1).indices.tolist()]
+        return [[words[i] for i in row] for row in self.topic_words(k).tolist()]
 
 
 KINDS = ("vae", "svi:{k}", "vae+svi:{k}", "sa-vae:{k}", "aggressive")

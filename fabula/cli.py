@@ -32,6 +32,7 @@ from fabula.evaluation import ImportanceWeighted, default_estimator, evaluate, p
 from fabula.evaluation.estimators import spec_of
 from fabula.evaluation.gaps import NotConverged, inference_gaps
 from fabula.evaluation.mixture import mixture_diagnostics
+from fabula.evaluation.topic_quality import DIVERSITY_TOP, npmi, topic_diversity
 from fabula.generation import DECODERS, decode, homotopy, sample_documents
 from fabula.inference import MCMC, Refinement, RefinementWarning, refined
 from fabula.inference.kinds import KINDS, Sampling, build, parse, unfit
@@ -174,8 +175,17 @@ def cmd_evaluate(args) -> int:
         "inference": run.inference.spec,
     }
     if run.reference is not None:
-        generator = evaluate(run.reference, data, estimator, args.batch_size).summary()
-        result["generator"] = generator
+        # by the estimator asked for where it scores the generator, else by the generator's own
+        # best (a story's exact likelihood, left-to-right or the estimator it chose does not score
+        # the generator's latents)
+        scored_by = default_estimator(run.reference.story, data)
+        if args.estimator:
+            try:
+                estimator.check(run.reference)
+                scored_by = estimator
+            except UsageError:
+                pass
+        result["generator"] = evaluate(run.reference, data, scored_by, args.batch_size).summary()
     if isinstance(run.inference.story, HasComponents):
         result["mixture"] = mixture_diagnostics(run.inference, data, args.batch_size)
     if args.gaps:
@@ -214,7 +224,9 @@ def cmd_evaluate(args) -> int:
         return 0
     rows = {"trained": result}
     if run.reference is not None:
-        rows["generating model"] = result["generator"]
+        scored_by = result["generator"]["estimator"]
+        label = "generating model" + ("" if scored_by == estimator.name else f" ({scored_by})")
+        rows[label] = result["generator"]
     print(
         f"{args.run}: {args.split} split, {result['num_data']} data, inference {run.inference.spec}, "
         f"estimator {spec_of(estimator)}; NLL, KL and MI in nats per datum"
@@ -508,16 +520,32 @@ def cmd_diagnose(args) -> int:
 
 
 def cmd_topics(args) -> int:
-    """``fabula topics RUN``: the most probable words of each topic."""
+    """``fabula topics RUN``: the most probable words of each topic, each topic's NPMI coherence
+    against a reference split and the topics' diversity."""
     run = load_run(args.run, data_dir=args.data_dir, device=_device(args))
     story = run.inference.story
     if not isinstance(story, HasTopics):
         raise UsageError(f"the {run.metadata['story']} story has no topics")
-    words = next(iter(run.splits.values())).vocab.words
+    reference = _split(run, args.reference)
+    words = reference.vocab.words
     if args.k > len(words):
         raise UsageError(f"--k {args.k} exceeds the vocabulary's {len(words)} words")
-    for j, top in enumerate(story.topics(words, args.k)):
-        print(f"z[{j}]\t" + " ".join(top))
+    npmi_top, diversity_top = min(args.npmi_top, len(words)), min(DIVERSITY_TOP, len(words))
+    ids = story.topic_words(max(args.k, npmi_top, diversity_top)).cpu()
+    topics = [[words[i] for i in row[: args.k]] for row in ids.tolist()]
+    scores = npmi(ids, reference, npmi_top).tolist()
+    mean, diversity = sum(scores) / len(scores), topic_diversity(ids, diversity_top)
+    if args.json:
+        result = {"topics": topics, "npmi": scores, "npmi_mean": mean, "diversity": diversity}
+        result.update(reference=args.reference, npmi_top=npmi_top, diversity_top=diversity_top)
+        print(json.dumps(result))
+        return 0
+    for j, (top, score) in enumerate(zip(topics, scores, strict=True)):
+        print(f"z[{j}]\t" + " ".join(top) + f"\tNPMI {score:.3f}")
+    print(
+        f"mean NPMI {mean:.3f} (top {npmi_top} words, document co-occurrence in the {args.reference} split, "
+        f"{len(reference)} documents); topic diversity {diversity:.3f} (unique share of the top {diversity_top})"
+    )
     return 0
 
 
@@ -756,13 +784,39 @@ def parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
     k = sub.add_parser(
         "topics",
         parents=[run_data, device],
-        help="the top words of each latent dimension of a topic story",
-        epilog="example: fabula topics runs/nvdm20 --k 10",
+        help="the top words of each latent dimension of a topic story, their NPMI coherence and diversity",
+        description=textwrap.fill(
+            "Print each topic's top words and its NPMI coherence (Bouma 2009; Lau et al. 2014): the mean "
+            "over pairs of its top words of log(P(wi,wj) / P(wi)P(wj)) / -log P(wi,wj), from the share of "
+            "documents of the reference split holding one or both words (-1 for a pair that never shares a "
+            "document, 1 for one in every document); then the mean NPMI over topics and the topic diversity "
+            f"(Dieng et al. 2020), the share of unique words among all topics' top {DIVERSITY_TOP} words. "
+            "Both count at most the vocabulary's words.",
+            100,
+        ),
+        epilog="examples:\n  fabula topics runs/nvdm20 --k 10\n"
+        "  fabula topics runs/nvdm20 --reference test --npmi-top 20 --json",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     k.add_argument("run", help="run directory")
     k.add_argument(
         "--k", type=number(int, COUNT), default=10, help=f"words per dimension, {COUNT} (default: 10)"
+    )
+    k.add_argument(
+        "--reference",
+        default="train",
+        help="the split whose documents NPMI counts co-occurrences in (default: train)",
+    )
+    k.add_argument(
+        "--npmi-top",
+        type=number(int, Range(at_least=2)),
+        default=10,
+        help=f"top words per topic scored by NPMI, {Range(at_least=2)} (default: 10)",
+    )
+    k.add_argument(
+        "--json",
+        action="store_true",
+        help="print JSON (keys: topics, npmi, npmi_mean, diversity, reference, npmi_top, diversity_top)",
     )
     k.set_defaults(func=cmd_topics)
 

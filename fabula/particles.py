@@ -36,6 +36,7 @@ from fabula.models.story import DATA_DIM
 from fabula.traces import (
     PARTICLE_DIM,
     base_distribution,
+    is_binary,
     log_density,
     prior_trace,
     sample_sites,
@@ -268,12 +269,15 @@ def _not_enumerable(fn) -> str:
 
 def _support_size(fn) -> str:
     """The values one datum's draw of ``fn`` takes: ``K^units`` for ``units`` coordinates of K
-    values each, ``"unbounded"`` without a finite support."""
+    values each (binary units: ``2^units``), ``"unbounded"`` without a finite support."""
     base = base_distribution(fn)
-    if not base.has_enumerate_support:
+    if is_binary(fn):
+        per, units = 2, math.prod(fn.event_shape)
+    elif base.has_enumerate_support:
+        per = base.enumerate_support(expand=False).shape[0]
+        units = math.prod(fn.event_shape[: len(fn.event_shape) - len(base.event_shape)])
+    else:
         return "unbounded"
-    per = base.enumerate_support(expand=False).shape[0]
-    units = math.prod(fn.event_shape[: len(fn.event_shape) - len(base.event_shape)])
     return f"{per}^{units}" if units > 1 else str(per)
 
 

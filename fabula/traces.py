@@ -140,12 +140,17 @@ def base_distribution(fn):
     return fn
 
 
-def has_mean(fn) -> bool:
-    """Continuous sites, and binary ones (whose mean is :math:`q(h_j = 1)`); not categorical ones."""
+def is_binary(fn) -> bool:
+    """Whether every unit of ``fn``'s draws is 0 or 1 (a Bernoulli, or binary units drawn jointly)."""
     support = fn.support
     while isinstance(support, constraints.independent):
         support = support.base_constraint
-    return not support.is_discrete or support is constraints.boolean
+    return support is constraints.boolean
+
+
+def has_mean(fn) -> bool:
+    """Continuous sites, and binary ones (whose mean is :math:`q(h_j = 1)`); not categorical ones."""
+    return not fn.support.is_discrete or is_binary(fn)
 
 
 def kl_per_dim(q, p):

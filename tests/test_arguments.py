@@ -22,6 +22,8 @@ TINY_STORY = {
     "gmvae": ["--num-components", "2", "--latent-dim", "2", "--embed-dim", "8", "--hidden-dim", "8"],
     "rsm": ["--hidden", "2"],
     "sbn": ["--latent-dim", "2", "--hidden", "8"],
+    "fdarn": ["--latent-dim", "2", "--hidden", "8"],
+    "lda": ["--num-topics", "2", "--hidden", "8"],
 }
 
 

@@ -51,8 +51,9 @@ def test_train_evaluate_topics_on_the_embedded_default(tmp_path, capsys):
     assert gaps["approximation_gap"] + gaps["amortization_gap"] == pytest.approx(total)
 
     assert main(["topics", run, "--k", "3"]) == 0
-    rows = capsys.readouterr().out.strip().splitlines()
+    *rows, summary = capsys.readouterr().out.strip().splitlines()
     assert [r.split("\t")[0] for r in rows] == ["z[0]", "z[1]", "z[2]", "z[3]"]
+    assert summary.startswith("mean NPMI") and "topic diversity" in summary
     assert all(len(r.split("\t")[1].split()) == 3 for r in rows)
 
 

@@ -108,7 +108,7 @@ def test_a_document_story_reads_raw_text_as_bags_of_words(documents, tmp_path, c
     report = run_json(capsys, "evaluate", run, "--estimator", "elbo")
     assert report["num_data"] == 10 and report["perplexity"] > 1
     assert main(["topics", run, "--k", "3"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    assert len(capsys.readouterr().out.strip().splitlines()) == 3  # 2 topics and their NPMI, diversity
     assert main(["sample", run, "--n", "2", "--max-length", "4"]) == 0
     assert len(capsys.readouterr().out.strip().splitlines()) == 2
 
@@ -160,7 +160,8 @@ def test_the_tutorial_story_reaches_train_evaluate_compare_and_diagnose(
     assert (
         main(["topics", run, "--k", "2"]) == 0
     )  # the story has topics (HasTopics), so the command serves it
-    assert len(capsys.readouterr().out.strip().splitlines()) == 3 and (Path(run) / "topics.txt").is_file()
+    lines = capsys.readouterr().out.strip().splitlines()  # 3 topics and their NPMI, diversity
+    assert len(lines) == 4 and (Path(run) / "topics.txt").is_file()
 
     out = tmp_path / "diag"
     args = ["diagnose", run, "--inference", "vae", "--items", "0:2", "--samples", "20", "--out", str(out)]

@@ -401,7 +401,7 @@ def test_train_rsm_with_cd_and_pcd_and_evaluate_with_ais(tmp_path, capsys):
     assert report["estimator"] == "ais" and report["inference"] == "cd:1"
     assert math.isfinite(report["perplexity"]) and report["ais_se_max"] > 0
     assert main(["topics", run, "--k", "3"]) == 0
-    assert len(capsys.readouterr().out.strip().splitlines()) == 4
+    assert len(capsys.readouterr().out.strip().splitlines()) == 5  # 4 units and their NPMI, diversity
 
     # persistent CD through the command: 2 epochs straight, or 1 and a resumed 1
     pcd = ["--inference", "pcd:2", *tiny]

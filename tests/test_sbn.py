@@ -274,7 +274,7 @@ def test_train_and_evaluate_from_the_command_line(tmp_path, capsys):
     assert (report["inference"], report["estimator"], report["samples"]) == ("rws:5", "iw", 10)
     assert 1 < report["perplexity"] < 500  # the synthetic corpus's 500 words
     assert main(["topics", run, "--k", "3"]) == 0
-    assert len(capsys.readouterr().out.splitlines()) == 4
+    assert len(capsys.readouterr().out.splitlines()) == 5  # 4 units and their NPMI, diversity
 
 
 def test_predictive_uncondition_and_arviz_work_on_the_story():

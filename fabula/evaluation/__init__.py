@@ -1,5 +1,5 @@
 """Estimators and bounds of log-likelihood, perplexity and posterior-collapse metrics for any inference object,
-and text (BLEU) and clustering (homogeneity, V-measure) metrics."""
+and text (BLEU), clustering (homogeneity, V-measure) and topic (NPMI, diversity) metrics."""
 
 from fabula.evaluation.bleu import corpus_bleu, reconstruction_bleu, sample_bleu
 from fabula.evaluation.bounds import (
@@ -26,6 +26,7 @@ from fabula.evaluation.estimators import (
 from fabula.evaluation.metrics import active_units, perplexities
 from fabula.evaluation.mixture import mixture_diagnostics
 from fabula.evaluation.report import Evaluation, evaluate
+from fabula.evaluation.topic_quality import npmi, topic_diversity
 
 __all__ = [
     "AIS",
@@ -50,10 +51,12 @@ __all__ = [
     "log_weights",
     "mixture_diagnostics",
     "mutual_information",
+    "npmi",
     "perplexities",
     "posterior_means",
     "reconstruction_bleu",
     "sample_bleu",
     "terms_from_traces",
+    "topic_diversity",
     "v_measure",
 ]

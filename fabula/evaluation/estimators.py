@@ -1,6 +1,6 @@
 r"""Estimators of :math:`\log p(x)` per datum, as objects chosen by what a story and an
 inference object support, with one spec grammar (``elbo``, ``elbo:S``, ``iw:S``, ``iw-draws:S``, ``exact``,
-``ais[:RUNS[:STEPS]]``, ``ais-beta[:RUNS[:TEMPERATURES]]``).
+``left-to-right:R``, ``ais[:RUNS[:STEPS]]``, ``ais-beta[:RUNS[:TEMPERATURES]]``).
 
 * :class:`ELBO`: the evidence lower bound under the inference object's :math:`q_\lambda`;
 * :class:`ImportanceWeighted`: the importance-weighted bound with :math:`S` draws of
@@ -10,6 +10,8 @@ inference object support, with one spec grammar (``elbo``, ``elbo:S``, ``iw:S``,
 * :class:`Exact`: the story's own :meth:`~fabula.models.capabilities.ExactLikelihood.log_prob`, for stories
   whose marginal is tractable (no latent, or a conjugate one), or the sum over latents that are
   all finite. It needs no guide, so it also scores the story of a sampler.
+* :class:`LeftToRight`: a topic story's :math:`\log p(w)` by sequential importance sampling of
+  its tokens' topics (Wallach et al. 2009), with no q.
 * :class:`AIS` and :class:`TemperedAIS`: an undirected story's :math:`-F(v) - \log \hat Z_D`,
   the log partition function estimated by annealed importance sampling along the document
   length (every length in one annealing) or along the inverse temperature (once per length).
@@ -30,7 +32,15 @@ import torch
 from fabula.errors import SettingsError, UsageError
 from fabula.evaluation import ais
 from fabula.evaluation.bounds import iw_log_likelihood, pareto_khat, proposal_log_weights
-from fabula.models.capabilities import ExactLikelihood, HiddenMarginal, LengthTempered, Undirected
+from fabula.evaluation.left_to_right import left_to_right
+from fabula.inference.kernels import seeded
+from fabula.models.capabilities import (
+    DirichletTopics,
+    ExactLikelihood,
+    HiddenMarginal,
+    LengthTempered,
+    Undirected,
+)
 from fabula.particles import replay, unsummable, values_trace
 
 
@@ -167,6 +177,35 @@ class Exact:
                 "the elbo or iw:S estimator"
             )
         return replay(story, terms.batch, values_trace({}), 1).joint[0]
+
+
+@dataclass(frozen=True)
+class LeftToRight:
+    r"""The left-to-right estimate of :math:`\log p(w)` of a story of LDA's form
+    (:func:`~fabula.evaluation.left_to_right.left_to_right`, Wallach et al. 2009) with
+    ``samples`` particles: a stochastic lower bound that needs no q, so it scores a story fitted
+    by any kind (a sampler's, variational Bayes's, an encoder's) the same way. ``seed`` seeds the
+    particles (the caller's random stream is left as it was)."""
+
+    samples: int = 20
+    seed: int = 0
+    name: ClassVar[str] = "left-to-right"
+    particles: ClassVar[int] = 1
+
+    def __post_init__(self):
+        _check_samples(self)
+
+    def check(self, inference) -> None:
+        if not isinstance(inference.story, DirichletTopics):
+            raise UsageError(
+                f"the left-to-right estimator scores stories of LDA's form (DirichletTopics: alpha and "
+                f"topic_word), and {type(inference.story).__name__} is not one; use elbo, iw:S or exact"
+            )
+
+    def log_likelihood(self, terms: BatchTerms) -> torch.Tensor:
+        counts = terms.batch.counts
+        with seeded(self.seed + int(terms.batch.index[0]), counts.device):
+            return left_to_right(terms.story, counts, self.samples)
 
 
 @dataclass(frozen=True)
@@ -396,7 +435,7 @@ class TemperedAIS(Annealed):
 
 #: The estimator classes by the name their spec starts with (``iw`` of ``iw:500``).
 ESTIMATORS: dict[str, type] = {
-    e.name: e for e in (ELBO, ImportanceWeighted, Exact, ImportanceFromDraws, AIS, TemperedAIS)
+    e.name: e for e in (ELBO, ImportanceWeighted, Exact, LeftToRight, ImportanceFromDraws, AIS, TemperedAIS)
 }
 
 
@@ -413,7 +452,7 @@ def parse_estimator(spec: str) -> Estimator:
     name, colon, samples = spec.partition(":")
     if name not in ESTIMATORS:
         raise SettingsError(
-            f"unknown estimator {spec!r}; choose from elbo, elbo:S, iw:S, iw-draws:S, exact, ais:RUNS:STEPS, "
+            f"unknown estimator {spec!r}; choose from elbo, elbo:S, iw:S, iw-draws:S, exact, left-to-right:R, ais:RUNS:STEPS, "
             "ais-beta:RUNS:TEMPERATURES"
         )
     if name in (AIS.name, TemperedAIS.name):

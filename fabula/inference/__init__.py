@@ -7,6 +7,7 @@ from pyro.infer import TraceEnum_ELBO  # Pyro's, beside fabula's objectives: sum
 from fabula.inference import shipped  # noqa: E402, F401  (registers the kinds fabula ships)
 from fabula.inference.annealing import parse_schedule
 from fabula.inference.base import Inference, Trainable
+from fabula.inference.collapsed_gibbs import CollapsedGibbs
 from fabula.inference.contrastive import ContrastiveDivergence, ContrastiveObjective
 from fabula.inference.dispersed import DispersedELBO
 from fabula.inference.free_bits import FreeBitsELBO
@@ -27,6 +28,7 @@ from fabula.inference.refinement import Refinement, RefinementWarning
 from fabula.inference.sources import Encoded, FromPrior, Refined, Tabulated
 from fabula.inference.updates import Aggressive, Joint, StoryThenGuide
 from fabula.inference.variational import VariationalInference
+from fabula.inference.variational_bayes import MeanFieldTopics, VariationalBayes
 from fabula.inference.wake_sleep import ReweightedWakeSleep, ReweightedWakeSleepLoss, WakeSleep
 
 __all__ = [
@@ -39,6 +41,7 @@ __all__ = [
     "register",
     "DiscreteGibbs",
     "Chains",
+    "CollapsedGibbs",
     "Kernel",
     "NumPyroNUTS",
     "PyroNUTS",
@@ -55,6 +58,7 @@ __all__ = [
     "Inference",
     "Joint",
     "MeanFieldELBO",
+    "MeanFieldTopics",
     "NVIL",
     "NVILLoss",
     "NonAmortized",
@@ -69,6 +73,7 @@ __all__ = [
     "Tabulated",
     "TraceEnum_ELBO",
     "Trainable",
+    "VariationalBayes",
     "VariationalInference",
     "WakeSleep",
     "parse_schedule",

@@ -50,7 +50,7 @@ from fabula.checkpoint import preserved_rng
 from fabula.errors import SettingsError, UsageError
 from fabula.inference.pyro_internals import RecordingNUTS
 from fabula.particles import replay, unsummable, values_trace
-from fabula.traces import base_distribution, prior_latents
+from fabula.traces import base_distribution, is_binary, prior_latents
 
 
 @dataclass
@@ -171,14 +171,17 @@ def _refuse_without_latents(story, sampler: str) -> None:
 
 def _unit_values(site: dict, owner: str) -> torch.Tensor:
     """``[K]``: the values one unit of a finite discrete latent ``site`` takes (one coordinate
-    of its event; the site itself when it has none), refusing any other site."""
+    of its event; the site itself when it has none; 0 and 1 for binary units drawn jointly, as
+    an autoregressive prior's), refusing any other site."""
     base = base_distribution(site["fn"])
-    if not base.has_enumerate_support:
-        raise UsageError(
-            f"the Gibbs kernel samples finite discrete latents; site {site['name']!r} of {owner} has support "
-            f"{base.support}: use nuts"
-        )
-    return base.enumerate_support(expand=False).reshape(-1)
+    if base.has_enumerate_support:
+        return base.enumerate_support(expand=False).reshape(-1)
+    if is_binary(site["fn"]):
+        return site["value"].new_tensor([0.0, 1.0])
+    raise UsageError(
+        f"the Gibbs kernel samples finite discrete latents; site {site['name']!r} of {owner} has support "
+        f"{base.support}: use nuts"
+    )
 
 
 class DiscreteGibbs(StepKernel):

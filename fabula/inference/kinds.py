@@ -127,7 +127,9 @@ class InferenceKind:
     Pyro model); ``needs``: the capabilities a story must declare
     (:class:`~fabula.models.capabilities.Dreams` for wake-sleep); ``reads``: the data its story
     must read (``None``: either). :func:`unfit` reads the last three. ``adversarial``: whether it
-    trains the story against a discriminator, which changes a story without latents too."""
+    trains the story against a discriminator, which changes a story without latents too.
+    ``own_guide``: whether it brings its own q (a λ source of its own making), so that the
+    story's guide is neither trained nor stored."""
 
     name: str
     summary: str
@@ -141,6 +143,7 @@ class InferenceKind:
     needs: tuple[type, ...] = ()
     reads: str | None = None
     adversarial: bool = False
+    own_guide: bool = False
 
 
 #: The registered inference kinds by name (:func:`register` adds one).

@@ -14,6 +14,7 @@ from fabula.inference.adversarial import (
     Reinforce,
     SentenceGenerator,
 )
+from fabula.inference.collapsed_gibbs import CollapsedGibbs
 from fabula.inference.contrastive import contrastive
 from fabula.inference.kernels import DiscreteGibbs
 from fabula.inference.kinds import InferenceKind, Sampling, Setup, register
@@ -29,8 +30,9 @@ from fabula.inference.presets import (
 )
 from fabula.inference.refinement import Refinement
 from fabula.inference.updates import Aggressive, StoryThenGuide
+from fabula.inference.variational_bayes import VariationalBayes
 from fabula.inference.wake_sleep import ReweightedWakeSleep, WakeSleep
-from fabula.models.capabilities import Dreams, GeneratesSentences
+from fabula.models.capabilities import DirichletTopics, Dreams, GeneratesSentences
 from fabula.nn.discriminator import SentenceDiscriminator
 from fabula.settings import COUNT, NONNEGATIVE, POSITIVE, PROBABILITY, Range, check_options, setting
 
@@ -255,6 +257,25 @@ def _aggressive(setup: Setup, options: AggressiveOptions):
     return Amortized(setup.story, setup.guide, updates=updates, **setup.variational())
 
 
+@dataclass(frozen=True)
+class VBOptions:
+    """Online variational Bayes's step sizes and per-document updates"""
+
+    kappa: float = setting(
+        0.7,
+        "the step size's decay rho_t = (tau0 + t)^-kappa (0: full steps, batch VB)",
+        within=Range(at_least=0, at_most=1),
+    )
+    tau0: float = setting(10.0, "the step size's delay tau0", within=Range(at_least=0))
+    iterations: int = setting(100, "mean-field updates of each document's gamma at most", within=COUNT)
+    tolerance: float = setting(
+        1e-3, "stop a document's updates below this mean change of gamma", within=POSITIVE
+    )
+
+    def __post_init__(self):
+        check_options(self)
+
+
 def _nvil(setup: Setup, options: NVILOptions):
     """NVIL with a baseline over the width of the training data's inputs."""
     inputs = setup.split("train", "nvil").batch([0]).inputs
@@ -407,6 +428,27 @@ for _kind in (
         options=GumbelOptions,
         needs=(GeneratesSentences,),
         adversarial=True,
+    ),
+    InferenceKind(
+        "collapsed-gibbs",
+        "collapsed Gibbs sampling of LDA's token topics (Griffiths & Steyvers 2004): a sweep of the batch's tokens per step",
+        lambda s, _: CollapsedGibbs(s.story),
+        own_objective=True,
+        own_guide=True,
+        kl=False,
+        needs=(DirichletTopics,),
+        reads=DOCUMENTS,
+    ),
+    InferenceKind(
+        "vb",
+        "mean-field variational Bayes for LDA (Blei et al. 2003), online (Hoffman et al. 2010): closed-form updates",
+        lambda s, o: VariationalBayes(s.story, o.kappa, o.tau0, o.iterations, o.tolerance),
+        options=VBOptions,
+        own_objective=True,
+        own_guide=True,
+        kl=False,
+        needs=(DirichletTopics,),
+        reads=DOCUMENTS,
     ),
 ):
     register(_kind)

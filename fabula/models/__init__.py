@@ -1,6 +1,9 @@
 """Generative stories."""
 
+from fabula.models.docnade import DocNADE
+from fabula.models.fdarn import FDARN
 from fabula.models.gmvae import GMVAE
+from fabula.models.lda import LDA
 from fabula.models.linear_gaussian import LinearGaussian
 from fabula.models.lstm_vae import LSTMVAE
 from fabula.models.nvdm import NVDM
@@ -11,7 +14,10 @@ from fabula.models.story import DATA_DIM, Story
 
 __all__ = [
     "DATA_DIM",
+    "DocNADE",
+    "FDARN",
     "GMVAE",
+    "LDA",
     "LSTMVAE",
     "LinearGaussian",
     "NVDM",

@@ -70,9 +70,13 @@ class BagOfWordsStory(Story):
         return BagOfWordsMultinomial(self.decoder(z), total_count=lengths).sample()
 
     @torch.no_grad()
+    def topic_words(self, k: int = 10) -> torch.Tensor:
+        """``[K, k]``: the ids of the ``k`` words with the largest weight :math:`R_{v,j}` for each
+        latent dimension ``j``, largest first."""
+        return self.decoder.weight.topk(k, dim=0).indices.T
+
     def topics(self, words: list[str], k: int = 10) -> list[list[str]]:
-        """The ``k`` words with the largest weight :math:`R_{v,j}` for each latent dimension ``j``."""
+        """The words of :meth:`topic_words`."""
         if len(words) != self.vocab_size:
             raise ValueError(f"{len(words)} words given for a vocabulary of {self.vocab_size}")
-        top = self.decoder.weight.topk(k, dim=0).indices.T  # [K, k]
-        return [[words[int(i)] for i in row] for row in top]
+        return [[words[i] for i in row] for row in self.topic_words(k).tolist()]

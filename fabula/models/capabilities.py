@@ -56,9 +56,18 @@ class Dreams(Protocol):
 
 @runtime_checkable
 class HasTopics(Protocol):
-    """A bag-of-words story whose latent dimensions have word profiles."""
+    """A bag-of-words story whose latent dimensions (topics) have word profiles: ``topic_words``
+    ranks each topic's words, most weighted first, and ``topics`` names that ranking's rows with
+    the vocabulary's ``words`` (what ``fabula topics`` prints and
+    :func:`~fabula.evaluation.npmi` scores)."""
 
-    def topics(self, words: list[str], k: int = 10) -> list[list[str]]: ...
+    def topic_words(self, k: int = 10) -> torch.Tensor:
+        """``[K, k]`` long: the ids of each topic's ``k`` most weighted words, best first."""
+        ...
+
+    def topics(self, words: list[str], k: int = 10) -> list[list[str]]:
+        """The words of :meth:`topic_words`' rows."""
+        ...
 
 
 @runtime_checkable
@@ -140,3 +149,20 @@ class LengthTempered(Protocol):
     hidden: int
 
     def length_potential(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]: ...
+
+
+@runtime_checkable
+class DirichletTopics(Protocol):
+    r"""A topic story of LDA's form: :math:`\theta_d \sim \mathrm{Dir}(\alpha)` (``alpha``,
+    ``[K]``), each token's topic :math:`z \sim \mathrm{Cat}(\theta_d)` and word
+    :math:`w \sim \mathrm{Cat}(\beta_z)`, with ``topic_word()`` :math:`\beta` (``[K, V]``) and a
+    symmetric Dirichlet(``eta``) prior on its rows for the kinds that treat them as latent: what
+    collapsed Gibbs sampling, variational Bayes and the left-to-right estimator need."""
+
+    alpha: torch.Tensor
+    eta: float
+    vocab_size: int
+
+    def topic_word(self) -> torch.Tensor: ...
+
+    def set_topics(self, beta: torch.Tensor) -> None: ...

@@ -155,9 +155,13 @@ class ReplicatedSoftmax(Story):
         return batch.lengths
 
     @torch.no_grad()
+    def topic_words(self, k: int = 10) -> torch.Tensor:
+        """``[F, k]``: the ids of the ``k`` words with the largest weight :math:`W_{jk}` for each
+        hidden unit ``j``, largest first."""
+        return self.weight.topk(k, dim=1).indices
+
     def topics(self, words: list[str], k: int = 10) -> list[list[str]]:
-        """The ``k`` words with the largest weight :math:`W_{jk}` for each hidden unit ``j``."""
+        """The words of :meth:`topic_words`."""
         if len(words) != self.vocab_size:
             raise ValueError(f"{len(words)} words given for a vocabulary of {self.vocab_size}")
-        top = self.weight.topk(k, dim=1).indices  # [F, k]
-        return [[words[int(i)] for i in row] for row in top]
+        return [[words[i] for i in row] for row in self.topic_words(k).tolist()]

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from fabula.evaluation.mixture import mixture_diagnostics
+from fabula.evaluation.topic_quality import DIVERSITY_TOP, npmi, topic_diversity
 from fabula.inference.contrastive import reconstruction_error
 from fabula.models.capabilities import HasComponents, HasTopics
 from fabula.plots import plot_component_means
@@ -40,10 +41,19 @@ class MixtureDiagnostics:
 
 
 class Topics:
-    """The top words of each latent dimension, written to ``topics.txt`` each epoch."""
+    """The top words of each latent dimension, written to ``topics.txt`` each epoch, and their
+    quality on the evaluated split: ``eval_npmi``, the mean NPMI coherence of the topics' top 10
+    words (:func:`~fabula.evaluation.npmi`), and ``eval_topic_diversity``, the share of unique
+    words among their top 25 (:func:`~fabula.evaluation.topic_diversity`); fewer where the
+    vocabulary is smaller."""
 
     def measure(self, epoch: Epoch) -> dict:
-        return {}
+        vocab = len(epoch.words)
+        ids = epoch.inference.story.topic_words(min(DIVERSITY_TOP, vocab))
+        return {
+            "eval_npmi": float(npmi(ids, epoch.data, min(10, vocab)).mean()),
+            "eval_topic_diversity": topic_diversity(ids, min(DIVERSITY_TOP, vocab)),
+        }
 
     def draw(self, epoch: Epoch) -> None:
         rows = epoch.inference.story.topics(epoch.words, 10)

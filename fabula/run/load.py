@@ -13,7 +13,7 @@ from fabula.data import DOCUMENTS, SENTENCES
 from fabula.data.registry import DATASETS
 from fabula.errors import SettingsError
 from fabula.inference import Amortized
-from fabula.inference.kinds import build
+from fabula.inference.kinds import build, parse
 from fabula.run.config import SYNTHETIC, TrainConfig
 from fabula.run.data import OLD_DOCUMENTS, OWN, check_vocabulary, load_data
 from fabula.run.plan import inference_setup
@@ -114,6 +114,8 @@ def check_run(checkpoint: Checkpoint) -> TrainConfig:
                 rebuilt[name] = cls(**arguments)
         except ValueError as e:  # the constructor's own checks (SettingsError is one)
             raise field_error(path, field, f"is refused by {cls.__name__}: {e}") from None
+    if parse(config.inference.inference)[0].own_guide:  # the kind's own q: the recipe's guide is not stored
+        del rebuilt["guide"]
     checkpoint.check_fits(rebuilt)
     return config
 

@@ -10,15 +10,33 @@ from pyro.infer import TraceEnum_ELBO
 
 from fabula.data import DOCUMENTS, SENTENCES
 from fabula.errors import SettingsError
-from fabula.guides import BernoulliGuide, EmptyGuide, MixtureGuide, NormalGuide, SentenceGuide
+from fabula.guides import (
+    AutoregressiveBernoulliGuide,
+    BernoulliGuide,
+    EmptyGuide,
+    LogisticNormalGuide,
+    MixtureGuide,
+    NormalGuide,
+    SentenceGuide,
+)
 from fabula.inference import ContrastiveObjective, DispersedELBO
 from fabula.inference.spec import split
-from fabula.models import GMVAE, LSTMVAE, NVDM, RNNLM, ReplicatedSoftmax, SigmoidBeliefNet
+from fabula.models import (
+    FDARN,
+    GMVAE,
+    LDA,
+    LSTMVAE,
+    NVDM,
+    RNNLM,
+    DocNADE,
+    ReplicatedSoftmax,
+    SigmoidBeliefNet,
+)
 from fabula.nn.output import output_setting, parse_output
 from fabula.run.callbacks import MixtureDiagnostics, Reconstruction, Topics
 from fabula.run.objectives import binary_objective, likelihood_objective
 from fabula.run.stories import Recipe, register_story
-from fabula.settings import COUNT, NONNEGATIVE, PROBABILITY, Range, check_ranges, setting
+from fabula.settings import COUNT, NONNEGATIVE, POSITIVE, PROBABILITY, Range, check_ranges, setting
 
 #: The dropout rates a setting accepts: [0, 1).
 DROPOUT = Range(at_least=0, below=1)
@@ -108,6 +126,11 @@ class SBNSettings:
 
 
 @dataclass
+class FDARNSettings(SBNSettings):
+    """fDARN (Mnih & Gregor 2014): the SBN with autoregressive binary units in its prior and in its recognition network"""
+
+
+@dataclass
 class RSMSettings:
     """Replicated Softmax (Salakhutdinov & Hinton 2009): an undirected topic model of F binary hidden units, trained by contrastive divergence"""
 
@@ -133,6 +156,44 @@ class RSMSettings:
         check_ranges(self)
 
 
+@dataclass
+class DocNADESettings:
+    """docNADE (Larochelle & Lauly 2012): a neural autoregressive model of documents (no latent), words read in random orders"""
+
+    hidden: int = setting(50, "hidden units H", within=COUNT)
+    activation: str = setting("sigmoid", "hidden activation g (the paper's)", choices=["sigmoid", "tanh"])
+    orders: int = setting(
+        1, "word orders averaged per document in evaluation (training reads one random order)", within=COUNT
+    )
+
+    def __post_init__(self):
+        check_ranges(self)
+
+
+@dataclass
+class LDASettings:
+    """LDA (Blei et al. 2003): K topics, Dirichlet topic proportions per document; trained by vae (a logistic-normal encoder), collapsed-gibbs or vb"""
+
+    num_topics: int = setting(50, "topics K", within=COUNT)
+    alpha: float = setting(
+        1.0,
+        "symmetric Dirichlet concentration of each document's topic proportions (Griffiths & Steyvers's 50/K at K = 50)",
+        within=POSITIVE,
+    )
+    eta: float = setting(
+        0.01, "symmetric Dirichlet concentration of each topic (collapsed-gibbs, vb)", within=POSITIVE
+    )
+    hidden: tuple[int, ...] = setting(
+        (100, 100),
+        "encoder hidden layer sizes of the logistic-normal guide (Srivastava & Sutton's)",
+        within=COUNT,
+    )
+    activation: str = setting("softplus", "encoder activation", choices=["tanh", "relu", "softplus"])
+
+    def __post_init__(self):
+        check_ranges(self)
+
+
 def _nvdm(s: NVDMSettings, train):
     V = len(train.vocab)
     story = NVDM(V, s.latent_dim)
@@ -147,16 +208,38 @@ def _sbn(s: SBNSettings, train):
     return story, BernoulliGuide(V, s.latent_dim, hidden=list(s.hidden), activation=s.activation)
 
 
+def _fdarn(s: FDARNSettings, train):
+    V = len(train.vocab)
+    story = FDARN(V, s.latent_dim)
+    story.init_background(train)
+    return story, AutoregressiveBernoulliGuide(
+        V, s.latent_dim, hidden=list(s.hidden), activation=s.activation
+    )
+
+
 def _rsm(s: RSMSettings, train):
     story = ReplicatedSoftmax(len(train.vocab), s.hidden)
     story.init_background(train)
     return story, EmptyGuide()
 
 
+def _lda(s: LDASettings, train):
+    V = len(train.vocab)
+    story = LDA(V, s.num_topics, s.alpha, s.eta)
+    story.init_background(train)
+    return story, LogisticNormalGuide(V, s.num_topics, hidden=list(s.hidden), activation=s.activation)
+
+
 def _rnnlm(s: RNNLMSettings, train):
     return RNNLM(
         len(train.vocab), s.embed_dim, s.hidden_dim, s.tie, s.dropout, s.reverse, s.output
     ), EmptyGuide()
+
+
+def _docnade(s: DocNADESettings, train):
+    story = DocNADE(len(train.vocab), s.hidden, s.activation, s.orders)
+    story.init_background(train)
+    return story, EmptyGuide()
 
 
 def _lstm_vae(s: LSTMVAESettings, train):
@@ -219,7 +302,27 @@ for _name, _recipe in {
         defaults={"inference": {"inference": "nvil", "elbo": "trace"}},
         callbacks=(Topics(),),
     ),
+    "fdarn": Recipe(
+        FDARN,
+        AutoregressiveBernoulliGuide,
+        FDARNSettings,
+        _fdarn,
+        DOCUMENTS,
+        objective=binary_objective,
+        defaults={"inference": {"inference": "nvil", "elbo": "trace"}},
+        callbacks=(Topics(),),
+    ),
     "rnnlm": Recipe(RNNLM, EmptyGuide, RNNLMSettings, _rnnlm, SENTENCES, objective=likelihood_objective),
+    "docnade": Recipe(
+        DocNADE,
+        EmptyGuide,
+        DocNADESettings,
+        _docnade,
+        DOCUMENTS,
+        objective=likelihood_objective,
+        callbacks=(Topics(),),
+        evaluation="exact",
+    ),
     "lstm-vae": Recipe(
         LSTMVAE,
         SentenceGuide,
@@ -250,6 +353,16 @@ for _name, _recipe in {
         defaults={"inference": {"inference": "cd:1"}, "run": {"batch_size": 100, "reference": False}},
         callbacks=(Reconstruction(), Topics()),
         evaluation=None,
+    ),
+    "lda": Recipe(
+        LDA,
+        LogisticNormalGuide,
+        LDASettings,
+        _lda,
+        DOCUMENTS,
+        # Srivastava & Sutton's batches of 200 and step size 0.002 for the encoder
+        defaults={"run": {"batch_size": 200}, "optimizer": {"lr": 0.002}},
+        callbacks=(Topics(),),
     ),
 }.items():
     register_story(_name, _recipe)

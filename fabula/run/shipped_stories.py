@@ -34,7 +34,7 @@ from fabula.models import (
 )
 from fabula.nn.output import output_setting, parse_output
 from fabula.run.callbacks import MixtureDiagnostics, Reconstruction, Topics
-from fabula.run.objectives import binary_objective, likelihood_objective
+from fabula.run.objectives import binary_objective, continuous_objective, likelihood_objective
 from fabula.run.stories import Recipe, register_story
 from fabula.settings import COUNT, NONNEGATIVE, POSITIVE, PROBABILITY, Range, check_ranges, setting
 
@@ -256,6 +256,17 @@ def _gmvae(s: GMVAESettings, train):
     return story, MixtureGuide(V, s.num_components, s.latent_dim, s.num_pairs, s.embed_dim, s.hidden_dim)
 
 
+def topic_objective(story_settings: LDASettings, inference, guide=None):
+    """The ELBO of the lda story (its KL by Monte Carlo: torch has none between the logistic-normal
+    q and the Dirichlet prior), refusing free bits, which need an analytic KL."""
+    if inference.free_bits is not None:
+        raise SettingsError(
+            "--free-bits needs an analytic KL, and the lda story's Dirichlet prior against its "
+            "logistic-normal guide has none (give none)"
+        )
+    return continuous_objective(story_settings, inference, guide)
+
+
 def contrastive_objective(story_settings: RSMSettings, inference, guide=None) -> ContrastiveObjective:
     """The objective of an undirected story: contrastive divergence (``cd:K``, ``pcd:K``) with its
     weight cost and its schedules of Gibbs steps and momentum."""
@@ -360,6 +371,7 @@ for _name, _recipe in {
         LDASettings,
         _lda,
         DOCUMENTS,
+        objective=topic_objective,
         # Srivastava & Sutton's batches of 200 and step size 0.002 for the encoder
         defaults={"run": {"batch_size": 200}, "optimizer": {"lr": 0.002}},
         callbacks=(Topics(),),

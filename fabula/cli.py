@@ -116,13 +116,15 @@ def cmd_train(args) -> int:
     history = train(config, args.out, resume=args.resume, progress=not args.quiet)
     if launch_rank() != 0:  # under torchrun, rank 0 reports
         return 0
+    estimator = recipe(config.story).evaluation  # the per-epoch evaluation's
     for m in history:
         if "eval_perplexity" in m:
             figures = (
-                f"{m['eval_split']} ppl (ELBO) per doc {m['eval_perplexity']:.1f} corpus "
-                f"{m['eval_corpus_perplexity']:.1f}  KL {m['eval_kl']:.2f}  MI {m['eval_mi']:.2f}  "
-                f"AU {m['eval_active_units']}"
+                f"{m['eval_split']} ppl ({estimator}) per doc {m['eval_perplexity']:.1f} corpus "
+                f"{m['eval_corpus_perplexity']:.1f}"
             )
+            if "eval_kl" in m:
+                figures += f"  KL {m['eval_kl']:.2f}  MI {m['eval_mi']:.2f}  AU {m['eval_active_units']}"
         else:  # a story without a per-epoch bound: its callbacks' figures
             figures = "  ".join(
                 f"{m['eval_split']} {k.removeprefix('eval_')} {v:.3f}"

@@ -24,6 +24,7 @@ TINY_STORY = {
     "sbn": ["--latent-dim", "2", "--hidden", "8"],
     "fdarn": ["--latent-dim", "2", "--hidden", "8"],
     "lda": ["--num-topics", "2", "--hidden", "8"],
+    "gsm": ["--num-topics", "2", "--latent-dim", "2", "--embed-dim", "4", "--hidden", "8"],
     "docnade": ["--hidden", "4"],
 }
 

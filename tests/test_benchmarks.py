@@ -43,6 +43,7 @@ SMOKE_ARGS = {
     "savae_cost.py": [[]],
     "savae_synthetic.py": [[]],
     "threads.py": [[]],
+    "topic_models_20news.py": [[], ["--part", "speed"]],
 }
 CASES = [(name, argv) for name, variants in sorted(SMOKE_ARGS.items()) for argv in variants]
 
@@ -69,6 +70,13 @@ CHECKS = {
         and all(0 <= p["self_bleu4"] <= 100 for row in r["rows"].values() for p in row["points"])
     ),
     "adversarial.py --part speed": lambda r: r["ratio"] > 0,
+    # every row scored by both estimators on each seed; both samplers timed
+    "topic_models_20news.py": lambda r: (
+        list(r["runs"]) == ["collapsed-gibbs", "vb", "vae", "scikit-learn", "lda"]
+        and all(list(by_seed) == [0, 1] for by_seed in r["runs"].values())
+        and all(len(s["estimates"]) == 2 and -1 <= s["npmi"]["median"] <= 1 for s in r["summary"].values())
+    ),
+    "topic_models_20news.py --part speed": lambda r: list(r["rows"]) == [3] and r["rows"][3]["ratio"] > 0,
     # each RSM's figure inside its band; each SBN row's q scored against its Gibbs reference
     "history_20news.py": lambda r: (
         list(r["rows"]) == HISTORY_ROWS

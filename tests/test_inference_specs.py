@@ -29,14 +29,14 @@ def splits():
 
 def setup_for(name: str, splits) -> Setup:
     """A setup of a story each kind applies to: the SBN for kinds over binary latents, the RSM
-    for contrastive divergence, NVDM otherwise."""
+    for contrastive divergence, LDA for the kinds that need its form, NVDM otherwise."""
     if name in ("nvil", "rws", "wake-sleep", "gibbs"):
         story, guide = SigmoidBeliefNet(V, 3), BernoulliGuide(V, 3)
     elif name in ("cd", "pcd"):
         story, guide = ReplicatedSoftmax(V, 3), EmptyGuide()
     elif KINDS[name].adversarial:
         story, guide = RNNLM(V, 4, 4), EmptyGuide()
-    elif name in ("collapsed-gibbs", "vb"):
+    elif name in ("collapsed-gibbs", "vb", "topic-gibbs"):
         story, guide = LDA(V, 3), LogisticNormalGuide(V, 3, hidden=[4])
     else:
         story, guide = NVDM(V, 2), NormalGuide(V, 2, hidden=[4])
@@ -69,7 +69,7 @@ def reached(inference, name: str, option: str):
     if name in ("svi", "vae+svi", "sa-vae", "sa-vae-fd", "refine") and option in refinement:
         return getattr(inference.source.refinement, option)
     sampler = {"samples": "num_samples", "warmup": "warmup", "chains": "num_chains"}
-    if name in ("nuts", "gibbs") and option in sampler:
+    if name in ("nuts", "gibbs", "topic-gibbs") and option in sampler:
         return getattr(inference, sampler[option])
     where = {
         ("svi", "init_scale"): lambda i: i.source.start.init_scale,
@@ -80,6 +80,7 @@ def reached(inference, name: str, option: str):
         ("nuts", "max_tree_depth"): lambda i: i.kernel.max_tree_depth,
         ("nuts", "backend"): lambda i: "numpyro" if isinstance(i.kernel, NumPyroNUTS) else "pyro",
         ("rws", "k"): lambda i: i.objective.num_particles,
+        ("collapsed-gibbs", "sweeps"): lambda i: i.sweeps,
         ("vb", "kappa"): lambda i: i.kappa,
         ("vb", "tau0"): lambda i: i.tau0,
         ("vb", "iterations"): lambda i: i.source.iterations,

@@ -7,7 +7,7 @@ from pyro.infer import TraceEnum_ELBO  # Pyro's, beside fabula's objectives: sum
 from fabula.inference import shipped  # noqa: E402, F401  (registers the kinds fabula ships)
 from fabula.inference.annealing import parse_schedule
 from fabula.inference.base import Inference, Trainable
-from fabula.inference.collapsed_gibbs import CollapsedGibbs
+from fabula.inference.collapsed_gibbs import CollapsedGibbs, TopicGibbs
 from fabula.inference.contrastive import ContrastiveDivergence, ContrastiveObjective
 from fabula.inference.dispersed import DispersedELBO
 from fabula.inference.free_bits import FreeBitsELBO
@@ -71,6 +71,7 @@ __all__ = [
     "StochasticVI",
     "StoryThenGuide",
     "Tabulated",
+    "TopicGibbs",
     "TraceEnum_ELBO",
     "Trainable",
     "VariationalBayes",

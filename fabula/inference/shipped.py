@@ -14,7 +14,7 @@ from fabula.inference.adversarial import (
     Reinforce,
     SentenceGenerator,
 )
-from fabula.inference.collapsed_gibbs import CollapsedGibbs
+from fabula.inference.collapsed_gibbs import CollapsedGibbs, TopicGibbs
 from fabula.inference.contrastive import contrastive
 from fabula.inference.kernels import DiscreteGibbs
 from fabula.inference.kinds import InferenceKind, Sampling, Setup, register
@@ -258,6 +258,16 @@ def _aggressive(setup: Setup, options: AggressiveOptions):
 
 
 @dataclass(frozen=True)
+class CollapsedGibbsOptions:
+    """Collapsed Gibbs sampling's sweeps per step"""
+
+    sweeps: int = setting(1, "sweeps of the batch's tokens per step", within=COUNT)
+
+    def __post_init__(self):
+        check_options(self)
+
+
+@dataclass(frozen=True)
 class VBOptions:
     """Online variational Bayes's step sizes and per-document updates"""
 
@@ -369,6 +379,16 @@ for _kind in (
         trains=False,
     ),
     InferenceKind(
+        "topic-gibbs",
+        "MCMC: collapsed Gibbs over the token topics of an LDA-form story's documents, the topics fixed (does not train)",
+        # the chains start at their own prior draws: a story fitted by collapsed Gibbs or VB has
+        # a guide without an encoder, and a start drawn per chain suits r-hat
+        lambda s, o: MCMC(s.story, kernel=TopicGibbs(), **o.sampling(s).arguments(nuts=False)),
+        options=ChainOptions,
+        trains=False,
+        needs=(DirichletTopics,),
+    ),
+    InferenceKind(
         "wake-sleep",
         "wake-sleep (Hinton et al. 1995): story on log p(x, h) at h ~ q, encoder on the story's dreams",
         lambda s, _: WakeSleep(s.story, s.guide, **s.training.arguments()),
@@ -432,7 +452,9 @@ for _kind in (
     InferenceKind(
         "collapsed-gibbs",
         "collapsed Gibbs sampling of LDA's token topics (Griffiths & Steyvers 2004): a sweep of the batch's tokens per step",
-        lambda s, _: CollapsedGibbs(s.story),
+        lambda s, o: CollapsedGibbs(s.story, o.sweeps),
+        options=CollapsedGibbsOptions,
+        leading="sweeps",
         own_objective=True,
         own_guide=True,
         kl=False,

@@ -66,4 +66,5 @@ def categorical_rows(weights: torch.Tensor, uniform: torch.Tensor) -> torch.Tens
     """``[n]``: one draw per row of the unnormalised ``weights`` (``[n, K]``) by inverting its
     CDF at ``uniform`` (``[n]``, in [0, 1))."""
     cdf = weights.cumsum(-1)
-    return (cdf < uniform[:, None] * cdf[:, -1:]).sum(-1).clamp_max(weights.shape[-1] - 1)
+    drawn = torch.searchsorted(cdf, uniform[:, None] * cdf[:, -1:], right=True)
+    return drawn.squeeze(-1).clamp_max(weights.shape[-1] - 1)

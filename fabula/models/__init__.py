@@ -3,6 +3,7 @@
 from fabula.models.docnade import DocNADE
 from fabula.models.fdarn import FDARN
 from fabula.models.gmvae import GMVAE
+from fabula.models.gsm import GSM
 from fabula.models.lda import LDA
 from fabula.models.linear_gaussian import LinearGaussian
 from fabula.models.lstm_vae import LSTMVAE
@@ -17,6 +18,7 @@ __all__ = [
     "DocNADE",
     "FDARN",
     "GMVAE",
+    "GSM",
     "LDA",
     "LSTMVAE",
     "LinearGaussian",

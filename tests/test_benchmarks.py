@@ -53,10 +53,18 @@ def case_id(name, argv):
 
 
 INFERENCES = ["vae", "svi:2", "vae+svi:2", "sa-vae:2"]
-HISTORY_ROWS = [
-    *(f"fabula RSM 4 by {k}, k->5" for k in ("cd:1", "pcd:1")),
+HISTORY_RSM = [f"fabula RSM 4 by {k}, k->5" for k in ("cd:1", "pcd:1")]
+HISTORY_BELIEF_NETS = [
     *(f"fabula SBN 4 by {k}" for k in ("wake-sleep", "rws:5", "nvil")),
+    "fabula fDARN 4 by nvil",
+]
+HISTORY_ROWS = [
+    *HISTORY_RSM,
+    "fabula docNADE 4 by maximum likelihood",
+    *HISTORY_BELIEF_NETS,
     "fabula NVDM 4 by vae",
+    "fabula NVDM 6 by vae",
+    "fabula GSM 4 by vae",
 ]
 LOOPS = {"fabula", "fabula+validation", "plain"}
 CHECKS = {
@@ -77,16 +85,22 @@ CHECKS = {
         and all(len(s["estimates"]) == 2 and -1 <= s["npmi"]["median"] <= 1 for s in r["summary"].values())
     ),
     "topic_models_20news.py --part speed": lambda r: list(r["rows"]) == [3] and r["rows"][3]["ratio"] > 0,
-    # each RSM's figure inside its band; each SBN row's q scored against its Gibbs reference
+    # every row on both seeds with its topics scored; each seed's RSM figure inside its band; each
+    # SBN and fDARN row's q scored against its Gibbs reference
     "history_20news.py": lambda r: (
         list(r["rows"]) == HISTORY_ROWS
+        and all(list(row["seeds"]) == [0, 1] for row in r["rows"].values())
+        and all(-1 <= row["summary"]["npmi"]["median"] <= 1 for row in r["rows"].values())
         and all(
-            r["rows"][name]["band"]["low"]
-            <= r["rows"][name]["estimates"]["AIS (2 runs, 2 steps)"]["perplexity"]
-            <= r["rows"][name]["band"]["high"]
-            for name in HISTORY_ROWS[:2]
+            s["band"]["low"] <= s["estimates"]["AIS (2 runs, 2 steps)"]["perplexity"] <= s["band"]["high"]
+            for name in HISTORY_RSM
+            for s in r["rows"][name]["seeds"].values()
         )
-        and all(0 <= r["rows"][name]["posterior"]["mean_abs_error"] <= 1 for name in HISTORY_ROWS[2:5])
+        and all(
+            0 <= s["posterior"]["mean_abs_error"] <= 1
+            for name in HISTORY_BELIEF_NETS
+            for s in r["rows"][name]["seeds"].values()
+        )
     ),
     "gpu_check.py --device cpu": lambda r: (
         r["suite"]["returncode"] == 0

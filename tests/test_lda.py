@@ -11,6 +11,7 @@ import torch
 from scipy.stats import chisquare
 
 from fabula.data import BagOfWords, Vocab
+from fabula.distributions import BagOfWordsMultinomial, TopicMixtureBagOfWords
 from fabula.errors import SettingsError, UsageError
 from fabula.evaluation import evaluate, parse_estimator
 from fabula.evaluation.left_to_right import left_to_right
@@ -247,3 +248,25 @@ def test_collapsed_gibbs_resumes_exactly(tmp_path):
     train(lda_config("collapsed-gibbs", 2), tmp_path / "part", resume=True, progress=False)
     whole, part = (load_run(tmp_path / name).inference.story for name in ("whole", "part"))
     torch.testing.assert_close(whole.topic_logits, part.topic_logits, rtol=0, atol=0)
+
+
+def test_the_mixture_likelihood_equals_the_dense_one_at_every_word():
+    """Scored at the words a document holds, with draws of theta on a leading dimension; the
+    gradients agree through the maps onto the simplex (the dense score differs off it)."""
+    torch.manual_seed(6)
+    a, logits = torch.randn(5, 3, 4, requires_grad=True), torch.randn(4, 12, requires_grad=True)
+    counts = torch.distributions.Multinomial(20, torch.full((12,), 1 / 12)).sample((3,))
+
+    def scores(mixture):
+        theta, topics = torch.softmax(a, -1), torch.softmax(logits, -1)
+        value = mixture(theta, topics).log_prob(counts)
+        return value, torch.autograd.grad(value.sum(), (a, logits))
+
+    sparse, sparse_grads = scores(TopicMixtureBagOfWords)
+    dense, dense_grads = scores(lambda theta, topics: BagOfWordsMultinomial((theta @ topics).log()))
+    torch.testing.assert_close(sparse, dense)
+    for got, want in zip(sparse_grads, dense_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+    theta, topics = torch.softmax(a[0], -1).detach(), torch.softmax(logits, -1).detach()
+    drawn = TopicMixtureBagOfWords(theta, topics, total_count=torch.tensor([7.0, 3.0, 5.0])).sample()
+    assert drawn.sum(-1).tolist() == [7.0, 3.0, 5.0]

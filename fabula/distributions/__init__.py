@@ -5,6 +5,7 @@ from fabula.distributions.autoregressive_bernoulli import AutoregressiveBernoull
 from fabula.distributions.bag_of_words import BagOfWordsMultinomial
 from fabula.distributions.kl import kl_bernoulli_bernoulli
 from fabula.distributions.sequence import AutoregressiveSequence, MaskedSequenceCategorical
+from fabula.distributions.topic_mixture import TopicMixtureBagOfWords
 
 __all__ = [
     "AutoregressiveBagOfWords",
@@ -12,5 +13,6 @@ __all__ = [
     "AutoregressiveSequence",
     "BagOfWordsMultinomial",
     "MaskedSequenceCategorical",
+    "TopicMixtureBagOfWords",
     "kl_bernoulli_bernoulli",
 ]

@@ -7,7 +7,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from fabula.distributions import BagOfWordsMultinomial
+from fabula.distributions import BagOfWordsMultinomial, TopicMixtureBagOfWords
 from fabula.models.story import Story
 from fabula.settings import POSITIVE
 
@@ -24,8 +24,9 @@ class LDA(Story):
     (\ell_k)` (``topic_logits``, ``[K, V]``). The model sums each token's topic out,
     :math:`p(w_{d,i} \mid \theta_d) = (\theta_d^\top \beta)_{w_{d,i}}`, so its one local site is
     ``"theta"`` and the words are observed as counts
-    (:class:`~fabula.distributions.BagOfWordsMultinomial`: the log-probability of the token
-    sequence, as for :class:`~fabula.models.NVDM`, so perplexities compare).
+    (:class:`~fabula.distributions.TopicMixtureBagOfWords`: the log-probability of the token
+    sequence, as for :class:`~fabula.models.NVDM`, so perplexities compare; computed at the
+    words each document holds).
 
     The topics are point estimates. A kind that treats them as Dirichlet(:math:`\eta`) latents
     (collapsed Gibbs sampling, variational Bayes: :mod:`fabula.inference.topic_counts`) writes
@@ -83,8 +84,8 @@ class LDA(Story):
             )
         with self.data_plate(batch):
             theta = pyro.sample("theta", self.prior())
-            words = BagOfWordsMultinomial(
-                self.word_logits(theta), total_count=batch.lengths, validate_args=False
+            words = TopicMixtureBagOfWords(
+                theta, self.topic_word(), total_count=batch.lengths, validate_args=False
             )
             pyro.sample("x", words, obs=batch.counts)
 

@@ -7,7 +7,7 @@ import pyro.distributions as dist
 import torch
 from torch import nn
 
-from fabula.distributions import BagOfWordsMultinomial
+from fabula.distributions import BagOfWordsMultinomial, TopicMixtureBagOfWords
 from fabula.models.story import Story
 
 
@@ -27,8 +27,8 @@ class GSM(Story):
     NVDM's decoder bias; the paper has none, and :meth:`init_background` starts it at the
     corpus's unigram frequencies). Each token's topic is summed out; the local site is the
     Gaussian ``"z"`` (:math:`x_d`), so NVDM's :class:`~fabula.guides.NormalGuide` fits it, and
-    the words are observed as counts (:class:`~fabula.distributions.BagOfWordsMultinomial`: the
-    log-probability of the token sequence, so perplexities compare with
+    the words are observed as counts (:class:`~fabula.distributions.TopicMixtureBagOfWords`: the
+    log-probability of the token sequence, at the words each document holds, so perplexities compare with
     :class:`~fabula.models.NVDM`'s and :class:`~fabula.models.LDA`'s).
 
     Defaults: :math:`K = H = 50` and :math:`E = 100`.
@@ -83,7 +83,9 @@ class GSM(Story):
             )
         with self.data_plate(batch):
             z = pyro.sample("z", self.prior())
-            words = BagOfWordsMultinomial(self.word_logits(z), total_count=batch.lengths, validate_args=False)
+            words = TopicMixtureBagOfWords(
+                self.proportions(z), self.topic_word(), total_count=batch.lengths, validate_args=False
+            )
             pyro.sample("x", words, obs=batch.counts)
 
     def num_tokens(self, batch) -> torch.Tensor:

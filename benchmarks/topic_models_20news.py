@@ -231,15 +231,7 @@ def table(args) -> dict:
     runs = {}
     for row in args.rows:
         for seed in args.seeds:
-            if row in FABULA_KINDS:
-                inference, seconds = fabula_row(args, folder, row, seed)
-            else:
-                inference, seconds = peer_row(args, row, seed, splits["train"])
-            torch.manual_seed(seed)
-            runs.setdefault(row, {})[seed] = {
-                "train_seconds": round(seconds, 1),
-                **score(args, inference, splits["test"]),
-            }
+            runs.setdefault(row, {})[seed] = kept(args, folder, row, seed, splits)
             print(row, seed, runs[row][seed], flush=True)
     summary = {row: summarise(by_seed) for row, by_seed in runs.items()}
     text = markdown(args, summary)

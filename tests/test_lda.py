@@ -16,6 +16,7 @@ from fabula.errors import SettingsError, UsageError
 from fabula.evaluation import evaluate, parse_estimator
 from fabula.evaluation.left_to_right import left_to_right
 from fabula.guides import NormalGuide
+from fabula.guides.simplex import AdditiveLogRatio, logistic_normal
 from fabula.inference import CollapsedGibbs, VariationalBayes, build
 from fabula.inference.collapsed_gibbs import sweep
 from fabula.inference.kinds import KINDS, Setup, unfit
@@ -270,3 +271,16 @@ def test_the_mixture_likelihood_equals_the_dense_one_at_every_word():
     theta, topics = torch.softmax(a[0], -1).detach(), torch.softmax(logits, -1).detach()
     drawn = TopicMixtureBagOfWords(theta, topics, total_count=torch.tensor([7.0, 3.0, 5.0])).sample()
     assert drawn.sum(-1).tolist() == [7.0, 3.0, 5.0]
+
+
+def test_the_logistic_normal_density_is_a_change_of_variables_and_stays_finite():
+    """log |det d theta_{1..K-1} / dx| against autograd's Jacobian; a draw whose smallest
+    proportion underflows keeps a finite log-density."""
+    x = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    transform = AdditiveLogRatio()
+    jacobian = torch.autograd.functional.jacobian(lambda v: transform(v)[:-1], x)
+    torch.testing.assert_close(transform.log_abs_det_jacobian(x, transform(x)), jacobian.det().abs().log())
+    torch.testing.assert_close(transform.inv(transform(x)), x)
+    q = logistic_normal(torch.tensor([-200.0, 0.0]), torch.ones(2))
+    draw = q.rsample()
+    assert float(draw[0]) == 0.0 and math.isfinite(float(q.log_prob(draw)))

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 import pyro
 import pyro.distributions as dist
 import torch
-from torch.distributions.transforms import StickBreakingTransform
+from torch.distributions import constraints
+from torch.distributions.transforms import Transform
 
 from fabula.errors import UsageError
 from fabula.guides.guide import Guide
@@ -16,19 +17,58 @@ from fabula.models.story import DATA_DIM
 from fabula.nn import MLP
 
 
+class AdditiveLogRatio(Transform):
+    r""":math:`\theta = \mathrm{softmax}([x, 0])` from :math:`\mathbb R^{K-1}` onto the
+    :math:`K`-simplex (Aitchison's additive log-ratio), with
+    :math:`\log |\det \partial\theta / \partial x| = \sum_{k=1}^K \log \theta_k`, computed from
+    :math:`x` by one log-softmax: a draw whose smallest proportions underflow in float32 keeps a
+    finite log-density, where torch's stick-breaking map, taking the logarithm of :math:`\theta`,
+    returns an infinite one."""
+
+    domain = constraints.real_vector
+    codomain = constraints.simplex
+    bijective = True
+
+    def __init__(self, cache_size: int = 1):
+        super().__init__(cache_size=cache_size)
+
+    def __eq__(self, other):
+        return isinstance(other, AdditiveLogRatio)
+
+    @staticmethod
+    def _padded(x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.pad(x, (0, 1))
+
+    def _call(self, x):
+        return torch.softmax(self._padded(x), -1)
+
+    def _inverse(self, y):
+        log = y.log()
+        return log[..., :-1] - log[..., -1:]
+
+    def log_abs_det_jacobian(self, x, y):
+        return torch.log_softmax(self._padded(x), -1).sum(-1)
+
+    def forward_shape(self, shape):
+        return shape[:-1] + (shape[-1] + 1,)
+
+    def inverse_shape(self, shape):
+        return shape[:-1] + (shape[-1] - 1,)
+
+
 def logistic_normal(loc: torch.Tensor, scale: torch.Tensor) -> dist.TransformedDistribution:
-    r""":math:`\mathcal{LN}(\mu, \mathrm{diag}\,\sigma^2)` on the simplex, its stick-breaking map
-    caching its last draw: the log-density of a draw is then computed at the Gaussian point that
-    made it, not at one recovered by inverting the map, which loses a float32 draw whose smallest
-    proportions underflow and would score it at the wrong point (by thousands of nats)."""
+    r""":math:`\mathcal{LN}(\mu, \mathrm{diag}\,\sigma^2)` on the simplex through
+    :class:`AdditiveLogRatio`, caching its last draw: the log-density of a draw is computed at the
+    Gaussian point that made it, not at one recovered by inverting the map (which loses a float32
+    draw whose smallest proportions underflow)."""
     base = dist.Normal(loc, scale).to_event(1)
-    return dist.TransformedDistribution(base, [StickBreakingTransform(cache_size=1)])
+    return dist.TransformedDistribution(base, [AdditiveLogRatio(cache_size=1)])
 
 
 class LogisticNormalGuide(Guide):
     r""":math:`q_\lambda(\theta \mid x) = \mathcal{LN}(\mu, \mathrm{diag}\,\sigma^2)`: a Gaussian
-    on :math:`\mathbb R^{K-1}` mapped onto the :math:`K`-simplex by stick breaking
-    (:class:`torch.distributions.LogisticNormal`), with :math:`\lambda = (\mu, \log\sigma) =
+    on :math:`\mathbb R^{K-1}` mapped onto the :math:`K`-simplex by the additive log-ratio
+    (:class:`AdditiveLogRatio`), with :math:`\lambda = (\mu, \log\sigma) =
     \mathrm{MLP}(x)` of the word counts. Its draws are reparameterised, so amortized VI trains
     it through a Dirichlet prior with a Monte Carlo KL: NVLDA of Srivastava & Sutton (2017),
     who replace the Dirichlet by its Laplace approximation instead; here the story keeps its

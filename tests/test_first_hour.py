@@ -96,7 +96,9 @@ def test_a_storys_help_lists_the_kinds_that_train_it(capsys):
     listed, others = kinds_listed("lstm-vae", capsys)
     assert {"vae", "svi", "sa-vae", "rws"} <= listed
     assert not {"cd", "pcd", "wake-sleep", "nvil", "nuts"} & listed
-    assert others.endswith("lstm-vae story: wake-sleep, nvil, cd, pcd")
+    assert others.endswith("lstm-vae story: wake-sleep, nvil, cd, pcd, collapsed-gibbs, vb")
+    listed, others = kinds_listed("lda", capsys)
+    assert {"vae", "collapsed-gibbs", "vb"} <= listed and "cd" not in listed
     listed, others = kinds_listed("rsm", capsys)
     assert listed == {"cd", "pcd"} and "vae" in others
     listed, _ = kinds_listed("sbn", capsys)

@@ -114,7 +114,7 @@ class DirichletGuide(Guide):
     r""":math:`q_\lambda(\theta) = \mathrm{Dir}(\gamma)`, :math:`\lambda = \gamma` (``concentration``,
     ``[B, K]``), the mean-field factor of variational Bayes for LDA (Blei et al. 2003). It has
     no encoder: its λ comes from a source that fits it per document
-    (:class:`~fabula.inference.topic_counts.MeanFieldTopics`).
+    (:class:`~fabula.inference.variational_bayes.MeanFieldTopics`).
 
     References: D. Blei, A. Ng, M. Jordan. Latent Dirichlet Allocation. JMLR 2003.
     """
@@ -127,7 +127,7 @@ class DirichletGuide(Guide):
     def local_params(self, batch) -> dict[str, torch.Tensor]:
         raise UsageError(
             "a Dirichlet guide has no encoder: its concentrations are fitted per document by mean-field "
-            "updates (fabula.inference.topic_counts.MeanFieldTopics)"
+            "updates (fabula.inference.variational_bayes.MeanFieldTopics)"
         )
 
     def init_params(self, num: int, device="cpu") -> dict[str, torch.Tensor]:

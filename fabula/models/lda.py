@@ -29,7 +29,8 @@ class LDA(Story):
     words each document holds).
 
     The topics are point estimates. A kind that treats them as Dirichlet(:math:`\eta`) latents
-    (collapsed Gibbs sampling, variational Bayes: :mod:`fabula.inference.topic_counts`) writes
+    (collapsed Gibbs sampling, :mod:`fabula.inference.collapsed_gibbs`; variational Bayes,
+    :mod:`fabula.inference.variational_bayes`) writes
     its estimate :math:`E[\beta]` into them with :meth:`set_topics`, so every estimator scores
     a story fitted by any kind the same way. It declares
     :class:`~fabula.models.capabilities.DirichletTopics`.

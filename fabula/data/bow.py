@@ -84,6 +84,12 @@ class BagOfWords(Corpus):
     def num_tokens(self) -> int:
         return int(self.counts.sum(dtype=torch.float64))
 
+    def log_unigram(self) -> torch.Tensor:
+        """``[V]``: the add-one smoothed log unigram frequencies of the corpus's words, the
+        background word distribution from which the bag-of-words stories start."""
+        freq = torch.ones(len(self.vocab)).index_add_(0, self.ids, self.counts)
+        return (freq / freq.sum()).log()
+
     @classmethod
     def from_dense(cls, counts: torch.Tensor, vocab: Vocab, labels=None, name="corpus") -> BagOfWords:
         """Build a corpus from a ``[num_docs, vocab_size]`` count matrix.

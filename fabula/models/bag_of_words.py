@@ -37,8 +37,7 @@ class BagOfWordsStory(Story):
     def init_background(self, corpus) -> None:
         """Start the bias :math:`b` at the corpus's add-one log unigram frequencies, so that
         training begins from the background word distribution rather than a uniform one."""
-        freq = torch.ones(self.vocab_size).index_add_(0, corpus.ids, corpus.counts)
-        self.decoder.bias.copy_((freq / freq.sum()).log().to(self.decoder.bias.device))
+        self.decoder.bias.copy_(corpus.log_unigram().to(self.decoder.bias.device))
 
     def prior(self) -> dist.Distribution:
         """:math:`p(z)` of one document's code, event shape ``[K]``."""

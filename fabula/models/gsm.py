@@ -56,8 +56,7 @@ class GSM(Story):
     def init_background(self, corpus) -> None:
         """Start the bias :math:`b` at the corpus's add-one log unigram frequencies, so that
         training begins near the background word distribution rather than a uniform one."""
-        freq = torch.ones(self.vocab_size).index_add_(0, corpus.ids, corpus.counts)
-        self.word_bias.copy_((freq / freq.sum()).log().to(self.word_bias.device))
+        self.word_bias.copy_(corpus.log_unigram().to(self.word_bias.device))
 
     def prior(self) -> dist.Distribution:
         r""":math:`p(x) = \mathcal N(0, I_H)`, event shape ``[H]``."""

@@ -55,9 +55,8 @@ class LDA(Story):
     def init_background(self, corpus) -> None:
         """Start every topic at the corpus's add-one unigram frequencies plus small noise, so
         that gradient training begins from the background word distribution."""
-        freq = torch.ones(self.vocab_size).index_add_(0, corpus.ids, corpus.counts)
         noise = 0.01 * torch.randn(self.num_topics, self.vocab_size)
-        self.topic_logits.copy_(((freq / freq.sum()).log() + noise).to(self.topic_logits.device))
+        self.topic_logits.copy_((corpus.log_unigram() + noise).to(self.topic_logits.device))
 
     def prior(self) -> dist.Distribution:
         r""":math:`p(\theta) = \mathrm{Dir}(\alpha)`, event shape ``[K]``."""

@@ -75,8 +75,7 @@ class ReplicatedSoftmax(Story):
     def init_background(self, corpus) -> None:
         """Set the visible biases :math:`b` and the base rate :math:`b_0` to the corpus's add-one
         smoothed log unigram frequencies."""
-        freq = torch.ones(self.vocab_size).index_add_(0, corpus.ids, corpus.counts)
-        logits = (freq / freq.sum()).log().to(self.visible_bias.device)
+        logits = corpus.log_unigram().to(self.visible_bias.device)
         self.visible_bias.copy_(logits)
         self.base_logits.copy_(logits)
 
